@@ -1,0 +1,84 @@
+//! The command line: the clap definitions and the dispatch to [`crate::commands`]. Each
+//! subcommand's flags live with its code in `src/commands/<name>.rs`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::commands;
+
+const EXAMPLES: &str = "\
+Examples:
+  sealtrail run                                   # embedded default: stdin → redact → sealed
+  printf 'a\\nb\\n' | sealtrail run --config config/console.toml
+  sealtrail run --config config/sidecar.toml      # run a function as a child, seal its output
+  sealtrail validate --config config/sidecar.toml
+  cat app.log | sealtrail redact --stats
+
+Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error,
+3 decryption or integrity failure.";
+
+/// A log and trace agent that never lets a secret reach disk or a screen.
+#[derive(Debug, Parser)]
+#[command(name = "sealtrail", version, about, after_help = EXAMPLES)]
+pub struct Cli {
+    /// Format of the agent's own log lines on standard error.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human, env = "SEALTRAIL_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent (with no --config: the embedded default configuration).
+    Run(commands::run::RunArgs),
+    /// Check configuration files and print the topology; exit 2 on any error.
+    Validate(commands::validate::ValidateArgs),
+}
+
+impl Cli {
+    /// Runs the chosen command and returns the process exit code.
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        match self.command {
+            Some(Command::Run(a)) => commands::run::run(a),
+            Some(Command::Validate(a)) => commands::validate::run(a),
+            None => {
+                use clap::CommandFactory;
+                Cli::command().print_help()?;
+                Ok(ExitCode::from(crate::exit_codes::CONFIG))
+            }
+        }
+    }
+
+    /// The default filter for the agent's own logs: `info` while running, `warn` for the
+    /// one-shot commands. `RUST_LOG` or `SEALTRAIL_LOG` override it.
+    pub fn default_log_level(&self) -> &'static str {
+        match self.command {
+            Some(Command::Run(_)) => "info",
+            _ => "warn",
+        }
+    }
+}
+
+/// Sets up the agent's own diagnostics on standard error.
+pub fn init_tracing(format: LogFormat, default_level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("SEALTRAIL_LOG")
+        .ok()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .or_else(|| EnvFilter::try_from_default_env().ok())
+        .unwrap_or_else(|| EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Human => builder.with_target(false).try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}

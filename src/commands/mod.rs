@@ -1,0 +1,5 @@
+//! One module per subcommand, each with its clap `Args` and a `run` that returns the exit
+//! code.
+
+pub mod run;
+pub mod validate;

@@ -1,0 +1,65 @@
+//! `sealtrail run`: load the configuration, build the topology and run it until the input
+//! ends or a signal arrives.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::config::{self, Overrides};
+use crate::exit_codes;
+use crate::metrics::Registry;
+use crate::topology::{self, Reason};
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Configuration file (repeat to merge several). Without one: the embedded default.
+    #[arg(long = "config", short = 'c', env = "SEALTRAIL_CONFIG", value_delimiter = ',')]
+    pub config: Vec<PathBuf>,
+    /// Data directory (overrides `data_dir` in the configuration).
+    #[arg(long, env = "SEALTRAIL_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Keyring directory (overrides `[keys] dir`).
+    #[arg(long, env = "SEALTRAIL_KEYS")]
+    pub keys: Option<PathBuf>,
+}
+
+impl RunArgs {
+    pub fn overrides(&self) -> Overrides {
+        Overrides { data_dir: self.data_dir.clone(), keys_dir: self.keys.clone() }
+    }
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let config = config::load_files(&args.config, &args.overrides())?;
+    let built = topology::build(&config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("sealtrail")
+        .enable_all()
+        .build()?;
+    let registry = Registry::default();
+    let outcome = runtime.block_on(async {
+        let stop = async {
+            let reason = topology::signals().await;
+            // A second signal skips the drain: the operator means it.
+            tokio::spawn(async {
+                topology::signals().await;
+                eprintln!("sealtrail: second signal, exiting without draining");
+                std::process::exit(130);
+            });
+            reason
+        };
+        topology::run(built, registry.clone(), stop).await
+    });
+    registry.log_summary();
+    // Components still blocked in a read (stdin) must not keep the process alive.
+    runtime.shutdown_background();
+    if let Some((name, err)) = outcome.failures.first() {
+        anyhow::bail!("{name}: {err}");
+    }
+    if let Some(code) = outcome.exit_code {
+        return Ok(ExitCode::from(code.clamp(0, 255) as u8));
+    }
+    Ok(match outcome.reason {
+        Some(Reason::Signal(_)) | Some(Reason::Requested) | None => ExitCode::from(exit_codes::OK),
+    })
+}

@@ -1,0 +1,151 @@
+//! The traits every component implements, and the registration records that make a component
+//! kind known to the configuration loader.
+//!
+//! A component has two halves, as in Vector: a *config* type that is exactly what the user
+//! wrote (deserialized with `deny_unknown_fields`), and a *runtime* type that `build` compiles
+//! from it. `build` does all validation and has no side effects (it binds no port, spawns no
+//! process, opens no file for writing), so `sealtrail validate` runs it on every component
+//! without starting anything.
+//!
+//! Components never see the graph: the topology gives a source a [`SourceContext`] with its
+//! output, a sink a [`SinkInput`], and runs transforms batch by batch.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::de::DeserializeOwned;
+
+use crate::config::GlobalOptions;
+use crate::event::{Batch, Signals};
+use crate::topology::{SinkContext, SinkInput, SourceContext};
+
+/// A boxed future as returned by the run methods (the traits stay object safe).
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// What `build` gets: the component's id and the global options.
+#[derive(Debug, Clone, Copy)]
+pub struct BuildContext<'a> {
+    /// The component id, e.g. `app` for `[sources.app]`.
+    pub id: &'a str,
+    pub globals: &'a GlobalOptions,
+}
+
+/// The configuration of a source.
+pub trait SourceConfig: Debug + Send + Sync {
+    /// The signals this source emits.
+    fn outputs(&self) -> Signals;
+
+    /// Validates the configuration and compiles the runtime source. No side effects.
+    fn build(&self, cx: &BuildContext<'_>) -> anyhow::Result<Box<dyn Source>>;
+}
+
+/// A running source: pushes batches into `cx.out` until its input ends or `cx.shutdown` fires,
+/// then returns. Returning drops the output, which tells downstream components to flush.
+pub trait Source: Send {
+    fn run(self: Box<Self>, cx: SourceContext) -> BoxFuture<anyhow::Result<()>>;
+}
+
+/// The configuration of a transform.
+pub trait TransformConfig: Debug + Send + Sync {
+    /// The signals this transform accepts.
+    fn accepts(&self) -> Signals {
+        Signals::ALL
+    }
+
+    /// The signals it emits, given the signals it receives.
+    fn outputs(&self, input: Signals) -> Signals {
+        input
+    }
+
+    /// `true` for the `redact` transform: what comes out of it is redacted. The loader uses
+    /// this to enforce that every sink is downstream of redaction (DESIGN.md, "secure by
+    /// default").
+    fn redacts(&self) -> bool {
+        false
+    }
+
+    /// Validates the configuration and compiles the runtime transform. No side effects.
+    fn build(&self, cx: &BuildContext<'_>) -> anyhow::Result<Box<dyn Transform>>;
+}
+
+/// A running transform. The topology calls it for each batch in arrival order, on a task of
+/// its own, and calls `flush` once when all inputs have ended.
+pub trait Transform: Send {
+    /// Transforms one batch; `None` drops the whole batch (a filter that kept nothing).
+    fn transform(&mut self, batch: Batch, cx: &TransformContext) -> Option<Batch>;
+
+    /// Emits whatever the transform still holds when its inputs end.
+    fn flush(&mut self, _cx: &TransformContext) -> Option<Batch> {
+        None
+    }
+}
+
+/// What a transform gets with each batch: its id and its counters.
+pub struct TransformContext {
+    pub id: String,
+    pub metrics: std::sync::Arc<crate::metrics::ComponentMetrics>,
+}
+
+/// The configuration of a sink.
+pub trait SinkConfig: Debug + Send + Sync {
+    /// The signals this sink accepts.
+    fn accepts(&self) -> Signals {
+        Signals::ALL
+    }
+
+    /// Validates the configuration and compiles the runtime sink. No side effects.
+    fn build(&self, cx: &BuildContext<'_>) -> anyhow::Result<Box<dyn Sink>>;
+}
+
+/// A running sink: consumes batches from `input` until it ends (`recv` returns `None`), then
+/// flushes everything it holds and returns.
+pub trait Sink: Send {
+    fn run(self: Box<Self>, input: SinkInput, cx: SinkContext) -> BoxFuture<anyhow::Result<()>>;
+}
+
+/// Parses a component's table (without `type`, `inputs` and the other fields the topology
+/// owns) into its config type.
+pub type ParseFn<T> = fn(toml::Value) -> Result<Box<T>, toml::de::Error>;
+
+/// A source kind as the loader knows it: the `type` name and how to parse its table.
+pub struct SourceKind {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub parse: ParseFn<dyn SourceConfig>,
+}
+
+/// A transform kind as the loader knows it.
+pub struct TransformKind {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub parse: ParseFn<dyn TransformConfig>,
+}
+
+/// A sink kind as the loader knows it.
+pub struct SinkKind {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub parse: ParseFn<dyn SinkConfig>,
+}
+
+/// The parse function for a source config type: `parse: parse_source::<StdinConfig>`.
+pub fn parse_source<T: SourceConfig + DeserializeOwned + 'static>(
+    v: toml::Value,
+) -> Result<Box<dyn SourceConfig>, toml::de::Error> {
+    Ok(Box::new(v.try_into::<T>()?))
+}
+
+/// The parse function for a transform config type.
+pub fn parse_transform<T: TransformConfig + DeserializeOwned + 'static>(
+    v: toml::Value,
+) -> Result<Box<dyn TransformConfig>, toml::de::Error> {
+    Ok(Box::new(v.try_into::<T>()?))
+}
+
+/// The parse function for a sink config type.
+pub fn parse_sink<T: SinkConfig + DeserializeOwned + 'static>(
+    v: toml::Value,
+) -> Result<Box<dyn SinkConfig>, toml::de::Error> {
+    Ok(Box::new(v.try_into::<T>()?))
+}

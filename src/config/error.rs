@@ -1,0 +1,82 @@
+//! Configuration errors: every one names where it was found (file, line, component).
+
+use std::fmt;
+
+/// Where something was written: a configuration file and a line in it (1-based; 0 unknown).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub file: String,
+    pub line: usize,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line > 0 { write!(f, "{}:{}", self.file, self.line) } else { f.write_str(&self.file) }
+    }
+}
+
+/// One configuration error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub origin: Option<Origin>,
+    /// The component, as `sources.app`, `transforms.scrub` or `sinks.vault`.
+    pub component: Option<String>,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(message: impl Into<String>) -> ConfigError {
+        ConfigError { origin: None, component: None, message: message.into() }
+    }
+
+    pub fn at(mut self, origin: Origin) -> ConfigError {
+        self.origin = Some(origin);
+        self
+    }
+
+    pub fn component(mut self, component: impl Into<String>) -> ConfigError {
+        self.component = Some(component.into());
+        self
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(o) = &self.origin {
+            write!(f, "{o}: ")?;
+        }
+        if let Some(c) = &self.component {
+            write!(f, "{c}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// All the errors found while loading a configuration: the loader collects every error it
+/// can find rather than stopping at the first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.len() {
+            0 => f.write_str("invalid configuration"),
+            1 => write!(f, "invalid configuration: {}", self.0[0]),
+            n => {
+                write!(f, "invalid configuration ({n} errors):")?;
+                for e in &self.0 {
+                    write!(f, "\n  {e}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(e: ConfigError) -> ConfigErrors {
+        ConfigErrors(vec![e])
+    }
+}

@@ -1,0 +1,18 @@
+//! sealtrail: an agent for logs and traces that never lets a secret reach disk or a screen.
+//!
+//! The library holds the engine; `src/main.rs` is a thin command-line front over
+//! [`commands`]. A run goes: [`config`] loads and checks a Vector-style TOML configuration,
+//! [`topology`] builds its components and moves [`event::Batch`]es of events from
+//! [`sources`] through [`transforms`] to [`sinks`] over bounded channels, and [`metrics`]
+//! counts what each component did.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod event;
+pub mod exit_codes;
+pub mod metrics;
+pub mod sinks;
+pub mod sources;
+pub mod topology;
+pub mod transforms;

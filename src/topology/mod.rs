@@ -1,0 +1,213 @@
+//! The topology runtime: builds every component of a checked [`Config`], connects them with
+//! bounded channels, runs them as tokio tasks, and shuts them down in order.
+//!
+//! Each transform and sink owns one bounded channel that all its inputs send into (fan-in);
+//! each component's output is a [`Fanout`] that holds a sender to each consumer. When a source
+//! returns, its senders drop; a consumer sees its channel close once all its inputs are gone,
+//! flushes, and returns in turn, so the end of input ripples through the graph and every
+//! accepted event is delivered before the agent exits.
+
+mod context;
+pub mod shutdown;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+pub use context::{Closed, Fanout, Full, SinkContext, SinkInput, SourceContext};
+pub use shutdown::{Reason, Shutdown, ShutdownTrigger};
+
+use crate::config::component::{BuildContext, Sink, Source, Transform, TransformContext};
+use crate::config::{Config, ConfigError, ConfigErrors, GlobalOptions};
+use crate::event::Batch;
+use crate::metrics::Registry;
+
+/// How many batches a component's input channel holds before its producers wait.
+pub const CHANNEL_BATCHES: usize = 8;
+
+/// Every component of a configuration, built (validated) but not started.
+pub struct Built {
+    pub globals: Arc<GlobalOptions>,
+    sources: Vec<(String, Box<dyn Source>)>,
+    transforms: Vec<(String, Vec<String>, Box<dyn Transform>)>,
+    sinks: Vec<(String, Vec<String>, Box<dyn Sink>)>,
+}
+
+/// Builds every component; collects every build error, each naming its component.
+pub fn build(config: &Config) -> Result<Built, ConfigErrors> {
+    let globals = Arc::new(config.globals.clone());
+    let mut errors = Vec::new();
+    let cx = |id| BuildContext { id, globals: &config.globals };
+    let mut built =
+        Built { globals: globals.clone(), sources: Vec::new(), transforms: Vec::new(), sinks: Vec::new() };
+    let err = |section: &str, id: &str, origin: &crate::config::Origin, e: anyhow::Error| {
+        ConfigError::new(format!("{e:#}")).at(origin.clone()).component(format!("{section}.{id}"))
+    };
+    for s in &config.sources {
+        match s.config.build(&cx(&s.id)) {
+            Ok(b) => built.sources.push((s.id.clone(), b)),
+            Err(e) => errors.push(err("sources", &s.id, &s.origin, e)),
+        }
+    }
+    for t in &config.transforms {
+        match t.config.build(&cx(&t.id)) {
+            Ok(b) => built.transforms.push((t.id.clone(), t.inputs.clone(), b)),
+            Err(e) => errors.push(err("transforms", &t.id, &t.origin, e)),
+        }
+    }
+    for s in &config.sinks {
+        match s.config.build(&cx(&s.id)) {
+            Ok(b) => built.sinks.push((s.id.clone(), s.inputs.clone(), b)),
+            Err(e) => errors.push(err("sinks", &s.id, &s.origin, e)),
+        }
+    }
+    if errors.is_empty() { Ok(built) } else { Err(ConfigErrors(errors)) }
+}
+
+/// How a run ended.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Components that failed, with their error.
+    pub failures: Vec<(String, String)>,
+    /// The exit code a source asked for (the `exec` source: its child's).
+    pub exit_code: Option<i32>,
+    /// Set when shutdown came from a signal or a request, not from the end of input.
+    pub reason: Option<Reason>,
+}
+
+/// Runs a built topology until every source has finished (end of input) or `stop` completes,
+/// then drains and flushes everything.
+pub async fn run(built: Built, registry: Registry, stop: impl Future<Output = Reason> + Send) -> Outcome {
+    let (trigger, shutdown) = shutdown::channel();
+    let exit_code = Arc::new(Mutex::new(None));
+
+    // One input channel per transform and sink.
+    let mut inputs: BTreeMap<String, mpsc::Sender<Batch>> = BTreeMap::new();
+    let mut receivers: BTreeMap<String, mpsc::Receiver<Batch>> = BTreeMap::new();
+    for id in built.transforms.iter().map(|t| &t.0).chain(built.sinks.iter().map(|s| &s.0)) {
+        let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+        inputs.insert(id.clone(), tx);
+        receivers.insert(id.clone(), rx);
+    }
+    // The consumers of each component.
+    let mut consumers: BTreeMap<String, Vec<mpsc::Sender<Batch>>> = BTreeMap::new();
+    let wiring = built.transforms.iter().map(|(id, ins, _)| (id, ins));
+    for (id, ins) in wiring.chain(built.sinks.iter().map(|(id, ins, _)| (id, ins))) {
+        for i in ins {
+            consumers.entry(i.clone()).or_default().push(inputs[id].clone());
+        }
+    }
+    drop(inputs);
+
+    let mut tasks: JoinSet<(String, anyhow::Result<()>)> = JoinSet::new();
+    for (id, _, sink) in built.sinks {
+        let metrics = registry.component(&format!("sink.{id}"));
+        let input = SinkInput::new(receivers.remove(&id).expect("sink channel"), metrics.clone());
+        let cx = SinkContext {
+            id: id.clone(),
+            metrics,
+            globals: built.globals.clone(),
+            registry: registry.clone(),
+        };
+        let span = tracing::info_span!("sink", id = %id);
+        tasks.spawn(async move { (format!("sinks.{id}"), sink.run(input, cx).await) }.instrument(span));
+    }
+    for (id, _, transform) in built.transforms {
+        let metrics = registry.component(&format!("transform.{id}"));
+        let rx = receivers.remove(&id).expect("transform channel");
+        let out = Fanout::new(consumers.remove(&id).unwrap_or_default(), metrics.clone());
+        let cx = TransformContext { id: id.clone(), metrics };
+        let span = tracing::info_span!("transform", id = %id);
+        tasks.spawn(
+            async move { (format!("transforms.{id}"), run_transform(transform, rx, out, cx).await) }
+                .instrument(span),
+        );
+    }
+    let mut source_count = 0;
+    for (id, source) in built.sources {
+        let metrics = registry.component(&format!("source.{id}"));
+        let cx = SourceContext {
+            id: id.clone(),
+            out: Fanout::new(consumers.remove(&id).unwrap_or_default(), metrics.clone()),
+            shutdown: shutdown.clone(),
+            metrics,
+            globals: built.globals.clone(),
+            exit_code: exit_code.clone(),
+        };
+        let span = tracing::info_span!("source", id = %id);
+        source_count += 1;
+        tasks.spawn(async move { (format!("sources.{id}"), source.run(cx).await) }.instrument(span));
+    }
+    tracing::debug!(sources = source_count, "topology started");
+
+    let mut outcome = Outcome::default();
+    tokio::pin!(stop);
+    let mut stopped = false;
+    loop {
+        tokio::select! {
+            reason = &mut stop, if !stopped => {
+                stopped = true;
+                tracing::info!(?reason, "shutting down: draining sources, flushing transforms and sinks");
+                outcome.reason = Some(reason);
+                trigger.trigger(reason);
+            }
+            done = tasks.join_next() => {
+                let Some(done) = done else { break };
+                match done {
+                    Ok((_, Ok(()))) => {}
+                    Ok((name, Err(e))) => {
+                        tracing::error!(component = %name, "failed: {e:#}");
+                        outcome.failures.push((name, format!("{e:#}")));
+                        // A failed component stops the pipeline: sources stop, the rest drains.
+                        trigger.trigger(Reason::Requested);
+                    }
+                    Err(join) => {
+                        let name = "a component task".to_owned();
+                        tracing::error!("{name} panicked: {join}");
+                        outcome.failures.push((name, join.to_string()));
+                        trigger.trigger(Reason::Requested);
+                    }
+                }
+            }
+        }
+    }
+    outcome.exit_code = *exit_code.lock().unwrap_or_else(|p| p.into_inner());
+    outcome
+}
+
+async fn run_transform(
+    mut transform: Box<dyn Transform>,
+    mut rx: mpsc::Receiver<Batch>,
+    mut out: Fanout,
+    cx: TransformContext,
+) -> anyhow::Result<()> {
+    while let Some(batch) = rx.recv().await {
+        let bytes: usize = batch.iter().map(crate::event::Event::size_estimate).sum();
+        cx.metrics.add_in(batch.len(), bytes);
+        if let Some(b) = transform.transform(batch, &cx) {
+            out.send(b).await?;
+        }
+    }
+    if let Some(b) = transform.flush(&cx) {
+        out.send(b).await?;
+    }
+    Ok(())
+}
+
+/// Waits for SIGINT or SIGTERM and returns it as a [`Reason`].
+pub async fn signals() -> Reason {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+    else {
+        tracing::warn!("cannot install signal handlers; stop with end of input");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => Reason::Signal(libc::SIGINT),
+        _ = term.recv() => Reason::Signal(libc::SIGTERM),
+    }
+}

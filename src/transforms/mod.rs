@@ -1,0 +1,7 @@
+//! Transforms: what happens to events between sources and sinks. One module per transform
+//! kind; [`KINDS`] is the list the configuration loader reads.
+
+use crate::config::TransformKind;
+
+/// Every transform kind, by its `type` name.
+pub const KINDS: &[TransformKind] = &[];
