@@ -1,0 +1,204 @@
+//! The `bank_account` detector: account numbers next to an account keyword.
+//!
+//! A run of 6 to 17 digits (not touching a letter or digit) is an account number when an
+//! account keyword ends at most [`MAX_GAP`] bytes before it. Keywords are the lists that
+//! CloudWatch Logs and Macie use (`reference/redaction.md`) plus the configured extras,
+//! matched ignoring ASCII case, where a space in a keyword also matches `_`, `-` or nothing
+//! (`bank account`, `bank_account`, `bank-account`, `bankaccount`); a keyword must not touch a
+//! letter on either side (`sepa` does not match inside `separator`).
+//!
+//! Only digit runs of the right length trigger the keyword search, over a window of at most
+//! `MAX_GAP + longest keyword` bytes before the run, so text without such runs costs nothing.
+
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+
+use super::{BuildError, BuildErrorKind, Cand, Detector, is_alnum};
+
+/// How far (in bytes) before the digits a keyword may end.
+pub const MAX_GAP: usize = 30;
+
+/// The built-in account keywords (lower case).
+pub const KEYWORDS: &[&str] = &[
+    // DESIGN.md and common log spellings.
+    "acct",
+    "account no",
+    "account #",
+    "acct no",
+    // US.
+    "bank account",
+    "bank acct",
+    "checking account",
+    "checking acct",
+    "deposit account",
+    "deposit acct",
+    "savings account",
+    "savings acct",
+    "chequing account",
+    "chequing acct",
+    // GB.
+    "account code",
+    "account number",
+    "accountno#",
+    "accountnumber#",
+    "bban",
+    "customer account id",
+    "customer account number",
+    "customer bank account id",
+    "iban",
+    "sepa",
+    // DE.
+    "bankleitzahl",
+    "geheimzahl",
+    "kartennummer",
+    "kontonummer",
+    "kreditkartennummer",
+    // FR.
+    "code bancaire",
+    "compte bancaire",
+    "numéro de compte",
+    // IT.
+    "codice bancario",
+    "conto bancario",
+    "numero di conto",
+    // ES.
+    "código cuenta",
+    "código cuenta bancaria",
+    "cuenta cliente id",
+    "número cuenta bancaria cliente",
+    "número cuenta cliente",
+];
+
+/// The compiled keyword automaton.
+#[derive(Debug)]
+pub(crate) struct BankAccount {
+    ac: AhoCorasick,
+    max_kw: usize,
+}
+
+/// Every spelling of a keyword: as written, and with each space replaced by `_`, `-` or
+/// nothing.
+pub fn variants(kw: &str) -> Vec<String> {
+    let kw = kw.trim().to_ascii_lowercase();
+    let mut v = vec![kw.clone()];
+    if kw.contains(' ') {
+        for r in ["_", "-", ""] {
+            v.push(kw.replace(' ', r));
+        }
+    }
+    v
+}
+
+impl BankAccount {
+    pub(crate) fn new(extra: &[String]) -> Result<BankAccount, BuildError> {
+        let mut pats = Vec::new();
+        for kw in KEYWORDS.iter().copied().chain(extra.iter().map(String::as_str)) {
+            if kw.trim().is_empty() {
+                return Err(BuildError::new(BuildErrorKind::EmptyEntry {
+                    what: "keyword",
+                    list: "bank_account_keywords",
+                }));
+            }
+            pats.extend(variants(kw));
+        }
+        let max_kw = pats.iter().map(String::len).max().unwrap_or(0);
+        let ac = AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .kind(Some(AhoCorasickKind::DFA))
+            .build(&pats)
+            .map_err(|e| {
+                BuildError::new(BuildErrorKind::Automaton {
+                    what: "bank account keyword",
+                    message: e.to_string(),
+                })
+            })?;
+        Ok(BankAccount { ac, max_kw })
+    }
+
+    /// Bytes before the digits that decide a candidate: the gap, the longest keyword and the
+    /// byte before it.
+    pub(crate) fn context(&self) -> usize {
+        MAX_GAP + self.max_kw + 1
+    }
+
+    /// Reports `buf[s..e]` (6 to 17 digits) if it is an account number.
+    pub(crate) fn candidate(&self, buf: &[u8], s: usize, e: usize, out: &mut Vec<Cand>) {
+        if (s > 0 && is_alnum(buf[s - 1])) || (e < buf.len() && is_alnum(buf[e])) {
+            return;
+        }
+        let w0 = s.saturating_sub(MAX_GAP + self.max_kw);
+        let window = &buf[w0..s];
+        for m in self.ac.find_overlapping_iter(window) {
+            let (ks, ke) = (w0 + m.start(), w0 + m.end());
+            if s - ke > MAX_GAP {
+                continue;
+            }
+            let before_ok = ks == 0 || !buf[ks - 1].is_ascii_alphabetic();
+            let after_ok = !buf[ke].is_ascii_alphabetic();
+            if before_ok && after_ok {
+                out.push(Cand { start: s, end: e, keep: 0, det: Detector::BankAccount, open: false });
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(b: &BankAccount, s: &str) -> Vec<String> {
+        let buf = s.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < buf.len() {
+            if buf[i].is_ascii_digit() && (i == 0 || !buf[i - 1].is_ascii_digit()) {
+                let mut e = i;
+                while e < buf.len() && buf[e].is_ascii_digit() {
+                    e += 1;
+                }
+                if (6..=17).contains(&(e - i)) {
+                    b.candidate(buf, i, e, &mut out);
+                }
+                i = e;
+            } else {
+                i += 1;
+            }
+        }
+        out.iter().map(|c| s[c.start..c.end].to_owned()).collect()
+    }
+
+    #[test]
+    fn keywords_anchor_numbers() {
+        let b = BankAccount::new(&[]).unwrap();
+        assert_eq!(found(&b, "Account Number: 12345678"), ["12345678"]);
+        assert_eq!(found(&b, "bank_account=0532013000"), ["0532013000"]);
+        assert_eq!(found(&b, "BANK-ACCOUNT 123456"), ["123456"]);
+        assert_eq!(found(&b, "Kontonummer 0532013000 ok"), ["0532013000"]);
+        assert_eq!(found(&b, "numéro de compte : 12345678901"), ["12345678901"]);
+        assert_eq!(found(&b, "acct #12345678"), ["12345678"]);
+        // Exactly 30 bytes of gap is allowed, 31 is not.
+        let gap30 = format!("acct{}123456", " ".repeat(30));
+        let gap31 = format!("acct{}123456", " ".repeat(31));
+        assert_eq!(found(&b, &gap30), ["123456"]);
+        assert!(found(&b, &gap31).is_empty());
+    }
+
+    #[test]
+    fn no_keyword_or_wrong_shape() {
+        let b = BankAccount::new(&[]).unwrap();
+        assert!(found(&b, "order 12345678").is_empty());
+        assert!(found(&b, "separator 12345678").is_empty(), "sepa inside a word");
+        assert!(found(&b, "account number 12345").is_empty(), "too short");
+        assert!(found(&b, "account number 123456789012345678").is_empty(), "too long");
+        assert!(found(&b, "account number x12345678").is_empty(), "touches a letter");
+        assert!(found(&b, "accountant 12345678").is_empty());
+    }
+
+    #[test]
+    fn extra_keywords() {
+        let b = BankAccount::new(&["member id".to_owned()]).unwrap();
+        assert_eq!(found(&b, "Member-ID: 99887766"), ["99887766"]);
+        assert!(BankAccount::new(&[" ".to_owned()]).is_err());
+    }
+}

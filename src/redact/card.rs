@@ -1,0 +1,216 @@
+//! The `card` detector: payment card numbers.
+//!
+//! A card number is 13 to 19 digits with a known issuer prefix and a valid Luhn checksum,
+//! written either as one run of digits or as groups joined by single spaces or single dashes
+//! (the same separator throughout, a first group of 4 digits and every group 3 to 7 digits
+//! long: `4111 1111 1111 1111`, `3782-822463-10005`). It must not touch a letter or another
+//! digit on either side, so trace ids, hex strings and longer digit runs never match. A
+//! grouped number may follow other digit groups (`order 12 4111-1111-1111-1111`): each group
+//! start is a candidate start, and the longest valid number from it is the candidate.
+
+use super::{Cand, Detector, is_alnum};
+
+/// Most digits in a card number.
+const MAX_DIGITS: usize = 19;
+const MIN_DIGITS: usize = 13;
+
+/// The position of the next ASCII digit at or after `i`.
+///
+/// Sixteen bytes at a time through a comparison the compiler turns into SIMD compares and a
+/// movemask; log text is full of digits, so this mostly finds the next one within a block.
+#[inline]
+pub(crate) fn next_digit(h: &[u8], mut i: usize) -> Option<usize> {
+    while i + 16 <= h.len() {
+        let mut mask = 0u32;
+        for (k, &b) in h[i..i + 16].iter().enumerate() {
+            mask |= ((b.wrapping_sub(b'0') < 10) as u32) << k;
+        }
+        if mask != 0 {
+            return Some(i + mask.trailing_zeros() as usize);
+        }
+        i += 16;
+    }
+    h.get(i..)?.iter().position(u8::is_ascii_digit).map(|k| i + k)
+}
+
+/// Reports the card candidate that starts with the digit run `buf[s..e]`, if any.
+pub(crate) fn candidate(buf: &[u8], s: usize, e: usize, out: &mut Vec<Cand>) {
+    let n = buf.len();
+    let first = e - s;
+    // Cheap rejections first: most digit runs in logs are short and stand alone.
+    if s > 0 && buf[s - 1].is_ascii_alphabetic() {
+        return;
+    }
+    let grouped = first == 4 && e + 1 < n && matches!(buf[e], b' ' | b'-') && buf[e + 1].is_ascii_digit();
+    if !grouped {
+        if (MIN_DIGITS..=MAX_DIGITS).contains(&first) && (e == n || !is_alnum(buf[e])) {
+            let digits = &buf[s..e];
+            if valid(digits.iter().copied()) {
+                out.push(Cand { start: s, end: e, keep: 0, det: Detector::Card, open: false });
+            }
+        }
+        return;
+    }
+    // Grouped: collect groups while the shape holds, remembering the longest valid end.
+    let sep = buf[e];
+    let mut digits = [0u8; MAX_DIGITS];
+    digits[..4].copy_from_slice(&buf[s..e]);
+    let mut count = 4;
+    let mut end = e;
+    let mut best = None;
+    while end + 1 < n && buf[end] == sep && buf[end + 1].is_ascii_digit() {
+        let gs = end + 1;
+        let mut ge = gs;
+        while ge < n && buf[ge].is_ascii_digit() {
+            ge += 1;
+        }
+        let len = ge - gs;
+        if !(3..=7).contains(&len) || count + len > MAX_DIGITS {
+            break;
+        }
+        digits[count..count + len].copy_from_slice(&buf[gs..ge]);
+        count += len;
+        end = ge;
+        if count >= MIN_DIGITS && (end == n || !is_alnum(buf[end])) && valid(digits[..count].iter().copied())
+        {
+            best = Some(end);
+        }
+    }
+    if let Some(end) = best {
+        out.push(Cand { start: s, end, keep: 0, det: Detector::Card, open: false });
+    }
+}
+
+/// Issuer prefix, length and Luhn checksum of a number given as ASCII digits.
+pub fn valid(digits: impl ExactSizeIterator<Item = u8> + Clone) -> bool {
+    let len = digits.len();
+    let mut prefix = 0u32;
+    for d in digits.clone().take(6) {
+        prefix = prefix * 10 + (d - b'0') as u32;
+    }
+    issuer_accepts(prefix, len) && luhn(digits)
+}
+
+/// Whether a known issuer uses the 6-digit prefix `p6` with numbers of `len` digits.
+fn issuer_accepts(p6: u32, len: usize) -> bool {
+    let p1 = p6 / 100_000;
+    let p2 = p6 / 10_000;
+    let p3 = p6 / 1000;
+    let p4 = p6 / 100;
+    match p1 {
+        // Visa.
+        4 => matches!(len, 13 | 16 | 19),
+        // Mastercard 51–55 and 2221–2720; Mir 2200–2204.
+        5 if (51..=55).contains(&p2) => len == 16,
+        2 if (2221..=2720).contains(&p4) => len == 16,
+        2 if (2200..=2204).contains(&p4) => (16..=19).contains(&len),
+        // American Express 34, 37; Diners 300–305, 36, 38, 39; JCB 3528–3589.
+        3 if p2 == 34 || p2 == 37 => len == 15,
+        3 if (3528..=3589).contains(&p4) => (16..=19).contains(&len),
+        3 if (300..=305).contains(&p3) || p2 == 36 || p2 == 38 || p2 == 39 => (14..=19).contains(&len),
+        // Maestro 50, 56–58; Discover 6011, 644–649, 65; UnionPay 62; Maestro 6x.
+        5 if p2 == 50 || (56..=58).contains(&p2) => (13..=19).contains(&len),
+        6 => (13..=19).contains(&len),
+        _ => false,
+    }
+}
+
+/// The Luhn checksum over ASCII digits.
+pub fn luhn(digits: impl ExactSizeIterator<Item = u8>) -> bool {
+    let len = digits.len();
+    let mut sum = 0u32;
+    for (i, d) in digits.enumerate() {
+        let mut d = (d - b'0') as u32;
+        // Double every second digit counting from the right (the check digit is not doubled).
+        if (len - i) % 2 == 0 {
+            d *= 2;
+            if d > 9 {
+                d -= 9;
+            }
+        }
+        sum += d;
+    }
+    sum % 10 == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(s: &str) -> Vec<&str> {
+        let b = s.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while let Some(st) = next_digit(b, i) {
+            let mut e = st;
+            while e < b.len() && b[e].is_ascii_digit() {
+                e += 1;
+            }
+            candidate(b, st, e, &mut out);
+            i = e;
+        }
+        out.iter().map(|c| &s[c.start..c.end]).collect()
+    }
+
+    #[test]
+    fn luhn_and_issuers() {
+        for ok in
+            ["4111111111111111", "5555555555554444", "378282246310005", "6011111111111117", "4222222222222"]
+        {
+            assert!(valid(ok.bytes()), "{ok}");
+        }
+        // Luhn fails, unknown issuer (1…, 9…), wrong length for the issuer.
+        for bad in ["4111111111111112", "1234567812345670", "9111111111111119", "37828224631000"] {
+            assert!(!valid(bad.bytes()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn groupings() {
+        assert_eq!(found("card 4111 1111 1111 1111."), ["4111 1111 1111 1111"]);
+        assert_eq!(found("card 4111-1111-1111-1111"), ["4111-1111-1111-1111"]);
+        assert_eq!(found("amex 3782-822463-10005 ok"), ["3782-822463-10005"]);
+        assert_eq!(found("x=4111111111111111,"), ["4111111111111111"]);
+        // Mixed separators and double spaces are not a grouping.
+        assert!(found("4111 1111-1111 1111").is_empty());
+        assert!(found("4111  1111  1111  1111").is_empty());
+        // A leading group in front of a card: the card itself is found.
+        assert_eq!(found("ref 12 4111 1111 1111 1111"), ["4111 1111 1111 1111"]);
+    }
+
+    #[test]
+    fn boundaries() {
+        assert!(found("a4111111111111111").is_empty());
+        assert!(found("4111111111111111b").is_empty());
+        assert!(found("04111111111111111").is_empty());
+        assert!(found("41111111111111110").is_empty());
+        assert_eq!(found("(4111111111111111)"), ["4111111111111111"]);
+        assert_eq!(found("4111111111111111"), ["4111111111111111"]);
+    }
+
+    #[test]
+    fn look_alikes_pass() {
+        for s in [
+            "2026-11-27T18:13:22.123Z",
+            "epoch=1795000000123",
+            "id 550e8400-e29b-41d4-a716-446655440000",
+            "trace 4bf92f3577b34da6a3ce929d0e0e4736",
+            "order 4111111111111112",
+            "10.0.0.1:8443",
+            "arn:aws:lambda:us-east-1:123456789012:function:x",
+            "v1.2.3 took 1234ms",
+            "1732731202123456789",
+        ] {
+            assert!(found(s).is_empty(), "{s}");
+        }
+    }
+
+    #[test]
+    fn next_digit_finds_every_position() {
+        let s = "abcdefghijklmnopqrstuvwxyz0abcdefghijklmnopqrstuvwxy9";
+        assert_eq!(next_digit(s.as_bytes(), 0), Some(26));
+        assert_eq!(next_digit(s.as_bytes(), 27), Some(52));
+        assert_eq!(next_digit(b"abc", 0), None);
+        assert_eq!(next_digit(b"abc", 5), None);
+    }
+}

@@ -1,0 +1,407 @@
+//! The redaction engine: finds payment card numbers, IBANs, keyword-anchored bank account
+//! numbers, URL credentials and custom keywords or patterns in text, and replaces them with a
+//! mask.
+//!
+//! Build a [`Redactor`] once from [`Options`], then either redact a complete input with
+//! [`Redactor::redact`] / [`Redactor::redact_str`] (which borrow the input and allocate nothing
+//! when there is nothing to redact), or feed a byte stream in arbitrary chunks through a
+//! [`Stream`]. For every input and every way of cutting it into chunks the stream writes
+//! exactly what the whole-input call returns (see [`stream`] for how, with a worked example).
+//!
+//! # How matching works
+//!
+//! Each detector reports *candidates*: a byte span to replace, found from a cheap trigger and
+//! then validated (see the detector modules):
+//! - [`card`]: runs of digits (a SIMD-friendly scan), grouping, issuer prefix, Luhn;
+//! - [`iban`]: a digit run right after two capital letters, country length, mod-97;
+//! - [`bank_account`]: a run of 6 to 17 digits with an account keyword at most 30 bytes
+//!   before it (one Aho-Corasick automaton over a small window, only for such runs);
+//! - [`url_credentials`]: `://` (user-info) and `?`/`&` followed by a credential parameter
+//!   name and `=` (the value);
+//! - [`custom`]: literal keywords (one Aho-Corasick automaton) and `regex` patterns.
+//!
+//! Candidates may overlap. The engine keeps the leftmost, then the longest (then the first
+//! detector in [`Detector`] order), drops every candidate that overlaps a kept one, and
+//! repeats. Custom patterns run last, over the output of the other detectors, one line (cut
+//! into windows of [`PATTERN_WINDOW`] bytes) at a time.
+//!
+//! Every candidate is *local*: whether it exists depends only on at most [`Redactor::context`]
+//! bytes before it and a bounded number of bytes after it (a URL authority is at most
+//! [`url_credentials::MAX_AUTHORITY`] bytes; a credential parameter value is unbounded but
+//! ends at a fixed set of delimiter bytes). That is what lets the stream hold back little.
+
+pub mod bank_account;
+pub mod card;
+pub mod custom;
+pub mod iban;
+mod mask;
+pub mod naive;
+pub mod stream;
+pub mod url_credentials;
+
+use std::borrow::Cow;
+use std::fmt;
+
+pub use mask::Mask;
+pub use stream::Stream;
+
+/// The built-in and custom detectors, in priority order (a tie between two candidates of
+/// the same span goes to the earlier one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Detector {
+    Card = 0,
+    Iban = 1,
+    BankAccount = 2,
+    UrlCredentials = 3,
+    Keyword = 4,
+    Pattern = 5,
+}
+
+impl Detector {
+    /// Every detector, in priority order.
+    pub const ALL: [Detector; 6] = [
+        Detector::Card,
+        Detector::Iban,
+        Detector::BankAccount,
+        Detector::UrlCredentials,
+        Detector::Keyword,
+        Detector::Pattern,
+    ];
+
+    /// The detectors that can be switched in `detectors = [...]`; keywords and patterns are on
+    /// when some are configured.
+    pub const BUILT_IN: [Detector; 4] =
+        [Detector::Card, Detector::Iban, Detector::BankAccount, Detector::UrlCredentials];
+
+    /// The name used in configuration, metrics (`redactions.<name>`) and hmac tokens.
+    pub fn name(self) -> &'static str {
+        match self {
+            Detector::Card => "card",
+            Detector::Iban => "iban",
+            Detector::BankAccount => "bank_account",
+            Detector::UrlCredentials => "url_credentials",
+            Detector::Keyword => "keyword",
+            Detector::Pattern => "pattern",
+        }
+    }
+
+    /// The detector called `name`.
+    pub fn from_name(name: &str) -> Option<Detector> {
+        Detector::ALL.into_iter().find(|d| d.name() == name)
+    }
+
+    /// Whether the secret is a number whose last four characters `last4` may keep.
+    fn is_numeric(self) -> bool {
+        matches!(self, Detector::Card | Detector::Iban | Detector::BankAccount)
+    }
+}
+
+impl fmt::Display for Detector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Redactions counted per detector.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts(pub [u64; 6]);
+
+impl Counts {
+    pub fn get(&self, d: Detector) -> u64 {
+        self.0[d as usize]
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    pub fn add(&mut self, other: &Counts) {
+        for (a, b) in self.0.iter_mut().zip(other.0) {
+            *a += b;
+        }
+    }
+
+    /// (detector, count) for every detector with a non-zero count.
+    pub fn iter(&self) -> impl Iterator<Item = (Detector, u64)> + '_ {
+        Detector::ALL.into_iter().map(|d| (d, self.get(d))).filter(|(_, n)| *n > 0)
+    }
+
+    fn bump(&mut self, d: Detector) {
+        self.0[d as usize] += 1;
+    }
+}
+
+/// What to build a [`Redactor`] from.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The built-in detectors to run (default: all of [`Detector::BUILT_IN`]).
+    pub detectors: Vec<Detector>,
+    pub mask: Mask,
+    /// The HMAC-SHA256 key of the `hmac` mask (required for it, ignored otherwise).
+    pub hmac_key: Option<[u8; 32]>,
+    /// Literal strings to redact wherever they occur (case-sensitive).
+    pub keywords: Vec<String>,
+    /// `regex` patterns to redact (matched within a line).
+    pub patterns: Vec<String>,
+    /// Account keywords added to the built-in list of [`bank_account`].
+    pub bank_account_keywords: Vec<String>,
+    /// Credential query parameter names added to the built-in list of [`url_credentials`].
+    pub query_params: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            detectors: Detector::BUILT_IN.to_vec(),
+            mask: Mask::Mask,
+            hmac_key: None,
+            keywords: Vec::new(),
+            patterns: Vec::new(),
+            bank_account_keywords: Vec::new(),
+            query_params: Vec::new(),
+        }
+    }
+}
+
+/// Why a [`Redactor`] could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind}")]
+pub struct BuildError {
+    kind: BuildErrorKind,
+}
+
+/// The kinds of [`BuildError`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildErrorKind {
+    #[error("invalid pattern `{pattern}`: {message}")]
+    InvalidPattern { pattern: String, message: String },
+    #[error("pattern `{pattern}` matches the empty string")]
+    EmptyMatch { pattern: String },
+    #[error("empty {what} in `{list}`")]
+    EmptyEntry { what: &'static str, list: &'static str },
+    #[error("the hmac mask needs a key")]
+    MissingHmacKey,
+    #[error("cannot build the {what} automaton: {message}")]
+    Automaton { what: &'static str, message: String },
+}
+
+impl BuildError {
+    pub fn kind(&self) -> &BuildErrorKind {
+        &self.kind
+    }
+
+    fn new(kind: BuildErrorKind) -> BuildError {
+        BuildError { kind }
+    }
+}
+
+/// The maximum number of bytes a bounded candidate spans (an IBAN with spaces: 34 + 8), and so
+/// how far past a position the engine must see before it can decide what starts there.
+const MIN_LOOKAHEAD: usize = 64;
+
+/// Bytes of a line that custom patterns see at once: a line longer than this is matched in
+/// consecutive windows of this size, so memory stays bounded on any line.
+pub const PATTERN_WINDOW: usize = 64 * 1024;
+
+/// A candidate replacement: `buf[start..end]` becomes `buf[start..start + keep]` followed by
+/// the mask of the rest. `open` marks a credential value whose end the stream has not seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Cand {
+    pub start: usize,
+    pub end: usize,
+    pub keep: usize,
+    pub det: Detector,
+    pub open: bool,
+}
+
+/// A compiled redaction engine. Cheap to share (`Send + Sync`); build it once.
+#[derive(Debug)]
+pub struct Redactor {
+    on: [bool; 4],
+    mask: mask::Masker,
+    bank: bank_account::BankAccount,
+    url: url_credentials::UrlCredentials,
+    keywords: Option<custom::Keywords>,
+    patterns: Option<custom::Patterns>,
+    /// Bytes of left context a candidate may depend on.
+    context: usize,
+    /// Bytes past a candidate's start needed to decide it (bounded candidates).
+    lookahead: usize,
+}
+
+impl Redactor {
+    /// Compiles the detectors. All validation happens here.
+    ///
+    /// # Errors
+    /// A pattern that does not compile or matches the empty string, an empty keyword, or the
+    /// hmac mask without a key.
+    pub fn new(opts: &Options) -> Result<Redactor, BuildError> {
+        let mut on = [false; 4];
+        for d in &opts.detectors {
+            if let Some(slot) = on.get_mut(*d as usize) {
+                *slot = true;
+            }
+        }
+        let mask = mask::Masker::new(opts.mask, opts.hmac_key)?;
+        let bank = bank_account::BankAccount::new(&opts.bank_account_keywords)?;
+        let url = url_credentials::UrlCredentials::new(&opts.query_params)?;
+        let keywords =
+            if opts.keywords.is_empty() { None } else { Some(custom::Keywords::new(&opts.keywords)?) };
+        let patterns =
+            if opts.patterns.is_empty() { None } else { Some(custom::Patterns::new(&opts.patterns)?) };
+        let max_kw = keywords.as_ref().map_or(0, |k| k.max_len);
+        let context = 64.max(bank.context()).max(url.context());
+        let lookahead = MIN_LOOKAHEAD.max(max_kw + 1).max(url.max_param_len() + 3);
+        Ok(Redactor { on, mask, bank, url, keywords, patterns, context, lookahead })
+    }
+
+    /// A redactor with every built-in detector and the `mask` mask.
+    pub fn with_defaults() -> Redactor {
+        // The built-in lists are constants that are tested to compile.
+        Redactor::new(&Options::default()).expect("the built-in detectors compile")
+    }
+
+    /// Bytes before a candidate that decide whether it exists (a stream keeps this much of
+    /// what it already wrote).
+    pub fn context(&self) -> usize {
+        self.context
+    }
+
+    /// Redacts a complete input. Borrows the input when nothing matches.
+    pub fn redact<'a>(&self, input: &'a [u8], counts: &mut Counts) -> Cow<'a, [u8]> {
+        let mut cands = Vec::new();
+        self.candidates(input, 0, true, &mut cands);
+        let stage1: Cow<'a, [u8]> = if cands.is_empty() {
+            Cow::Borrowed(input)
+        } else {
+            let mut out = Vec::with_capacity(input.len() + 16);
+            let selected = select(&mut cands, usize::MAX);
+            self.write(input, 0, input.len(), &cands[..selected], &mut out, counts);
+            Cow::Owned(out)
+        };
+        match &self.patterns {
+            None => stage1,
+            Some(p) => match p.redact_whole(&stage1, &self.mask, counts) {
+                None => stage1,
+                Some(out) => Cow::Owned(out),
+            },
+        }
+    }
+
+    /// Redacts a complete string. Borrows the input when nothing matches.
+    pub fn redact_str<'a>(&self, input: &'a str, counts: &mut Counts) -> Cow<'a, str> {
+        match self.redact(input.as_bytes(), counts) {
+            Cow::Borrowed(_) => Cow::Borrowed(input),
+            // Replacements start and end at ASCII bytes, so the output stays UTF-8; the lossy
+            // conversion is a guard, never taken.
+            Cow::Owned(v) => Cow::Owned(
+                String::from_utf8(v).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+            ),
+        }
+    }
+
+    /// A stream that redacts input given in chunks.
+    pub fn stream(self: &std::sync::Arc<Self>) -> Stream {
+        Stream::new(self.clone())
+    }
+
+    /// Collects the candidates that start at or after `from` in `buf` into `out`, and returns
+    /// the position from which candidates are not known yet (`buf.len()` with `eof`): a
+    /// candidate starting before it is complete. Bytes before `from` are context only.
+    pub(crate) fn candidates(&self, buf: &[u8], from: usize, eof: bool, out: &mut Vec<Cand>) -> usize {
+        let mut limit = if eof { buf.len() } else { buf.len().saturating_sub(self.lookahead) };
+        if self.on[0] || self.on[1] || self.on[2] {
+            self.digit_runs(buf, from, out);
+        }
+        if self.on[3] {
+            limit = limit.min(self.url.candidates(buf, from, eof, out));
+        }
+        if let Some(k) = &self.keywords {
+            k.candidates(buf, from, out);
+        }
+        limit
+    }
+
+    /// Walks every maximal run of ASCII digits that starts at or after `from` and hands it to
+    /// the digit detectors.
+    fn digit_runs(&self, buf: &[u8], from: usize, out: &mut Vec<Cand>) {
+        let n = buf.len();
+        let mut i = from;
+        // A run that began before `from` is not a run start.
+        while i < n && i > 0 && buf[i].is_ascii_digit() && buf[i - 1].is_ascii_digit() {
+            i += 1;
+        }
+        while let Some(s) = card::next_digit(buf, i) {
+            let mut e = s + 1;
+            while e < n && buf[e].is_ascii_digit() {
+                e += 1;
+            }
+            if self.on[0] {
+                card::candidate(buf, s, e, out);
+            }
+            if self.on[1] && s >= 2 && s - 2 >= from {
+                iban::candidate(buf, s, out);
+            }
+            if self.on[2] && (6..=17).contains(&(e - s)) {
+                self.bank.candidate(buf, s, e, out);
+            }
+            i = e;
+        }
+    }
+
+    /// Writes `buf[from..to]` to `out` with the selected candidates (sorted, non-overlapping,
+    /// inside `from..to`) replaced, counting each.
+    pub(crate) fn write(
+        &self,
+        buf: &[u8],
+        from: usize,
+        to: usize,
+        selected: &[Cand],
+        out: &mut Vec<u8>,
+        counts: &mut Counts,
+    ) {
+        let mut pos = from;
+        for c in selected {
+            out.extend_from_slice(&buf[pos..c.start]);
+            out.extend_from_slice(&buf[c.start..c.start + c.keep]);
+            self.mask.write(c.det, &buf[c.start + c.keep..c.end], out);
+            counts.bump(c.det);
+            pos = c.end;
+        }
+        out.extend_from_slice(&buf[pos..to]);
+    }
+}
+
+/// Sorts candidates and keeps the leftmost-longest non-overlapping ones that start before
+/// `limit`, moving them to the front; returns how many were kept.
+pub(crate) fn select(cands: &mut Vec<Cand>, limit: usize) -> usize {
+    if cands.len() > 1 {
+        cands.sort_unstable_by_key(|c| (c.start, !c.open, std::cmp::Reverse(c.end), c.det));
+    }
+    let mut kept = 0;
+    let mut last_end = 0;
+    for i in 0..cands.len() {
+        let c = cands[i];
+        if c.start >= limit {
+            break;
+        }
+        if kept > 0 && c.start < last_end {
+            continue;
+        }
+        cands[kept] = c;
+        kept += 1;
+        last_end = if c.open { usize::MAX } else { c.end };
+    }
+    cands.truncate(kept);
+    kept
+}
+
+/// ASCII letter or digit.
+#[inline]
+pub(crate) fn is_alnum(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+}
+
+#[cfg(test)]
+mod tests;

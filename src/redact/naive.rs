@@ -1,0 +1,216 @@
+//! A slow, obviously-correct reference for the engine, used by property tests: it tries every
+//! detector at every byte position straight from the definitions in the detector modules
+//! (no triggers, no automata, no carry), then keeps the leftmost-longest non-overlapping
+//! candidates. The fast engine must give the same output on every input.
+
+use super::mask::Masker;
+use super::url_credentials::{MAX_AUTHORITY, QUERY_PARAMS, ends_authority, ends_value};
+use super::{Counts, Detector, Options, bank_account, card, is_alnum};
+
+/// Redacts `input` the slow way. Panics on options the engine would reject.
+pub fn redact(opts: &Options, input: &[u8]) -> (Vec<u8>, Counts) {
+    let on = |d: Detector| opts.detectors.contains(&d);
+    let kws: Vec<String> = bank_account::KEYWORDS
+        .iter()
+        .copied()
+        .chain(opts.bank_account_keywords.iter().map(String::as_str))
+        .flat_map(bank_account::variants)
+        .collect();
+    let params: Vec<String> = QUERY_PARAMS
+        .iter()
+        .copied()
+        .chain(opts.query_params.iter().map(String::as_str))
+        .map(|p| p.trim().to_ascii_lowercase())
+        .collect();
+    let b = input;
+    let n = b.len();
+    // (start, end, keep, detector)
+    let mut cands: Vec<(usize, usize, usize, Detector)> = Vec::new();
+    for x in 0..n {
+        if on(Detector::Card) {
+            if let Some(e) = naive_card(b, x) {
+                cands.push((x, e, 0, Detector::Card));
+            }
+        }
+        if on(Detector::Iban) {
+            if let Some(e) = naive_iban(b, x) {
+                cands.push((x, e, 0, Detector::Iban));
+            }
+        }
+        if on(Detector::BankAccount) {
+            if let Some(e) = naive_bank(b, x, &kws) {
+                cands.push((x, e, 0, Detector::BankAccount));
+            }
+        }
+        if on(Detector::UrlCredentials) {
+            if let Some((e, keep)) = naive_userinfo(b, x) {
+                cands.push((x, e, keep, Detector::UrlCredentials));
+            }
+            if let Some(e) = naive_param(b, x, &params) {
+                cands.push((x, e, 0, Detector::UrlCredentials));
+            }
+        }
+        for k in &opts.keywords {
+            if !k.is_empty() && b[x..].starts_with(k.as_bytes()) {
+                cands.push((x, x + k.len(), 0, Detector::Keyword));
+            }
+        }
+    }
+    cands.sort_by_key(|&(s, e, _, d)| (s, std::cmp::Reverse(e), d));
+    let masker = Masker::new(opts.mask, opts.hmac_key).expect("valid mask options");
+    let mut out = Vec::new();
+    let mut counts = Counts::default();
+    let mut pos = 0;
+    for (s, e, keep, d) in cands {
+        if s < pos {
+            continue;
+        }
+        out.extend_from_slice(&b[pos..s + keep]);
+        masker.write(d, &b[s + keep..e], &mut out);
+        counts.bump(d);
+        pos = e;
+    }
+    out.extend_from_slice(&b[pos..]);
+    if !opts.patterns.is_empty() {
+        let p = super::custom::Patterns::new(&opts.patterns).expect("valid patterns");
+        if let Some(o) = p.redact_whole(&out, &masker, &mut counts) {
+            out = o;
+        }
+    }
+    (out, counts)
+}
+
+fn digit(b: &[u8], i: usize) -> bool {
+    b.get(i).is_some_and(u8::is_ascii_digit)
+}
+
+fn free_after(b: &[u8], y: usize) -> bool {
+    y == b.len() || !is_alnum(b[y])
+}
+
+/// The longest card number starting at `x`.
+fn naive_card(b: &[u8], x: usize) -> Option<usize> {
+    if !digit(b, x) || (x > 0 && is_alnum(b[x - 1])) {
+        return None;
+    }
+    let mut best = None;
+    for y in x + 13..=(x + 37).min(b.len()) {
+        let t = &b[x..y];
+        if !free_after(b, y) {
+            continue;
+        }
+        let digits: Vec<u8> = t.iter().copied().filter(u8::is_ascii_digit).collect();
+        if !(13..=19).contains(&digits.len()) {
+            continue;
+        }
+        let shape_ok = if t.iter().all(u8::is_ascii_digit) {
+            true
+        } else {
+            let sep = t[4];
+            let groups: Vec<&[u8]> = t.split(|&c| c == sep).collect();
+            (sep == b' ' || sep == b'-')
+                && groups.len() >= 2
+                && groups[0].len() == 4
+                && groups.iter().all(|g| g.iter().all(u8::is_ascii_digit))
+                && groups[1..].iter().all(|g| (3..=7).contains(&g.len()))
+        };
+        if shape_ok && card::valid(digits.iter().copied()) {
+            best = Some(y);
+        }
+    }
+    best
+}
+
+/// An IBAN starting at `x`.
+fn naive_iban(b: &[u8], x: usize) -> Option<usize> {
+    if x + 4 > b.len() || (x > 0 && is_alnum(b[x - 1])) {
+        return None;
+    }
+    let len = super::iban::length_of(&b[x..x + 2])?;
+    for grouped in [false, true] {
+        let span = if grouped { len + (len - 1) / 4 } else { len };
+        let Some(t) = b.get(x..x + span) else { continue };
+        if !free_after(b, x + span) {
+            continue;
+        }
+        let mut chars = Vec::new();
+        let mut ok = true;
+        for (i, &c) in t.iter().enumerate() {
+            if grouped && i % 5 == 4 {
+                ok &= c == b' ';
+            } else {
+                ok &= c.is_ascii_digit() || c.is_ascii_uppercase();
+                chars.push(c);
+            }
+        }
+        ok &= chars[0].is_ascii_uppercase() && chars[1].is_ascii_uppercase();
+        ok &= chars[2].is_ascii_digit() && chars[3].is_ascii_digit();
+        if ok && super::iban::is_valid(std::str::from_utf8(&chars).ok()?) {
+            return Some(x + span);
+        }
+    }
+    None
+}
+
+/// An account number starting at `x`.
+fn naive_bank(b: &[u8], x: usize, kws: &[String]) -> Option<usize> {
+    if !digit(b, x) || (x > 0 && is_alnum(b[x - 1])) {
+        return None;
+    }
+    let mut e = x;
+    while digit(b, e) {
+        e += 1;
+    }
+    if !(6..=17).contains(&(e - x)) || !free_after(b, e) {
+        return None;
+    }
+    for k in kws {
+        let k = k.as_bytes();
+        for ke in x.saturating_sub(bank_account::MAX_GAP)..=x {
+            let Some(ks) = ke.checked_sub(k.len()) else { continue };
+            if b[ks..ke].eq_ignore_ascii_case(k)
+                && (ks == 0 || !b[ks - 1].is_ascii_alphabetic())
+                && !b[ke].is_ascii_alphabetic()
+            {
+                return Some(e);
+            }
+        }
+    }
+    None
+}
+
+/// A user-info starting at `u` (right after `://`): (end, bytes kept).
+fn naive_userinfo(b: &[u8], u: usize) -> Option<(usize, usize)> {
+    if u < 3 || &b[u - 3..u] != b"://" {
+        return None;
+    }
+    let mut j = u;
+    while j < b.len() && j < u + MAX_AUTHORITY && !ends_authority(b[j]) {
+        j += 1;
+    }
+    let at = b[u..j].iter().rposition(|&c| c == b'@')? + u;
+    let info = &b[u..at];
+    match info.iter().position(|&c| c == b':') {
+        _ if info.is_empty() => None,
+        None => Some((at, 0)),
+        Some(c) if c + 1 == info.len() => None,
+        Some(c) => Some((at, c + 1)),
+    }
+}
+
+/// A credential parameter value starting at `v`.
+fn naive_param(b: &[u8], v: usize, params: &[String]) -> Option<usize> {
+    if v < 2 || b[v - 1] != b'=' {
+        return None;
+    }
+    let y = b[..v - 1].iter().rposition(|&c| c == b'?' || c == b'&')?;
+    let name = &b[y + 1..v - 1];
+    let name_ok = !name.is_empty()
+        && name.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
+        && params.iter().any(|p| p.as_bytes().eq_ignore_ascii_case(name));
+    if !name_ok {
+        return None;
+    }
+    let end = b[v..].iter().position(|&c| ends_value(c)).map_or(b.len(), |k| v + k);
+    (end > v).then_some(end)
+}

@@ -1,0 +1,309 @@
+//! Engine tests: named cases, the fast engine against the naive reference, and streaming
+//! against whole-input redaction for every way of cutting short inputs and random cuts of
+//! long ones.
+
+use std::sync::Arc;
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn red(r: &Redactor, s: &str) -> String {
+    let mut c = Counts::default();
+    r.redact_str(s, &mut c).into_owned()
+}
+
+fn streamed(r: &Arc<Redactor>, input: &[u8], cuts: &[usize]) -> (Vec<u8>, Counts) {
+    let mut s = r.stream();
+    let mut out = Vec::new();
+    let mut prev = 0;
+    for &c in cuts {
+        let c = c.clamp(prev, input.len());
+        s.push(&input[prev..c], &mut out);
+        prev = c;
+    }
+    s.push(&input[prev..], &mut out);
+    s.finish(&mut out);
+    (out, s.counts())
+}
+
+fn whole(r: &Redactor, input: &[u8]) -> (Vec<u8>, Counts) {
+    let mut c = Counts::default();
+    let out = r.redact(input, &mut c).into_owned();
+    (out, c)
+}
+
+#[test]
+fn redactor_is_send_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Redactor>();
+    check::<Stream>();
+}
+
+#[test]
+fn mixed_line() {
+    let r = Redactor::with_defaults();
+    let line = "2026-11-27T18:13:22Z user=alice@example.com paid 4111 1111 1111 1111 to DE89 3704 0044 0532 0130 00 \
+                acct #12345678 via https://svc:hunter2@db.internal:5432/x?page=2&token=abc123&v=1.2.3 id=550e8400-e29b-41d4-a716-446655440000";
+    let want = "2026-11-27T18:13:22Z user=alice@example.com paid **** to **** \
+                acct #**** via https://svc:****@db.internal:5432/x?page=2&token=****&v=1.2.3 id=550e8400-e29b-41d4-a716-446655440000";
+    assert_eq!(red(&r, line), want);
+    let mut c = Counts::default();
+    r.redact_str(line, &mut c);
+    assert_eq!(
+        (
+            c.get(Detector::Card),
+            c.get(Detector::Iban),
+            c.get(Detector::BankAccount),
+            c.get(Detector::UrlCredentials)
+        ),
+        (1, 1, 1, 2)
+    );
+}
+
+#[test]
+fn nothing_to_redact_borrows() {
+    let r = Redactor::with_defaults();
+    let line = "10.0.0.1 - - \"GET /api/v1/orders/4111111111111112?page=2 HTTP/1.1\" 200 5120 0.012 epoch=1795000000123";
+    let mut c = Counts::default();
+    assert!(matches!(r.redact_str(line, &mut c), Cow::Borrowed(_)));
+    assert_eq!(c.total(), 0);
+}
+
+#[test]
+fn look_alikes_pass_untouched() {
+    let r = Redactor::with_defaults();
+    for s in [
+        "2026-11-27T18:13:22.123456789Z",
+        "ts=1795000000123 epoch_ns=1795000000123456789",
+        "request_id=550e8400-e29b-41d4-a716-446655440000",
+        "trace_id=4bf92f3577b34da6a3ce929d0e0e4736 span_id=00f067aa0ba902b7",
+        "order 4111111111111112 total 1234.50",
+        "listening on 0.0.0.0:8443 and [::1]:9090",
+        "arn:aws:lambda:us-east-1:123456789012:function:billing",
+        "mail alice@example.com and mailto:bob@example.org",
+        "fetch https://api.example.com:8443/v1/users/42?page=2&sort=desc#top",
+        "version 1.24.3-beta.2 took 1500ms (1.5s)",
+        "phone +1 415-555-0100",
+        "account created 2026-11-27",
+    ] {
+        assert_eq!(red(&r, s), s);
+    }
+}
+
+#[test]
+fn masks_last4_and_hmac() {
+    let last4 = Redactor::new(&Options { mask: Mask::Last4, ..Options::default() }).unwrap();
+    assert_eq!(red(&last4, "card 4111-1111-1111-1234 x"), "card 4111-1111-1111-1234 x", "Luhn fails");
+    assert_eq!(red(&last4, "card 4111-1111-1111-1111 x"), "card ****1111 x");
+    assert_eq!(red(&last4, "https://u:p4ss1234@h/"), "https://u:****@h/");
+    let key = [9u8; 32];
+    let h = Redactor::new(&Options { mask: Mask::Hmac, hmac_key: Some(key), ..Options::default() }).unwrap();
+    let a = red(&h, "a 4111 1111 1111 1111");
+    let b = red(&h, "b 4111111111111111");
+    assert_eq!(a[2..], b[2..]);
+    assert!(a.starts_with("a [card:"), "{a}");
+}
+
+#[test]
+fn custom_keywords_and_patterns() {
+    let r = Redactor::new(&Options {
+        keywords: vec!["Project Falcon".into(), "hunter2".into()],
+        patterns: vec!["EMP-[0-9]{6}".into()],
+        ..Options::default()
+    })
+    .unwrap();
+    assert_eq!(red(&r, "Project Falcon by EMP-123456, pw hunter2."), "**** by ****, pw ****.");
+    let e = Redactor::new(&Options { patterns: vec!["(unclosed".into()], ..Options::default() }).unwrap_err();
+    assert!(e.to_string().contains("`(unclosed`"), "{e}");
+}
+
+#[test]
+fn detectors_can_be_switched_off() {
+    let r =
+        Redactor::new(&Options { detectors: vec![Detector::UrlCredentials], ..Options::default() }).unwrap();
+    assert_eq!(red(&r, "4111111111111111 https://u:p@h"), "4111111111111111 https://u:****@h");
+}
+
+#[test]
+fn open_value_streams_in_constant_memory() {
+    let r = Arc::new(
+        Redactor::new(&Options { mask: Mask::Hmac, hmac_key: Some([1; 32]), ..Options::default() }).unwrap(),
+    );
+    let mut s = r.stream();
+    let mut out = Vec::new();
+    s.push(b"GET /x?token=", &mut out);
+    let chunk = vec![b'a'; 64 * 1024];
+    for _ in 0..64 {
+        s.push(&chunk, &mut out);
+        assert!(s.pending() <= r.context() + 128, "{}", s.pending());
+    }
+    s.push(b"&page=2\n", &mut out);
+    s.finish(&mut out);
+    let mut value = b"GET /x?token=".to_vec();
+    value.extend(std::iter::repeat_n(b'a', 64 * 64 * 1024));
+    value.extend_from_slice(b"&page=2\n");
+    assert_eq!(out, whole(&r, &value).0);
+    assert!(out.len() < 100, "{}", String::from_utf8_lossy(&out));
+}
+
+#[test]
+fn long_digit_and_pathological_lines_stay_bounded() {
+    let r = Arc::new(Redactor::with_defaults());
+    for unit in [&b"1"[..], b"://", b"@", b"?token=&", b"1234 5678 9012 ", b"https://u:p@"] {
+        let input: Vec<u8> = unit.iter().copied().cycle().take(1 << 20).collect();
+        let mut s = r.stream();
+        let mut out = Vec::new();
+        let mut max_pending = 0;
+        for c in input.chunks(10_000) {
+            s.push(c, &mut out);
+            max_pending = max_pending.max(s.pending());
+        }
+        s.finish(&mut out);
+        assert!(max_pending <= 10_000 + url_credentials::MAX_AUTHORITY + 128, "{max_pending}");
+        assert_eq!(out, whole(&r, &input).0, "{}", String::from_utf8_lossy(unit));
+    }
+}
+
+#[test]
+fn utf8_commit_points() {
+    let r = Arc::new(Redactor::with_defaults());
+    let input = "é€😀 4111 1111 1111 1111 ".repeat(50);
+    for chunk in [1, 2, 3, 5, 7, 64, 100] {
+        let mut s = r.stream();
+        let mut all = Vec::new();
+        for c in input.as_bytes().chunks(chunk) {
+            let mut out = Vec::new();
+            s.push(c, &mut out);
+            assert!(std::str::from_utf8(&out).is_ok(), "each write ends on a character boundary");
+            all.extend(out);
+        }
+        s.finish(&mut all);
+        assert_eq!(all, whole(&r, input.as_bytes()).0);
+    }
+}
+
+/// Fragments that build inputs full of near-misses for every detector.
+const FRAGMENTS: &[&str] = &[
+    "4111",
+    "1111",
+    "4111111111111111",
+    "378282246310005",
+    "3782",
+    "822463",
+    "10005",
+    " ",
+    "-",
+    "  ",
+    "0",
+    "7",
+    "12",
+    "123456",
+    "DE89",
+    "3704",
+    "0044",
+    "0532",
+    "0130",
+    "00",
+    "DE89370400440532013000",
+    "GB82 WEST 1234 5698 7654 32",
+    "acct ",
+    "Account Number: ",
+    "kontonummer",
+    "sepa",
+    "x",
+    "Z",
+    "é",
+    "€",
+    "\n",
+    "://",
+    "https://",
+    "u:p@",
+    "tok@",
+    "@",
+    ":",
+    "/",
+    "?",
+    "&",
+    "=",
+    "?token=",
+    "&password=",
+    "X-Amz-Signature=",
+    "abc",
+    "secret",
+    "Falcon",
+    ".",
+    ",",
+    "\"",
+    "EMP-",
+    "\u{0}",
+    "\t",
+];
+
+fn fragment_input() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(prop::sample::select(FRAGMENTS), 0..40).prop_map(|v| v.concat().into_bytes())
+}
+
+fn custom_options() -> Options {
+    Options {
+        keywords: vec!["Falcon".into(), "secret".into(), "1111".into()],
+        patterns: vec!["EMP-[0-9]+".into()],
+        bank_account_keywords: vec!["member id".into()],
+        query_params: vec!["sessionid".into()],
+        ..Options::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn engine_matches_naive(input in fragment_input(), custom in any::<bool>(), mask in 0..3u8) {
+        let mut opts = if custom { custom_options() } else { Options::default() };
+        opts.mask = [Mask::Mask, Mask::Last4, Mask::Hmac][mask as usize];
+        opts.hmac_key = Some([3; 32]);
+        let r = Redactor::new(&opts).unwrap();
+        let fast = whole(&r, &input);
+        let slow = naive::redact(&opts, &input);
+        prop_assert_eq!(String::from_utf8_lossy(&fast.0), String::from_utf8_lossy(&slow.0));
+        prop_assert_eq!(fast.1, slow.1);
+    }
+
+    #[test]
+    fn engine_matches_naive_on_bytes(input in prop::collection::vec(any::<u8>(), 0..300)) {
+        let opts = custom_options();
+        let r = Redactor::new(&opts).unwrap();
+        prop_assert_eq!(whole(&r, &input), naive::redact(&opts, &input));
+    }
+
+    #[test]
+    fn every_cut_of_short_inputs(input in fragment_input(), custom in any::<bool>()) {
+        let opts = if custom { custom_options() } else { Options::default() };
+        let r = Arc::new(Redactor::new(&opts).unwrap());
+        let want = whole(&r, &input);
+        for cut in 0..=input.len() {
+            prop_assert_eq!(&streamed(&r, &input, &[cut]), &want, "cut at {}", cut);
+        }
+        // Byte by byte.
+        let all: Vec<usize> = (0..input.len()).collect();
+        prop_assert_eq!(&streamed(&r, &input, &all), &want);
+    }
+
+    #[test]
+    fn random_cuts_of_long_inputs(
+        parts in prop::collection::vec(fragment_input(), 1..30),
+        cuts in prop::collection::vec(0..4000usize, 0..40),
+        hmac in any::<bool>(),
+    ) {
+        let mut opts = custom_options();
+        if hmac {
+            opts.mask = Mask::Hmac;
+            opts.hmac_key = Some([5; 32]);
+        }
+        let r = Arc::new(Redactor::new(&opts).unwrap());
+        let input = parts.concat();
+        let mut cuts = cuts;
+        cuts.sort_unstable();
+        prop_assert_eq!(streamed(&r, &input, &cuts), whole(&r, &input));
+    }
+}
