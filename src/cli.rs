@@ -42,6 +42,9 @@ pub enum Command {
     Run(commands::run::RunArgs),
     /// Check configuration files and print the topology; exit 2 on any error.
     Validate(commands::validate::ValidateArgs),
+    /// Redact standard input to standard output (a streaming line filter, same engine as the
+    /// `redact` transform).
+    Redact(commands::redact::RedactArgs),
 }
 
 impl Cli {
@@ -50,6 +53,7 @@ impl Cli {
         match self.command {
             Some(Command::Run(a)) => commands::run::run(a),
             Some(Command::Validate(a)) => commands::validate::run(a),
+            Some(Command::Redact(a)) => commands::redact::run(a),
             None => {
                 use clap::CommandFactory;
                 Cli::command().print_help()?;
