@@ -1,7 +1,9 @@
 //! Transforms: what happens to events between sources and sinks. One module per transform
 //! kind; [`KINDS`] is the list the configuration loader reads.
 
+pub mod filter;
+
 use crate::config::TransformKind;
 
 /// Every transform kind, by its `type` name.
-pub const KINDS: &[TransformKind] = &[];
+pub const KINDS: &[TransformKind] = &[filter::KIND];
