@@ -43,8 +43,13 @@ fn long_lines_are_split_into_continued_records() {
         "[sources.in]\ntype = \"stdin\"\nmax_line_bytes = 16\n[sinks.out]\ntype = \"console\"\nencoding = \"json\"\ninputs = [\"in\"]\nallow_unredacted = true\n",
     );
     let line = "x".repeat(40);
-    let out = run_with_input(dir.path(), &["run", "--config", cfg.to_str().unwrap()], format!("{line}\nok\n").as_bytes());
-    let recs: Vec<serde_json::Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let out = run_with_input(
+        dir.path(),
+        &["run", "--config", cfg.to_str().unwrap()],
+        format!("{line}\nok\n").as_bytes(),
+    );
+    let recs: Vec<serde_json::Value> =
+        stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(recs.len(), 4);
     let joined: String = recs[..3].iter().map(|r| r["body"].as_str().unwrap()).collect();
     assert_eq!(joined, line);
@@ -75,7 +80,8 @@ fn exec_runs_a_child_captures_both_streams_and_exits_with_its_code() {
     );
     let out = run_with_input(dir.path(), &["run", "--config", cfg.to_str().unwrap()], b"");
     assert_eq!(out.status.code(), Some(7), "stderr: {}", stderr(&out));
-    let recs: Vec<serde_json::Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let recs: Vec<serde_json::Value> =
+        stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let of = |stream: &str| -> Vec<String> {
         recs.iter()
             .filter(|r| r["attributes"]["log.iostream"] == stream)
@@ -173,7 +179,11 @@ fn fan_out_and_fan_in() {
              [sinks.b]\ntype = \"console\"\ntarget = \"stderr\"\ninputs = [\"all\"]\nallow_unredacted = true\n"
         ),
     );
-    let out = run_with_input(dir.path(), &["run", "--config", cfg.to_str().unwrap()], b"from stdin 1\nfrom stdin 2\n");
+    let out = run_with_input(
+        dir.path(),
+        &["run", "--config", cfg.to_str().unwrap()],
+        b"from stdin 1\nfrom stdin 2\n",
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let mut a: Vec<String> = stdout(&out).lines().map(String::from).collect();
     let mut b: Vec<String> = stderr(&out).lines().map(String::from).collect();
@@ -257,9 +267,17 @@ fn a_glob_that_matches_nothing_fails_at_run_time() {
         "f.toml",
         "[sources.app]\ntype = \"file\"\ninclude = [\"nothing-here/*.log\"]\n[sinks.out]\ntype = \"console\"\ninputs = [\"app\"]\nallow_unredacted = true\n",
     );
-    let out = cmd(dir.path()).args(["run", "--config", cfg.to_str().unwrap()]).stdin(Stdio::null()).output().unwrap();
+    let out = cmd(dir.path())
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("sources.app: no file matches `include` (nothing-here/*.log)"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("sources.app: no file matches `include` (nothing-here/*.log)"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

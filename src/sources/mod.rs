@@ -3,10 +3,11 @@
 
 pub mod exec;
 pub mod file;
+pub mod generate;
 pub mod lines;
 pub mod stdin;
 
 use crate::config::SourceKind;
 
 /// Every source kind, by its `type` name.
-pub const KINDS: &[SourceKind] = &[exec::KIND, file::KIND, stdin::KIND];
+pub const KINDS: &[SourceKind] = &[exec::KIND, file::KIND, generate::KIND, stdin::KIND];
