@@ -289,3 +289,39 @@ fn usage_errors_exit_2() {
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).contains("Examples:"));
 }
+
+/// The agent's own logs (info level, both formats) never carry event contents.
+#[test]
+fn own_logs_never_contain_event_contents() {
+    let dir = tempfile::tempdir().unwrap();
+    let handler = format!("{}/examples/handler.py", env!("CARGO_MANIFEST_DIR"));
+    let cfg = write(
+        dir.path(),
+        "c.toml",
+        &format!(
+            "[sources.in]\ntype = \"stdin\"\n[sources.fn]\ntype = \"exec\"\ncommand = [\"python3\", \"{handler}\"]\n\
+             [transforms.f]\ntype = \"filter\"\ninputs = [\"in\", \"fn\"]\n\
+             [sinks.out]\ntype = \"console\"\ninputs = [\"f\"]\nallow_unredacted = true\n"
+        ),
+    );
+    for format in ["human", "json"] {
+        let out = cmd(dir.path())
+            .env("SEALTRAIL_LOG", "info")
+            .args(["--log-format", format, "run", "--config", cfg.to_str().unwrap()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut child = out;
+        child.stdin.take().unwrap().write_all(b"CANARY-7f3a stdin line\n").unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(stdout(&out).contains("CANARY-7f3a"));
+        assert!(stdout(&out).contains("4111 1111 1111 1111"));
+        let err = stderr(&out);
+        assert!(err.contains("events_in="), "the counters are logged: {err}");
+        assert!(!err.contains("CANARY-7f3a"), "{err}");
+        assert!(!err.contains("4111"), "{err}");
+        assert!(!err.contains("slow downstream"), "{err}");
+    }
+}
