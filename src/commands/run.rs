@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use crate::config::{self, Overrides};
 use crate::exit_codes;
 use crate::metrics::Registry;
-use crate::topology::{self, Reason};
+use crate::topology;
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -56,10 +56,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some((name, err)) = outcome.failures.first() {
         anyhow::bail!("{name}: {err}");
     }
-    if let Some(code) = outcome.exit_code {
-        return Ok(ExitCode::from(code.clamp(0, 255) as u8));
-    }
-    Ok(match outcome.reason {
-        Some(Reason::Signal(_)) | Some(Reason::Requested) | None => ExitCode::from(exit_codes::OK),
-    })
+    // A wrapped child's exit code is the agent's; otherwise a drained shutdown is a success,
+    // whether it came from the end of input or from a signal.
+    let code = outcome.exit_code.map_or(exit_codes::OK, |c| c.clamp(0, 255) as u8);
+    Ok(ExitCode::from(code))
 }

@@ -1,10 +1,13 @@
 //! Sources: where events enter the agent. One module per source kind, each with its config
 //! struct beside its runtime; [`KINDS`] is the list the configuration loader reads.
 
+pub mod exec;
+pub mod file;
+pub mod generate;
 pub mod lines;
 pub mod stdin;
 
 use crate::config::SourceKind;
 
 /// Every source kind, by its `type` name.
-pub const KINDS: &[SourceKind] = &[stdin::KIND];
+pub const KINDS: &[SourceKind] = &[exec::KIND, file::KIND, generate::KIND, stdin::KIND];

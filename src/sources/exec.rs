@@ -1,0 +1,177 @@
+//! The `exec` source: the sidecar mode. Starts a child process, captures its standard output
+//! and standard error as log records (the stream is recorded in `log.iostream`), forwards
+//! SIGTERM and SIGINT to it, and once both streams are drained makes the agent exit with the
+//! child's exit code.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use super::lines::{DEFAULT_MAX_LINE_BYTES, LineSplitter, RecordBuilder};
+use crate::config::component::{BoxFuture, BuildContext, Source, SourceConfig, SourceKind, parse_source};
+use crate::event::{KeyValue, Signals, Value, attr};
+use crate::topology::{Fanout, Reason, SourceContext};
+
+pub const KIND: SourceKind = SourceKind {
+    name: "exec",
+    description: "runs a child process and captures its stdout and stderr",
+    parse: parse_source::<ExecConfig>,
+};
+
+/// Configuration for the `exec` source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecConfig {
+    /// The program and its arguments, e.g. `["python3", "handler.py"]`.
+    pub command: Vec<String>,
+    /// Extra environment variables for the child (it inherits the agent's environment).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// The child's working directory (default: the agent's).
+    #[serde(default)]
+    pub working_directory: Option<PathBuf>,
+    /// Lines longer than this many bytes are split into several records marked as continued.
+    #[serde(default = "default_max_line_bytes")]
+    pub max_line_bytes: usize,
+    /// The service name given to every record (used by key rules and filters).
+    #[serde(default)]
+    pub service: String,
+}
+
+fn default_max_line_bytes() -> usize {
+    DEFAULT_MAX_LINE_BYTES
+}
+
+impl SourceConfig for ExecConfig {
+    fn outputs(&self) -> Signals {
+        Signals::LOGS
+    }
+
+    fn build(&self, cx: &BuildContext<'_>) -> anyhow::Result<Box<dyn Source>> {
+        let Some(program) = self.command.first() else {
+            anyhow::bail!("`command` is empty: give the program and its arguments");
+        };
+        anyhow::ensure!(self.max_line_bytes >= 16, "`max_line_bytes` must be at least 16");
+        if let Some(dir) = &self.working_directory {
+            anyhow::ensure!(dir.is_dir(), "`working_directory` {} is not a directory", dir.display());
+        }
+        let base = self.working_directory.as_deref().unwrap_or(Path::new("."));
+        anyhow::ensure!(
+            find_program(program, base).is_some(),
+            "cannot start `{program}`: no such executable (looked in PATH for a bare name)"
+        );
+        Ok(Box::new(ExecSource { config: self.clone(), id: cx.id.to_owned() }))
+    }
+}
+
+/// Where `program` would be found: a path with a `/` is taken relative to `base`, a bare name
+/// is searched in `PATH`.
+fn find_program(program: &str, base: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let is_exec =
+        |p: &Path| p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false);
+    if program.contains('/') {
+        let p = base.join(program);
+        return is_exec(&p).then_some(p);
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(program)).find(|p| is_exec(p))
+}
+
+struct ExecSource {
+    config: ExecConfig,
+    id: String,
+}
+
+impl Source for ExecSource {
+    fn run(self: Box<Self>, cx: SourceContext) -> BoxFuture<anyhow::Result<()>> {
+        Box::pin(run(self.config, self.id, cx))
+    }
+}
+
+async fn run(config: ExecConfig, id: String, cx: SourceContext) -> anyhow::Result<()> {
+    let mut cmd = tokio::process::Command::new(&config.command[0]);
+    cmd.args(&config.command[1..])
+        .envs(&config.env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(false);
+    if let Some(dir) = &config.working_directory {
+        cmd.current_dir(dir);
+    }
+    let mut child = cmd.spawn().map_err(|e| anyhow::anyhow!("cannot start `{}`: {e}", config.command[0]))?;
+    let pid = child.id();
+    tracing::info!(pid, program = %config.command[0], "child started");
+
+    let stream = |name: &str| {
+        let mut b = RecordBuilder::new(&id, &config.service);
+        b.attributes.push(KeyValue::new(attr::IOSTREAM, Value::Str(name.to_owned())));
+        b
+    };
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let out_task = tokio::spawn(pump(stdout, stream("stdout"), config.max_line_bytes, cx.out.clone()));
+    let err_task = tokio::spawn(pump(stderr, stream("stderr"), config.max_line_bytes, cx.out.clone()));
+    drop(cx.out);
+
+    // Forward the agent's shutdown signal to the child, then keep draining until it exits.
+    let mut shutdown = cx.shutdown.clone();
+    let status = tokio::select! {
+        s = child.wait() => s,
+        reason = shutdown.recv() => {
+            let sig = match reason { Reason::Signal(s) => s, Reason::Requested => libc::SIGTERM };
+            if let Some(pid) = pid {
+                tracing::info!(pid, signal = sig, "forwarding signal to child");
+                // SAFETY: kill(2) has no memory-safety preconditions; `pid` is our child's.
+                unsafe { libc::kill(pid as libc::pid_t, sig) };
+            }
+            child.wait().await
+        }
+    }?;
+    let mut invalid = 0;
+    for t in [out_task, err_task] {
+        invalid += t.await.unwrap_or(0);
+    }
+    cx.metrics.add("invalid_utf8", invalid);
+
+    let code = match status.code() {
+        Some(c) => c,
+        None => {
+            use std::os::unix::process::ExitStatusExt;
+            128 + status.signal().unwrap_or(0)
+        }
+    };
+    tracing::info!(code, "child exited");
+    *cx.exit_code.lock().unwrap_or_else(|p| p.into_inner()) = Some(code);
+    Ok(())
+}
+
+/// Reads one of the child's streams to its end, sending a batch per read. Returns how many
+/// lines held invalid UTF-8.
+async fn pump<R: AsyncRead + Unpin>(
+    mut r: R,
+    mut builder: RecordBuilder,
+    max: usize,
+    mut out: Fanout,
+) -> u64 {
+    let mut splitter = LineSplitter::new(max);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let mut events = Vec::new();
+        builder.push(&mut splitter, &buf[..n], &mut events);
+        if out.send_events(events).await.is_err() {
+            break;
+        }
+    }
+    let mut events = Vec::new();
+    builder.finish(&mut splitter, &mut events);
+    let _ = out.send_events(events).await;
+    builder.invalid_utf8
+}

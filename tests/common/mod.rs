@@ -1,0 +1,109 @@
+//! Helpers shared by the integration tests: run the real `sealtrail` binary in a temporary
+//! directory.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_sealtrail")
+}
+
+/// A command for the binary with a clean environment for sealtrail's own variables, run in
+/// `dir`, with the keyring and data directory inside `dir`.
+pub fn cmd(dir: &Path) -> Command {
+    let mut c = Command::new(bin());
+    c.current_dir(dir)
+        .env_remove("SEALTRAIL_CONFIG")
+        .env_remove("SEALTRAIL_DATA_DIR")
+        .env("SEALTRAIL_KEYS", dir.join("keys"))
+        .env("NO_COLOR", "1")
+        .env("SEALTRAIL_LOG", "warn");
+    c
+}
+
+/// Writes `text` to `dir/name` and returns the path.
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    if let Some(parent) = p.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Runs `sealtrail ARGS` with `input` on standard input and returns its output.
+pub fn run_with_input(dir: &Path, args: &[&str], input: &[u8]) -> Output {
+    let mut child = cmd(dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sealtrail");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = wait_output(child, Duration::from_secs(60));
+    writer.join().unwrap();
+    out
+}
+
+/// Waits for a child with a time limit (kills it and panics past the limit).
+pub fn wait_output(child: Child, limit: Duration) -> Output {
+    let id = child.id();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let d = done.clone();
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if d.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe { libc_kill(id as i32, 9) };
+    });
+    let out = child.wait_with_output().expect("wait for sealtrail");
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    out
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// Sends a signal to a process.
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe { libc_kill(pid as i32, sig) };
+}
+
+pub const SIGINT: i32 = 2;
+pub const SIGTERM: i32 = 15;
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Polls `f` until it returns true or `limit` passes.
+pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    f()
+}
