@@ -1,7 +1,7 @@
 //! The `bank_account` detector: account numbers next to an account keyword.
 //!
 //! A run of 6 to 17 digits (not touching a letter or digit) is an account number when an
-//! account keyword ends at most [`MAX_GAP`] bytes before it. Keywords are the lists that
+//! account keyword ends at most [`MAX_GAP`] bytes before it, on the same line. Keywords are the lists that
 //! CloudWatch Logs and Macie use (`reference/redaction.md`) plus the configured extras,
 //! matched ignoring ASCII case, where a space in a keyword also matches `_`, `-` or nothing
 //! (`bank account`, `bank_account`, `bank-account`, `bankaccount`); a keyword must not touch a
@@ -130,7 +130,8 @@ impl BankAccount {
         let window = &buf[w0..s];
         for m in self.ac.find_overlapping_iter(window) {
             let (ks, ke) = (w0 + m.start(), w0 + m.end());
-            if s - ke > MAX_GAP {
+            // The keyword must be on the same line as the digits.
+            if s - ke > MAX_GAP || memchr::memchr(b'\n', &buf[ke..s]).is_some() {
                 continue;
             }
             let before_ok = ks == 0 || !buf[ks - 1].is_ascii_alphabetic();
@@ -193,6 +194,7 @@ mod tests {
         assert!(found(&b, "account number 123456789012345678").is_empty(), "too long");
         assert!(found(&b, "account number x12345678").is_empty(), "touches a letter");
         assert!(found(&b, "accountant 12345678").is_empty());
+        assert!(found(&b, "acct\n12345678").is_empty(), "keyword on the line before");
     }
 
     #[test]

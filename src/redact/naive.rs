@@ -169,6 +169,7 @@ fn naive_bank(b: &[u8], x: usize, kws: &[String]) -> Option<usize> {
         for ke in x.saturating_sub(bank_account::MAX_GAP)..=x {
             let Some(ks) = ke.checked_sub(k.len()) else { continue };
             if b[ks..ke].eq_ignore_ascii_case(k)
+                && !b[ke..x].contains(&b'\n')
                 && (ks == 0 || !b[ks - 1].is_ascii_alphabetic())
                 && !b[ke].is_ascii_alphabetic()
             {

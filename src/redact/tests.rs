@@ -254,8 +254,15 @@ fn custom_options() -> Options {
     }
 }
 
+/// Cases per property: `PROPTEST_CASES` for a long run (the fuzzing substitute, e.g.
+/// `PROPTEST_CASES=100000 cargo test --release --lib redact::tests`), else a quick default.
+fn cases(default: u32) -> ProptestConfig {
+    let n = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    ProptestConfig::with_cases(n)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(cases(256))]
 
     #[test]
     fn engine_matches_naive(input in fragment_input(), custom in any::<bool>(), mask in 0..3u8) {
@@ -276,6 +283,11 @@ proptest! {
         prop_assert_eq!(whole(&r, &input), naive::redact(&opts, &input));
     }
 
+}
+
+proptest! {
+    #![proptest_config(cases(96))]
+
     #[test]
     fn every_cut_of_short_inputs(input in fragment_input(), custom in any::<bool>()) {
         let opts = if custom { custom_options() } else { Options::default() };
@@ -288,6 +300,11 @@ proptest! {
         let all: Vec<usize> = (0..input.len()).collect();
         prop_assert_eq!(&streamed(&r, &input, &all), &want);
     }
+
+}
+
+proptest! {
+    #![proptest_config(cases(256))]
 
     #[test]
     fn random_cuts_of_long_inputs(
