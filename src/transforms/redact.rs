@@ -370,7 +370,7 @@ mod tests {
                             "cards",
                             Value::Array(vec![card.into(), Value::Int(4111111111111111), Value::Int(42)]),
                         ),
-                        KeyValue::new(format!("iban DE89370400440532013000"), "key holds it"),
+                        KeyValue::new("iban DE89370400440532013000", "key holds it"),
                     ]),
                 ),
             ],
