@@ -7,6 +7,10 @@
 //! digit on either side, so trace ids, hex strings and longer digit runs never match. A
 //! grouped number may follow other digit groups (`order 12 4111-1111-1111-1111`): each group
 //! start is a candidate start, and the longest valid number from it is the candidate.
+//!
+//! Trace and span ids are hex, and one in a few thousand is all decimal digits; when such an
+//! id passes the issuer and Luhn checks it would look like a card. Digits that directly follow
+//! an id key (`span_id=`, `"traceId": "`, …, see [`after_id_key`]) are therefore not a card.
 
 use super::{Cand, Detector, is_alnum};
 
@@ -45,7 +49,7 @@ pub(crate) fn candidate(buf: &[u8], s: usize, e: usize, out: &mut Vec<Cand>) {
     if !grouped {
         if (MIN_DIGITS..=MAX_DIGITS).contains(&first) && (e == n || !is_alnum(buf[e])) {
             let digits = &buf[s..e];
-            if valid(digits.iter().copied()) {
+            if valid(digits.iter().copied()) && !after_id_key(buf, s) {
                 out.push(Cand { start: s, end: e, keep: 0, det: Detector::Card, open: false });
             }
         }
@@ -76,9 +80,42 @@ pub(crate) fn candidate(buf: &[u8], s: usize, e: usize, out: &mut Vec<Cand>) {
             best = Some(end);
         }
     }
-    if let Some(end) = best {
+    if let Some(end) = best.filter(|_| !after_id_key(buf, s)) {
         out.push(Cand { start: s, end, keep: 0, det: Detector::Card, open: false });
     }
+}
+
+/// Keys whose values are identifiers, never card numbers (compared ignoring case, with `_`,
+/// `-` and `.` removed).
+const ID_KEYS: &[&[u8]] =
+    &[b"spanid", b"traceid", b"parentspanid", b"parentid", b"requestid", b"correlationid"];
+
+/// Whether the digits at `s` are the value of an id key: the key, then only `=`, `:`, quotes
+/// and spaces up to `s`. Looks back at most 40 bytes (within the engine's context).
+pub fn after_id_key(buf: &[u8], s: usize) -> bool {
+    let lo = s.saturating_sub(40);
+    let mut i = s;
+    while i > lo && matches!(buf[i - 1], b'=' | b':' | b'"' | b'\'' | b' ') {
+        i -= 1;
+    }
+    if i == s {
+        return false;
+    }
+    let mut key = [0u8; 24];
+    let mut n = 0;
+    while i > lo && (buf[i - 1].is_ascii_alphanumeric() || matches!(buf[i - 1], b'_' | b'-' | b'.')) {
+        i -= 1;
+        let b = buf[i];
+        if b.is_ascii_alphanumeric() {
+            if n == key.len() {
+                return false;
+            }
+            key[n] = b.to_ascii_lowercase();
+            n += 1;
+        }
+    }
+    key[..n].reverse();
+    ID_KEYS.iter().any(|k| key[..n].ends_with(k))
 }
 
 /// Issuer prefix, length and Luhn checksum of a number given as ASCII digits.
@@ -186,6 +223,7 @@ mod tests {
         assert!(found("41111111111111110").is_empty());
         assert_eq!(found("(4111111111111111)"), ["4111111111111111"]);
         assert_eq!(found("4111111111111111"), ["4111111111111111"]);
+        assert_eq!(found("card_id=4111111111111111"), ["4111111111111111"]);
     }
 
     #[test]
@@ -200,6 +238,9 @@ mod tests {
             "arn:aws:lambda:us-east-1:123456789012:function:x",
             "v1.2.3 took 1234ms",
             "1732731202123456789",
+            "span_id=2627633960126404",
+            "{\"spanId\": \"2627633960126404\"}",
+            "x-request-id: 4111111111111111",
         ] {
             assert!(found(s).is_empty(), "{s}");
         }

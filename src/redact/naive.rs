@@ -114,7 +114,7 @@ fn naive_card(b: &[u8], x: usize) -> Option<usize> {
                 && groups.iter().all(|g| g.iter().all(u8::is_ascii_digit))
                 && groups[1..].iter().all(|g| (3..=7).contains(&g.len()))
         };
-        if shape_ok && card::valid(digits.iter().copied()) {
+        if shape_ok && card::valid(digits.iter().copied()) && !card::after_id_key(b, x) {
             best = Some(y);
         }
     }

@@ -238,6 +238,8 @@ const FRAGMENTS: &[&str] = &[
     "EMP-",
     "\u{0}",
     "\t",
+    "span_id=",
+    "\"traceId\": \"",
 ];
 
 fn fragment_input() -> impl Strategy<Value = Vec<u8>> {
