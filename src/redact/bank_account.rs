@@ -9,6 +9,10 @@
 //!
 //! Only digit runs of the right length trigger the keyword search, over a window of at most
 //! `MAX_GAP + longest keyword` bytes before the run, so text without such runs costs nothing.
+//! Before the automaton runs, a table of the last three bytes of every keyword spelling
+//! (hashed into a 64 Ki-bit set that stays in L1, ASCII case folded) checks whether any
+//! position in the gap could end a keyword at all; most digit runs in logs (epochs, ids,
+//! counters) stop there.
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 
@@ -73,6 +77,20 @@ pub const KEYWORDS: &[&str] = &[
 pub(crate) struct BankAccount {
     ac: AhoCorasick,
     max_kw: usize,
+    /// Bit [`tri`]`(a, b, c)` is set when some keyword spelling ends with `a b c` (ASCII case
+    /// folded). `None` when a keyword is shorter than three bytes (no filter then).
+    ends: Option<Box<[u64; 1024]>>,
+    /// `last[b]`: some keyword spelling ends with byte `b` (ASCII case folded).
+    last: [bool; 256],
+}
+
+/// The 16-bit hash of three bytes, ASCII case folded.
+#[inline]
+fn tri(a: u8, b: u8, c: u8) -> usize {
+    let h = (a.to_ascii_lowercase() as u32) << 16
+        | (b.to_ascii_lowercase() as u32) << 8
+        | c.to_ascii_lowercase() as u32;
+    (h.wrapping_mul(0x9E37_79B1) >> 16) as usize
 }
 
 /// Every spelling of a keyword: as written, and with each space replaced by `_`, `-` or
@@ -112,7 +130,24 @@ impl BankAccount {
                     message: e.to_string(),
                 })
             })?;
-        Ok(BankAccount { ac, max_kw })
+        let mut ends = Some(Box::new([0u64; 1024]));
+        for p in &pats {
+            match (p.as_bytes(), ends.as_mut()) {
+                ([.., a, b, c], Some(t)) => {
+                    let i = tri(*a, *b, *c);
+                    t[i / 64] |= 1 << (i % 64);
+                }
+                _ => ends = None,
+            }
+        }
+        let mut last = [false; 256];
+        for p in &pats {
+            if let Some(&b) = p.as_bytes().last() {
+                last[b.to_ascii_lowercase() as usize] = true;
+                last[b.to_ascii_uppercase() as usize] = true;
+            }
+        }
+        Ok(BankAccount { ac, max_kw, ends, last })
     }
 
     /// Bytes before the digits that decide a candidate: the gap, the longest keyword and the
@@ -125,6 +160,25 @@ impl BankAccount {
     pub(crate) fn candidate(&self, buf: &[u8], s: usize, e: usize, out: &mut Vec<Cand>) {
         if (s > 0 && is_alnum(buf[s - 1])) || (e < buf.len() && is_alnum(buf[e])) {
             return;
+        }
+        // Could any keyword end in the gap before the digits (on this line)?
+        let mut lo = s.saturating_sub(MAX_GAP);
+        if let Some(nl) = memchr::memrchr(b'\n', &buf[lo..s]) {
+            lo += nl + 1;
+        }
+        if let Some(t) = &self.ends {
+            // A keyword ends before a non-letter (the boundary rule) and with one of the
+            // keywords' last bytes; only then is the three-byte table consulted.
+            let possible = (lo..=s).any(|ke| {
+                ke < 3
+                    || (!buf[ke].is_ascii_alphabetic() && self.last[buf[ke - 1] as usize]) && {
+                        let i = tri(buf[ke - 3], buf[ke - 2], buf[ke - 1]);
+                        t[i / 64] & (1 << (i % 64)) != 0
+                    }
+            });
+            if !possible {
+                return;
+            }
         }
         let w0 = s.saturating_sub(MAX_GAP + self.max_kw);
         let window = &buf[w0..s];

@@ -18,11 +18,8 @@ use super::{Cand, Detector, is_alnum};
 const MAX_DIGITS: usize = 19;
 const MIN_DIGITS: usize = 13;
 
-/// The position of the next ASCII digit at or after `i`.
-///
-/// Sixteen bytes at a time through a comparison the compiler turns into SIMD compares and a
-/// movemask; log text is full of digits, so this mostly finds the next one within a block.
-#[inline]
+/// The position of the next ASCII digit at or after `i` (tests walk runs with it).
+#[cfg(test)]
 pub(crate) fn next_digit(h: &[u8], mut i: usize) -> Option<usize> {
     while i + 16 <= h.len() {
         let mut mask = 0u32;
@@ -35,6 +32,52 @@ pub(crate) fn next_digit(h: &[u8], mut i: usize) -> Option<usize> {
         i += 16;
     }
     h.get(i..)?.iter().position(u8::is_ascii_digit).map(|k| i + k)
+}
+
+/// Bit masks of the ASCII digits and of the capital letters in `block` (at most 64 bytes):
+/// bit `k` is set when `block[k]` is one.
+#[inline]
+pub(crate) fn masks(block: &[u8]) -> (u64, u64) {
+    #[cfg(target_arch = "x86_64")]
+    if let Ok(b) = <&[u8; 64]>::try_from(block) {
+        return masks_sse2(b);
+    }
+    let (mut d, mut u) = (0u64, 0u64);
+    for (k, &x) in block.iter().enumerate().take(64) {
+        d |= ((x.wrapping_sub(b'0') < 10) as u64) << k;
+        u |= ((x.wrapping_sub(b'A') < 26) as u64) << k;
+    }
+    (d, u)
+}
+
+/// The digit mask alone (see [`masks`]).
+#[cfg(test)]
+pub(crate) fn digit_mask(block: &[u8]) -> u64 {
+    masks(block).0
+}
+
+/// [`masks`] of a full block, 16 bytes per step: subtract the first byte of the range and keep
+/// the bytes that are at most its width minus one as unsigned numbers (`min(x, w) == x`).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn masks_sse2(b: &[u8; 64]) -> (u64, u64) {
+    use std::arch::x86_64::*;
+    let (mut d, mut u) = (0u64, 0u64);
+    for (k, chunk) in b.chunks_exact(16).enumerate() {
+        // SAFETY: SSE2 is part of the x86_64 baseline, so these instructions always exist;
+        // `chunk` is exactly 16 readable bytes and `_mm_loadu_si128` accepts any alignment.
+        let (dm, um) = unsafe {
+            let v = _mm_loadu_si128(chunk.as_ptr().cast());
+            let t = _mm_sub_epi8(v, _mm_set1_epi8(b'0' as i8));
+            let dm = _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(t, _mm_set1_epi8(9)), t));
+            let t = _mm_sub_epi8(v, _mm_set1_epi8(b'A' as i8));
+            let um = _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(t, _mm_set1_epi8(25)), t));
+            (dm, um)
+        };
+        d |= (dm as u16 as u64) << (16 * k);
+        u |= (um as u16 as u64) << (16 * k);
+    }
+    (d, u)
 }
 
 /// Reports the card candidate that starts with the digit run `buf[s..e]`, if any.
@@ -253,5 +296,29 @@ mod tests {
         assert_eq!(next_digit(s.as_bytes(), 27), Some(52));
         assert_eq!(next_digit(b"abc", 0), None);
         assert_eq!(next_digit(b"abc", 5), None);
+    }
+
+    #[test]
+    fn digit_masks() {
+        let mut b = [b'x'; 64];
+        b[0] = b'0';
+        b[63] = b'9';
+        assert_eq!(digit_mask(&b), 1 | 1 << 63);
+        // Every byte value against the scalar definition, at every lane.
+        for v in 0..=255u8 {
+            for lane in [0, 15, 16, 31, 47, 63] {
+                let mut b = [b'x'; 64];
+                b[lane] = v;
+                let want = if v.is_ascii_digit() { 1u64 << lane } else { 0 };
+                assert_eq!(digit_mask(&b), want, "byte {v} lane {lane}");
+            }
+        }
+        assert_eq!(digit_mask(b"a1b2"), 0b1010);
+        assert_eq!(digit_mask(b""), 0);
+        for v in 0..=255u8 {
+            let mut b = [b'x'; 64];
+            b[33] = v;
+            assert_eq!(masks(&b).1, if v.is_ascii_uppercase() { 1 << 33 } else { 0 }, "byte {v}");
+        }
     }
 }

@@ -183,6 +183,32 @@ fn utf8_commit_points() {
     }
 }
 
+#[test]
+fn secrets_at_every_block_offset() {
+    // The digit walk works on 64-byte blocks: put each secret (and near-misses) at every offset
+    // around the block edges, after filler full of short digit runs.
+    let opts = Options::default();
+    let r = Redactor::new(&opts).unwrap();
+    let filler = "a1b22c333d4e5f66 7x88y999z0-1-2 ".repeat(5);
+    for secret in [
+        "4111111111111111",
+        "4111 1111 1111 1111",
+        "DE89370400440532013000",
+        "GB82 WEST 1234 5698 7654 32",
+        "acct 12345678",
+        "123",
+    ] {
+        for off in 0..140 {
+            let input = format!("{}{secret} 99 {}", &filler[..off], &filler[..off % 70]);
+            assert_eq!(
+                whole(&r, input.as_bytes()),
+                naive::redact(&opts, input.as_bytes()),
+                "{secret} at {off}"
+            );
+        }
+    }
+}
+
 /// Fragments that build inputs full of near-misses for every detector.
 const FRAGMENTS: &[&str] = &[
     "4111",
