@@ -39,9 +39,18 @@ pub(crate) fn next_digit(h: &[u8], mut i: usize) -> Option<usize> {
 #[inline]
 pub(crate) fn masks(block: &[u8]) -> (u64, u64) {
     #[cfg(target_arch = "x86_64")]
-    if let Ok(b) = <&[u8; 64]>::try_from(block) {
-        return masks_sse2(b);
+    {
+        if let Ok(b) = <&[u8; 64]>::try_from(block) {
+            return masks_sse2(b);
+        }
+        // A short block (the end of a log line): pad it with zeros, which are neither digits
+        // nor capitals, so short inputs take the vector path too.
+        let mut padded = [0u8; 64];
+        let len = block.len().min(64);
+        padded[..len].copy_from_slice(&block[..len]);
+        return masks_sse2(&padded);
     }
+    #[allow(unreachable_code)]
     let (mut d, mut u) = (0u64, 0u64);
     for (k, &x) in block.iter().enumerate().take(64) {
         d |= ((x.wrapping_sub(b'0') < 10) as u64) << k;
