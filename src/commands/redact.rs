@@ -113,20 +113,9 @@ pub fn load_config(path: &Path) -> anyhow::Result<RedactConfig> {
             toml::Value::Table(table)
         }
     };
-    interpolate(&mut value, &env).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    crate::config::interpolate_value(&mut value, &env)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     value.try_into::<RedactConfig>().map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message()))
-}
-
-fn interpolate(v: &mut toml::Value, env: &dyn Fn(&str) -> Option<String>) -> Result<(), String> {
-    match v {
-        toml::Value::String(s) => {
-            *s = crate::config::interpolate(s, env)?;
-            Ok(())
-        }
-        toml::Value::Array(a) => a.iter_mut().try_for_each(|x| interpolate(x, env)),
-        toml::Value::Table(t) => t.iter_mut().try_for_each(|(_, x)| interpolate(x, env)),
-        _ => Ok(()),
-    }
 }
 
 #[cfg(test)]

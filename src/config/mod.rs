@@ -351,7 +351,11 @@ fn unknown_type<'a>(what: &str, kind: &str, known: impl Iterator<Item = &'a str>
     format!("unknown {what} type `{kind}`, expected one of {}", known.join(", "))
 }
 
-fn interpolate_value(v: &mut toml::Value, env: &dyn Fn(&str) -> Option<String>) -> Result<(), String> {
+/// Interpolates `${VAR}` in every string of a TOML value (also used by `sealtrail redact`).
+pub(crate) fn interpolate_value(
+    v: &mut toml::Value,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), String> {
     match v {
         toml::Value::String(s) => {
             *s = interpolate(s, env)?;
