@@ -280,6 +280,11 @@ fn the_agent_refuses_to_start_without_a_token() {
             "only allowed on a loopback address",
         ),
         (config("127.0.0.1:0", "").replace("${SEALTRAIL_TAIL_TOKEN}", "short"), "too short"),
+        // Secure by default: without `allow_unredacted` a tail sink must follow `redact`.
+        (
+            config("127.0.0.1:0", "").replace("allow_unredacted = true", ""),
+            "not downstream of a `redact` transform",
+        ),
     ];
     for (i, (text, want)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("c{i}.toml"));
@@ -382,4 +387,26 @@ fn tls_with_a_trusted_certificate_and_refusal_without() {
     let (status, lines) = t.finish();
     assert!(status.success());
     assert_eq!(bodies(&lines), ["over tls"]);
+}
+
+#[test]
+fn a_client_that_never_reads_cannot_keep_the_agent_alive() {
+    // A queue larger than what the socket buffers hold, so that the end of the stream can
+    // never reach this client: the agent must give up on it after its drain timeout.
+    let mut agent = Agent::start("client_queue = 200000");
+    let mut stuck = std::net::TcpStream::connect(agent.url.trim_start_matches("http://")).unwrap();
+    std::io::Write::write_all(
+        &mut stuck,
+        format!("GET /v1/tail HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    wait_for(&agent.stderr, &mut agent.log, "client connected");
+    let lines: String =
+        (0..100_000).map(|i| format!("line {i} that nobody reads, padded a little further\n")).collect();
+    agent.write(&lines);
+    let (status, log) = agent.finish();
+    assert!(status.success(), "{status}");
+    let log = log.join("\n");
+    assert!(log.contains("did not read the end of their stream"), "{log}");
+    drop(stuck);
 }
