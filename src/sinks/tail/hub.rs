@@ -32,13 +32,13 @@ const TICK: Duration = Duration::from_millis(250);
 /// Some encoded lines for one client, and how many queue slots they take (events, plus one
 /// for a drop notice).
 #[derive(Debug)]
-pub(crate) struct Chunk {
+pub struct Chunk {
     pub bytes: Bytes,
     pub slots: usize,
 }
 
 /// A client as the HTTP handler registers it with the hub.
-pub(crate) struct NewClient {
+pub struct NewClient {
     pub peer: SocketAddr,
     pub filter: Filter,
     pub tx: mpsc::UnboundedSender<Chunk>,
@@ -61,13 +61,13 @@ struct Client {
 /// Delivers every batch of `input` to the clients that `register` brings, until the input
 /// ends; then queues the last drop notices and drops every client's sender, which ends each
 /// response after the client has read what was queued for it.
-pub(crate) async fn run(
+pub async fn run(
     mut input: SinkInput,
     mut register: mpsc::Receiver<NewClient>,
     client_queue: usize,
     metrics: Arc<ComponentMetrics>,
 ) {
-    let mut hub = Hub { clients: Vec::new(), client_queue, metrics, enc: Encoded::default() };
+    let mut hub = Hub::new(client_queue, metrics);
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -90,7 +90,9 @@ pub(crate) async fn run(
     hub.finish();
 }
 
-struct Hub {
+/// The clients of one tail sink and the encoding buffer they share. Public for the
+/// benchmark in `benches/tail.rs`; the sink drives it through [`run`].
+pub struct Hub {
     clients: Vec<Client>,
     client_queue: usize,
     metrics: Arc<ComponentMetrics>,
@@ -98,17 +100,26 @@ struct Hub {
 }
 
 impl Hub {
-    fn add(&mut self, c: NewClient) {
+    /// A hub with no clients whose queues hold `client_queue` slots each.
+    pub fn new(client_queue: usize, metrics: Arc<ComponentMetrics>) -> Hub {
+        Hub { clients: Vec::new(), client_queue, metrics, enc: Encoded::default() }
+    }
+
+    /// Adds a client.
+    pub fn add(&mut self, c: NewClient) {
         tracing::info!(peer = %c.peer, clients = self.clients.len() + 1, "tail: client connected");
         self.clients.push(Client { c, dropped: 0, dropped_total: 0, sent_total: 0, out: Vec::new() });
     }
 
-    fn deliver(&mut self, batch: &Batch) {
+    /// Queues the events of `batch` for every client whose filter wants them, dropping
+    /// (and counting) what does not fit a client's queue. Never blocks.
+    pub fn deliver(&mut self, batch: &Batch) {
         if self.clients.is_empty() {
             return;
         }
         self.enc.reset(batch.len());
         let mut delivered = 0u64;
+        let mut bytes = 0usize;
         let mut dropped = 0u64;
         for cl in &mut self.clients {
             let mut room = self.client_queue.saturating_sub(cl.c.queued.load(Ordering::Acquire));
@@ -144,9 +155,10 @@ impl Hub {
                 cl.sent_total += 1;
                 delivered += 1;
             }
+            bytes += cl.out.len();
             send(cl, slots);
         }
-        self.metrics.add_out(delivered as usize, 0);
+        self.metrics.add_out(delivered as usize, bytes);
         self.metrics.add("dropped.client_queue_full", dropped);
         self.prune();
     }
@@ -297,7 +309,7 @@ mod tests {
     fn a_full_queue_drops_for_that_client_only_then_notifies() {
         let metrics = Arc::new(ComponentMetrics::new("sink.t"));
         let mut hub =
-            Hub { clients: Vec::new(), client_queue: 3, metrics: metrics.clone(), enc: Encoded::default() };
+            Hub::new(3, metrics.clone());
         let (slow, mut slow_rx) = client("");
         let slow_q = slow.queued.clone();
         let (fast, mut fast_rx) = client("grep=[05]$");
@@ -324,7 +336,7 @@ mod tests {
     #[test]
     fn notices_go_out_on_the_tick_and_at_the_end() {
         let metrics = Arc::new(ComponentMetrics::new("sink.t"));
-        let mut hub = Hub { clients: Vec::new(), client_queue: 2, metrics, enc: Encoded::default() };
+        let mut hub = Hub::new(2, metrics);
         let (c, mut rx) = client("");
         let q = c.queued.clone();
         hub.add(c);
@@ -343,7 +355,7 @@ mod tests {
     #[test]
     fn gone_clients_are_forgotten() {
         let metrics = Arc::new(ComponentMetrics::new("sink.t"));
-        let mut hub = Hub { clients: Vec::new(), client_queue: 8, metrics, enc: Encoded::default() };
+        let mut hub = Hub::new(8, metrics);
         let (c, rx) = client("");
         hub.add(c);
         drop(rx);

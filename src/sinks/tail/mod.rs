@@ -3,7 +3,7 @@
 //!
 //! - [`config`]: `TailConfig` (what the user wrote) and its validation into [`TailSink`].
 //! - [`filter`]: the `grep`, `level`, `service`, `signal` and `trace_id` query filters.
-//! - `hub`: the fan-out from the sink's input to per-client bounded queues; it never waits
+//! - [`hub`]: the fan-out from the sink's input to per-client bounded queues; it never waits
 //!   for a client, so a slow watcher loses events (and is told `{"dropped": N}`) instead of
 //!   slowing the pipeline.
 //! - `server`: routes, bearer-token authentication, the streaming body, TLS and shutdown.
@@ -13,7 +13,7 @@
 
 pub mod config;
 pub mod filter;
-mod hub;
+pub mod hub;
 mod server;
 
 use std::net::SocketAddr;
