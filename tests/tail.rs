@@ -393,7 +393,7 @@ fn tls_with_a_trusted_certificate_and_refusal_without() {
 fn a_client_that_never_reads_cannot_keep_the_agent_alive() {
     // A queue larger than what the socket buffers hold, so that the end of the stream can
     // never reach this client: the agent must give up on it after its drain timeout.
-    let mut agent = Agent::start("client_queue = 200000");
+    let mut agent = Agent::start("client_queue = 100000");
     let mut stuck = std::net::TcpStream::connect(agent.url.trim_start_matches("http://")).unwrap();
     std::io::Write::write_all(
         &mut stuck,
@@ -401,9 +401,15 @@ fn a_client_that_never_reads_cannot_keep_the_agent_alive() {
     )
     .unwrap();
     wait_for(&agent.stderr, &mut agent.log, "client connected");
-    let lines: String =
-        (0..100_000).map(|i| format!("line {i} that nobody reads, padded a little further\n")).collect();
-    agent.write(&lines);
+    // Long lines, few enough and paced so that the sink's encoder keeps up even on a busy
+    // machine and queues all of them for the client: 20 MB, more than the socket buffers
+    // of a connection that never reads hold (a few MB).
+    let pad = "x".repeat(20_000);
+    for chunk in 0..10 {
+        let lines: String = (0..100).map(|i| format!("line {chunk}-{i} that nobody reads {pad}\n")).collect();
+        agent.write(&lines);
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let (status, log) = agent.finish();
     assert!(status.success(), "{status}");
     let log = log.join("\n");

@@ -1,20 +1,28 @@
 //! The fan-out from the sink's input to its clients: per-client bounded queues, filters, and
 //! `{"dropped": N}` notices.
 //!
-//! The hub runs on the sink's task and never awaits a client. Each client's queue is an
-//! unbounded channel of chunks whose *length in events* is bounded by a counter the hub
-//! checks before sending and the client's response body decrements as hyper takes chunks
-//! off it. A client that does not read stops its body from being polled, its counter stays
-//! up, and the hub drops that client's events (counting them) instead of waiting; the next
-//! time the client has room, the hub first queues a `{"dropped": N}` line so the client knows.
+//! Two tasks, so that neither a client nor the cost of encoding can slow the pipeline:
+//!
+//! - The *front* ([`run`], the sink's own task) takes each batch off the sink's input and
+//!   hands it to the encoder through a small bounded channel with `try_send`, never waiting.
+//!   When the encoder is behind, the batch is dropped for every client, and each client's
+//!   `lagged` counter grows by the number of its events that its filter would have let
+//!   through (filters are cheap next to encoding).
+//! - The *encoder* ([`Hub`]) encodes and queues events per client. Each client's queue is an
+//!   unbounded channel of chunks whose *length in events* is bounded by a counter the hub
+//!   checks before sending and the client's response body decrements as hyper takes chunks
+//!   off it. A client that does not read stops its body from being polled, its counter stays
+//!   up, and the hub drops that client's events (counting them) instead of waiting; the next
+//!   time the client has room, the hub first queues a `{"dropped": N}` line (lagged and
+//!   queue-full drops together) so the client knows.
 //!
 //! Each event is encoded to JSON at most once per batch, whatever the number of clients,
-//! and only when some client's filter wants it; with no client connected the hub does no
-//! work at all.
+//! and only when some client's filter wants it and has room; with no client connected the
+//! front does not even hand batches over.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,6 +36,11 @@ use crate::topology::SinkInput;
 /// How often the hub sends pending drop notices and forgets disconnected clients when no
 /// batch arrives.
 const TICK: Duration = Duration::from_millis(250);
+
+/// Batches that may wait for the encoder before the front drops new ones: enough to absorb
+/// bursts of small batches (a source sends one per read), few enough to bound the memory
+/// the sink holds on to.
+const PENDING_BATCHES: usize = 64;
 
 /// Some encoded lines for one client, and how many queue slots they take (events, plus one
 /// for a drop notice).
@@ -47,9 +60,35 @@ pub struct NewClient {
     pub queued: Arc<AtomicUsize>,
 }
 
-/// The hub's own state of a client.
+/// What the front and the encoder share about a client.
+struct Watch {
+    filter: Filter,
+    /// Events the front dropped for this client because the encoder was behind; the encoder
+    /// takes them into its drop count.
+    lagged: AtomicU64,
+}
+
+/// A client on its way from the front to the encoder.
+struct Registration {
+    peer: SocketAddr,
+    tx: mpsc::UnboundedSender<Chunk>,
+    queued: Arc<AtomicUsize>,
+    watch: Arc<Watch>,
+}
+
+impl Registration {
+    fn new(c: NewClient) -> Registration {
+        let watch = Arc::new(Watch { filter: c.filter, lagged: AtomicU64::new(0) });
+        Registration { peer: c.peer, tx: c.tx, queued: c.queued, watch }
+    }
+}
+
+/// The encoder's state of a client.
 struct Client {
-    c: NewClient,
+    peer: SocketAddr,
+    tx: mpsc::UnboundedSender<Chunk>,
+    queued: Arc<AtomicUsize>,
+    watch: Arc<Watch>,
     /// Events dropped since the last notice.
     dropped: u64,
     dropped_total: u64,
@@ -58,35 +97,122 @@ struct Client {
     out: Vec<u8>,
 }
 
+impl Client {
+    /// Takes the front's lagged count into the drop count.
+    fn take_lagged(&mut self, metrics: &ComponentMetrics, now: bool) {
+        if !now {
+            return;
+        }
+        let lag = self.watch.lagged.swap(0, Ordering::AcqRel);
+        if lag > 0 {
+            if self.dropped == 0 {
+                tracing::warn!(peer = %self.peer, "tail: the sink is behind; dropping events for its clients");
+            }
+            self.dropped += lag;
+            metrics.add("dropped.encoder_behind", lag);
+        }
+    }
+}
+
 /// Delivers every batch of `input` to the clients that `register` brings, until the input
 /// ends; then queues the last drop notices and drops every client's sender, which ends each
-/// response after the client has read what was queued for it.
+/// response after the client has read what was queued for it. Never waits for a client or
+/// for the encoder.
 pub async fn run(
     mut input: SinkInput,
     mut register: mpsc::Receiver<NewClient>,
     client_queue: usize,
     metrics: Arc<ComponentMetrics>,
 ) {
-    let mut hub = Hub::new(client_queue, metrics);
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let (work_tx, work_rx) = mpsc::channel::<Batch>(PENDING_BATCHES);
+    let (reg_tx, reg_rx) = mpsc::unbounded_channel::<Registration>();
+    // Batches handed over so far, and after how many of them the last drop happened: the
+    // encoder reports lagged drops only once it has delivered every batch that came before
+    // them, so a `{"dropped": N}` line never arrives ahead of events older than the drop.
+    let mut handed_over = 0u64;
+    let barrier = Arc::new(AtomicU64::new(0));
+    let hub = Hub { lag_barrier: barrier.clone(), ..Hub::new(client_queue, metrics.clone()) };
+    let encoder = tokio::spawn(encode(hub, work_rx, reg_rx));
+    let mut watching: Vec<Arc<Watch>> = Vec::new();
+    let admit = |c: NewClient, watching: &mut Vec<Arc<Watch>>| {
+        let r = Registration::new(c);
+        watching.push(r.watch.clone());
+        // The encoder outlives the front, so this cannot fail while the front runs.
+        let _ = reg_tx.send(r);
+    };
     loop {
         tokio::select! {
             // New clients first, so that a batch that arrives after a client got its 200
             // response reaches that client.
             biased;
-            Some(c) = register.recv() => hub.add(c),
+            Some(c) = register.recv() => admit(c, &mut watching),
             batch = input.recv() => {
                 let Some(batch) = batch else { break };
                 while let Ok(c) = register.try_recv() {
-                    hub.add(c);
+                    admit(c, &mut watching);
+                }
+                // The encoder drops its `Watch` when a client goes away.
+                watching.retain(|w| Arc::strong_count(w) > 1);
+                if watching.is_empty() {
+                    continue;
+                }
+                if let Err(e) = work_tx.try_send(batch) {
+                    barrier.store(handed_over, Ordering::Release);
+                    let batch = match e {
+                        mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b) => b,
+                    };
+                    for w in &watching {
+                        let n = if w.filter.is_pass_all() {
+                            batch.len()
+                        } else {
+                            batch.iter().filter(|e| w.filter.matches(e)).count()
+                        };
+                        w.lagged.fetch_add(n as u64, Ordering::AcqRel);
+                    }
+                } else {
+                    handed_over += 1;
+                }
+            }
+        }
+    }
+    register.close();
+    // Clients that registered in the meantime still get a proper end of stream.
+    while let Ok(c) = register.try_recv() {
+        admit(c, &mut watching);
+    }
+    drop(work_tx);
+    if let Err(e) = encoder.await {
+        tracing::error!("tail: the encoder task failed: {e}");
+    }
+}
+
+/// The encoder task: delivers the batches the front hands over, then ends every stream.
+async fn encode(
+    mut hub: Hub,
+    mut work: mpsc::Receiver<Batch>,
+    mut regs: mpsc::UnboundedReceiver<Registration>,
+) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            biased;
+            Some(r) = regs.recv() => hub.add_registration(r),
+            batch = work.recv() => {
+                let Some(batch) = batch else { break };
+                while let Ok(r) = regs.try_recv() {
+                    hub.add_registration(r);
                 }
                 hub.deliver(&batch);
+                // Encoding is CPU work: let the runtime's other tasks in between batches.
+                tokio::task::yield_now().await;
             }
             _ = tick.tick() => hub.housekeeping(),
         }
     }
-    register.close();
+    while let Ok(r) = regs.try_recv() {
+        hub.add_registration(r);
+    }
     hub.finish();
 }
 
@@ -97,23 +223,49 @@ pub struct Hub {
     client_queue: usize,
     metrics: Arc<ComponentMetrics>,
     enc: Encoded,
+    /// Batches delivered so far.
+    delivered: u64,
+    /// Lagged drops are reported once `delivered` reaches this (see [`run`]).
+    lag_barrier: Arc<AtomicU64>,
 }
 
 impl Hub {
     /// A hub with no clients whose queues hold `client_queue` slots each.
     pub fn new(client_queue: usize, metrics: Arc<ComponentMetrics>) -> Hub {
-        Hub { clients: Vec::new(), client_queue, metrics, enc: Encoded::default() }
+        Hub {
+            clients: Vec::new(),
+            client_queue,
+            metrics,
+            enc: Encoded::default(),
+            delivered: 0,
+            lag_barrier: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     /// Adds a client.
     pub fn add(&mut self, c: NewClient) {
-        tracing::info!(peer = %c.peer, clients = self.clients.len() + 1, "tail: client connected");
-        self.clients.push(Client { c, dropped: 0, dropped_total: 0, sent_total: 0, out: Vec::new() });
+        self.add_registration(Registration::new(c));
+    }
+
+    fn add_registration(&mut self, r: Registration) {
+        tracing::info!(peer = %r.peer, clients = self.clients.len() + 1, "tail: client connected");
+        self.clients.push(Client {
+            peer: r.peer,
+            tx: r.tx,
+            queued: r.queued,
+            watch: r.watch,
+            dropped: 0,
+            dropped_total: 0,
+            sent_total: 0,
+            out: Vec::new(),
+        });
     }
 
     /// Queues the events of `batch` for every client whose filter wants them, dropping
     /// (and counting) what does not fit a client's queue. Never blocks.
     pub fn deliver(&mut self, batch: &Batch) {
+        let lag_now = self.lag_due();
+        self.delivered += 1;
         if self.clients.is_empty() {
             return;
         }
@@ -122,16 +274,17 @@ impl Hub {
         let mut bytes = 0usize;
         let mut dropped = 0u64;
         for cl in &mut self.clients {
-            let mut room = self.client_queue.saturating_sub(cl.c.queued.load(Ordering::Acquire));
+            cl.take_lagged(&self.metrics, lag_now);
+            let mut room = self.client_queue.saturating_sub(cl.queued.load(Ordering::Acquire));
             let mut slots = 0;
             cl.out.clear();
             for (i, e) in batch.iter().enumerate() {
-                if !cl.c.filter.matches(e) {
+                if !cl.watch.filter.matches(e) {
                     continue;
                 }
                 if room == 0 {
                     if cl.dropped == 0 {
-                        tracing::warn!(peer = %cl.c.peer, "tail: client is not keeping up; dropping its events");
+                        tracing::warn!(peer = %cl.peer, "tail: client is not keeping up; dropping its events");
                     }
                     cl.dropped += 1;
                     dropped += 1;
@@ -166,8 +319,10 @@ impl Hub {
     /// Queues pending drop notices of clients that have room again, and forgets clients
     /// that went away.
     fn housekeeping(&mut self) {
+        let lag_now = self.lag_due();
         for cl in &mut self.clients {
-            if cl.dropped > 0 && cl.c.queued.load(Ordering::Acquire) < self.client_queue {
+            cl.take_lagged(&self.metrics, lag_now);
+            if cl.dropped > 0 && cl.queued.load(Ordering::Acquire) < self.client_queue {
                 cl.out.clear();
                 notice(&mut cl.out, cl.dropped);
                 cl.dropped_total += cl.dropped;
@@ -181,7 +336,9 @@ impl Hub {
     /// The input has ended: every client gets its last drop notice (even over its queue
     /// bound, by one line) and the end of its stream.
     fn finish(&mut self) {
+        // Every batch handed over has been delivered: all lagged drops are due.
         for cl in &mut self.clients {
+            cl.take_lagged(&self.metrics, true);
             if cl.dropped > 0 {
                 cl.out.clear();
                 notice(&mut cl.out, cl.dropped);
@@ -195,9 +352,14 @@ impl Hub {
         }
     }
 
+    /// `true` once every batch handed over before the front's last drop has been delivered.
+    fn lag_due(&self) -> bool {
+        self.delivered >= self.lag_barrier.load(Ordering::Acquire)
+    }
+
     fn prune(&mut self) {
         self.clients.retain(|cl| {
-            let open = !cl.c.tx.is_closed();
+            let open = !cl.tx.is_closed();
             if !open {
                 log_gone(cl, "client disconnected");
             }
@@ -208,7 +370,7 @@ impl Hub {
 
 fn log_gone(cl: &Client, why: &str) {
     tracing::info!(
-        peer = %cl.c.peer,
+        peer = %cl.peer,
         sent = cl.sent_total,
         dropped = cl.dropped_total + cl.dropped,
         "tail: {why}"
@@ -221,11 +383,11 @@ fn send(cl: &mut Client, slots: usize) {
         return;
     }
     // Count the slots before the body can see the chunk, so its decrement never underflows.
-    cl.c.queued.fetch_add(slots, Ordering::AcqRel);
+    cl.queued.fetch_add(slots, Ordering::AcqRel);
     let chunk = Chunk { bytes: Bytes::copy_from_slice(&cl.out), slots };
-    if cl.c.tx.send(chunk).is_err() {
+    if cl.tx.send(chunk).is_err() {
         // The body is gone; `prune` forgets the client.
-        cl.c.queued.fetch_sub(slots, Ordering::AcqRel);
+        cl.queued.fetch_sub(slots, Ordering::AcqRel);
     }
     cl.out.clear();
 }
@@ -308,8 +470,7 @@ mod tests {
     #[test]
     fn a_full_queue_drops_for_that_client_only_then_notifies() {
         let metrics = Arc::new(ComponentMetrics::new("sink.t"));
-        let mut hub =
-            Hub::new(3, metrics.clone());
+        let mut hub = Hub::new(3, metrics.clone());
         let (slow, mut slow_rx) = client("");
         let slow_q = slow.queued.clone();
         let (fast, mut fast_rx) = client("grep=[05]$");
@@ -350,6 +511,36 @@ mod tests {
         assert_eq!(lines.last().map(String::as_str), Some("{\"dropped\": 2}"));
         // The end of the stream: the sender is gone.
         assert!(matches!(rx.try_recv(), Err(mpsc::error::TryRecvError::Disconnected)));
+    }
+
+    /// On a current-thread runtime the encoder task cannot run while the front takes ready
+    /// batches, so all but the first `PENDING_BATCHES` batches find it "behind".
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_slow_encoder_drops_batches_and_says_so() {
+        let metrics = Arc::new(ComponentMetrics::new("sink.t"));
+        let n = PENDING_BATCHES + 6;
+        let (in_tx, in_rx) = mpsc::channel(n);
+        let (reg_tx, reg_rx) = mpsc::channel(4);
+        let (all, mut all_rx) = client("");
+        let all_q = all.queued.clone();
+        let (some, mut some_rx) = client("grep=[05]$");
+        let some_q = some.queued.clone();
+        reg_tx.try_send(all).unwrap();
+        reg_tx.try_send(some).unwrap();
+        for i in 0..n {
+            in_tx.try_send(batch(i * 10..i * 10 + 10)).unwrap();
+        }
+        drop(in_tx);
+        run(SinkInput::new(in_rx, metrics.clone()), reg_rx, 1000, metrics.clone()).await;
+
+        let lines = take(&mut all_rx, &all_q);
+        let want: Vec<String> = (0..PENDING_BATCHES * 10).map(|i| format!("line {i}")).collect();
+        assert_eq!(lines[..want.len()].iter().map(|l| body(l)).collect::<Vec<_>>(), want);
+        assert_eq!(lines[want.len()..], ["{\"dropped\": 60}"]);
+        let lines = take(&mut some_rx, &some_q);
+        assert_eq!(lines.last().map(String::as_str), Some("{\"dropped\": 12}"));
+        assert_eq!(lines.len(), PENDING_BATCHES * 2 + 1);
+        assert_eq!(metrics.get("dropped.encoder_behind"), 72);
     }
 
     #[test]

@@ -3,9 +3,10 @@
 //!
 //! - [`config`]: `TailConfig` (what the user wrote) and its validation into [`TailSink`].
 //! - [`filter`]: the `grep`, `level`, `service`, `signal` and `trace_id` query filters.
-//! - [`hub`]: the fan-out from the sink's input to per-client bounded queues; it never waits
-//!   for a client, so a slow watcher loses events (and is told `{"dropped": N}`) instead of
-//!   slowing the pipeline.
+//! - [`hub`]: the fan-out from the sink's input to per-client bounded queues. It never waits
+//!   for a client nor for its own JSON encoder, so a slow watcher (or more events than the
+//!   sink can encode) loses events, and is told `{"dropped": N}`, instead of slowing the
+//!   pipeline.
 //! - `server`: routes, bearer-token authentication, the streaming body, TLS and shutdown.
 //!
 //! The loader only lets this sink run downstream of a `redact` transform (unless
