@@ -33,6 +33,9 @@ pub const TOKEN_ENV: &str = "SEALTRAIL_TAIL_TOKEN";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// The longest line accepted from the server; a peer that never sends a newline cannot
+/// make the client buffer without end.
+const MAX_LINE: usize = 64 << 20;
 
 #[derive(Debug, clap::Args)]
 pub struct TailArgs {
@@ -382,7 +385,15 @@ where
             Some(Ok(frame)) => {
                 let Ok(data) = frame.into_data() else { continue };
                 pending.extend_from_slice(&data);
-                let Some(last) = memchr::memrchr(b'\n', &pending) else { continue };
+                let Some(last) = memchr::memrchr(b'\n', &pending) else {
+                    if pending.len() > MAX_LINE {
+                        return Ended::Fatal(anyhow::anyhow!(
+                            "{}: a line longer than 64 MiB; is this a tail sink?",
+                            target.url
+                        ));
+                    }
+                    continue;
+                };
                 let r = pending[..=last]
                     .split(|&b| b == b'\n')
                     .filter(|l| !l.is_empty())
