@@ -175,6 +175,7 @@ impl TailConfig {
             (Some(_), Some(_)) => anyhow::bail!("set `token` or `token_file`, not both"),
             (Some(t), None) => Zeroizing::new(t.0.trim().to_owned()),
             (None, Some(path)) => {
+                warn_if_shared(path);
                 let raw = Zeroizing::new(
                     std::fs::read(path)
                         .map_err(|e| anyhow::anyhow!("`token_file`: cannot read {}: {e}", path.display()))?,
@@ -198,6 +199,22 @@ impl TailConfig {
             "the tail token must be printable ASCII without spaces (it travels in an HTTP header)"
         );
         Ok(t)
+    }
+}
+
+/// Warns when a token file can be read by users other than its owner (it should be 0600,
+/// like key files). Not an error: secret volumes are often mounted 0644 inside a container
+/// that runs a single user.
+pub fn warn_if_shared(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(path) {
+        if m.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(
+                "token file {} is accessible to other users (mode {:o}); `chmod 600` it",
+                path.display(),
+                m.permissions().mode() & 0o777
+            );
+        }
     }
 }
 
