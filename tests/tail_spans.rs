@@ -54,8 +54,16 @@ fn names(lines: &[Line]) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn level_signal_trace_and_service_filters_with_spans() {
+/// A tail sink running in-process on a free port: its runtime, its input, its URL and its
+/// task.
+struct InProcess {
+    rt: tokio::runtime::Runtime,
+    tx: tokio::sync::mpsc::Sender<sealtrail::event::Batch>,
+    url: String,
+    running: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+fn start_sink() -> InProcess {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let config: TailConfig = toml::from_str(&format!("token = \"{TOKEN}\"")).unwrap();
     let sink = config.compile().unwrap();
@@ -71,7 +79,22 @@ fn level_signal_trace_and_service_filters_with_spans() {
         registry,
     };
     let running = rt.spawn(sink.serve(listener, SinkInput::new(rx, metrics), cx));
+    InProcess { rt, tx, url, running }
+}
 
+impl InProcess {
+    /// Sends one batch, ends the input and waits for the sink to finish.
+    fn send_and_finish(self, batch: Vec<Event>) {
+        self.rt.block_on(self.tx.send(Arc::new(batch))).unwrap();
+        drop(self.tx);
+        self.rt.block_on(self.running).unwrap().unwrap();
+    }
+}
+
+#[test]
+fn level_signal_trace_and_service_filters_with_spans() {
+    let sink = start_sink();
+    let url = sink.url.clone();
     let json = |extra: &[&str]| {
         let mut args = vec!["--format", "json", "--no-reconnect"];
         args.extend_from_slice(extra);
@@ -90,9 +113,7 @@ fn level_signal_trace_and_service_filters_with_spans() {
         span("GET /health", 1, "edge", T2),
         log(severity::WARN, "edge", "slow upstream \x1b]0;pwned\x07", None),
     ];
-    rt.block_on(tx.send(Arc::new(batch))).unwrap();
-    drop(tx);
-    rt.block_on(running).unwrap().unwrap();
+    sink.send_and_finish(batch);
 
     let lines = |t: Tail| {
         let (status, lines) = t.finish();
@@ -118,4 +139,53 @@ fn level_signal_trace_and_service_filters_with_spans() {
             "2025-11-24T16:00:00Z WARN  edge slow upstream \\u{1b}]0;pwned\\u{7}".to_owned(),
         ]
     );
+}
+
+/// Runs `sealtrail tail` on a pseudo-terminal (util-linux `script`), so that it sees a
+/// terminal on standard output; returns everything it wrote there, once it is connected.
+fn on_terminal(url: &str, no_color: bool) -> (std::process::Child, std::sync::mpsc::Receiver<Line>) {
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-q", "-e", "-c", &format!("{BIN} tail --no-reconnect --url {url}"), "/dev/null"])
+        .env("SHELL", "/bin/sh")
+        .env("TERM", "xterm")
+        .env("SEALTRAIL_TAIL_TOKEN", TOKEN)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    if no_color {
+        cmd.env("NO_COLOR", "1");
+    } else {
+        cmd.env_remove("NO_COLOR");
+    }
+    let mut child = cmd.spawn().expect("this test needs util-linux `script` for a pseudo-terminal");
+    let rx = collect(child.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    wait_for(&rx, &mut seen, "connected to");
+    (child, rx)
+}
+
+#[test]
+fn colours_only_on_a_terminal_without_no_color_and_control_characters_never() {
+    let sink = start_sink();
+    let (mut colour, colour_rx) = on_terminal(&sink.url, false);
+    let (mut plain, plain_rx) = on_terminal(&sink.url, true);
+    sink.send_and_finish(vec![
+        log(severity::ERROR, "checkout", "card declined \x1b[2J\x1b]0;pwned\x07", None),
+        log(severity::WARN, "checkout", "slow \u{202e}txt.exe", None),
+    ]);
+    for (child, rx, coloured) in [(&mut colour, colour_rx, true), (&mut plain, plain_rx, false)] {
+        assert!(wait_exit(child, "tail on a terminal").success());
+        let out: Vec<String> = std::iter::from_fn(|| rx.recv_timeout(std::time::Duration::from_secs(5)).ok())
+            .map(|(_, l)| l.trim_end_matches('\r').to_owned())
+            .collect();
+        let (err, warn) =
+            if coloured { ("\x1b[31mERROR\x1b[0m", "\x1b[33mWARN \x1b[0m") } else { ("ERROR", "WARN ") };
+        let want = [
+            format!(
+                "2025-11-24T16:00:00Z {err} checkout card declined \\u{{1b}}[2J\\u{{1b}}]0;pwned\\u{{7}}"
+            ),
+            format!("2025-11-24T16:00:00Z {warn} checkout slow \\u{{202e}}txt.exe"),
+        ];
+        assert_eq!(out[..2], want, "coloured: {coloured}; all output: {out:?}");
+    }
 }
