@@ -14,6 +14,7 @@ Examples:
   sealtrail run --config config/sidecar.toml      # run a function as a child, seal its output
   sealtrail validate --config config/sidecar.toml
   cat app.log | sealtrail redact --stats
+  SEALTRAIL_TAIL_TOKEN=... sealtrail tail --level warn --grep timeout
 
 Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error,
 3 decryption or integrity failure.";
@@ -42,6 +43,8 @@ pub enum Command {
     Run(commands::run::RunArgs),
     /// Check configuration files and print the topology; exit 2 on any error.
     Validate(commands::validate::ValidateArgs),
+    /// Watch an agent's live, redacted event stream (its `tail` sink).
+    Tail(commands::tail::TailArgs),
 }
 
 impl Cli {
@@ -50,6 +53,7 @@ impl Cli {
         match self.command {
             Some(Command::Run(a)) => commands::run::run(a),
             Some(Command::Validate(a)) => commands::validate::run(a),
+            Some(Command::Tail(a)) => commands::tail::run(a),
             None => {
                 use clap::CommandFactory;
                 Cli::command().print_help()?;

@@ -2,4 +2,5 @@
 //! code.
 
 pub mod run;
+pub mod tail;
 pub mod validate;
