@@ -14,6 +14,7 @@ Examples:
   sealtrail run --config config/sidecar.toml      # run a function as a child, seal its output
   sealtrail validate --config config/sidecar.toml
   cat app.log | sealtrail redact --stats
+  SEALTRAIL_TAIL_TOKEN=... sealtrail tail --level warn --grep timeout
 
 Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error,
 3 decryption or integrity failure.";
@@ -45,6 +46,8 @@ pub enum Command {
     /// Redact standard input to standard output (a streaming line filter, same engine as the
     /// `redact` transform).
     Redact(commands::redact::RedactArgs),
+    /// Watch an agent's live, redacted event stream (its `tail` sink).
+    Tail(commands::tail::TailArgs),
 }
 
 impl Cli {
@@ -54,6 +57,7 @@ impl Cli {
             Some(Command::Run(a)) => commands::run::run(a),
             Some(Command::Validate(a)) => commands::validate::run(a),
             Some(Command::Redact(a)) => commands::redact::run(a),
+            Some(Command::Tail(a)) => commands::tail::run(a),
             None => {
                 use clap::CommandFactory;
                 Cli::command().print_help()?;

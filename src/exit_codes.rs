@@ -12,17 +12,19 @@ pub const CONFIG: u8 = 2;
 pub const INTEGRITY: u8 = 3;
 
 /// An error that carries the exit code it should end the process with.
+///
+/// Its `Display` is the whole chain of the wrapped error, and it reports no `source` of its
+/// own, so printing it with `{:#}` shows each cause once.
 #[derive(Debug, thiserror::Error)]
-#[error("{source:#}")]
+#[error("{inner:#}")]
 pub struct CodedError {
     pub code: u8,
-    #[source]
-    pub source: anyhow::Error,
+    pub inner: anyhow::Error,
 }
 
 impl CodedError {
-    pub fn new(code: u8, source: impl Into<anyhow::Error>) -> CodedError {
-        CodedError { code, source: source.into() }
+    pub fn new(code: u8, inner: impl Into<anyhow::Error>) -> CodedError {
+        CodedError { code, inner: inner.into() }
     }
 }
 
@@ -56,6 +58,12 @@ pub fn code_of(e: &anyhow::Error) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wrapped_errors_print_each_cause_once() {
+        let e = config_error(anyhow::anyhow!("root cause").context("while loading"));
+        assert_eq!(format!("{e:#}"), "while loading: root cause");
+    }
 
     #[test]
     fn codes() {

@@ -114,7 +114,7 @@ fn sigterm_is_forwarded_to_the_child_and_output_drained() {
         dir.path(),
         "sidecar.toml",
         &format!(
-            "[sources.fn]\ntype = \"exec\"\ncommand = [\"python3\", \"{handler}\"]\nenv = {{ HANDLER_WAIT = \"1\", HANDLER_LINES = \"1\" }}\n[sinks.out]\ntype = \"console\"\ninputs = [\"fn\"]\nallow_unredacted = true\n"
+            "[sources.fn]\ntype = \"exec\"\ncommand = [\"python3\", \"{handler}\"]\nenv = {{ HANDLER_WAIT = \"1\", HANDLER_LINES = \"0\" }}\n[sinks.out]\ntype = \"console\"\ninputs = [\"fn\"]\nallow_unredacted = true\n"
         ),
     );
     let mut child = cmd(dir.path())

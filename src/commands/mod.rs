@@ -3,4 +3,5 @@
 
 pub mod redact;
 pub mod run;
+pub mod tail;
 pub mod validate;

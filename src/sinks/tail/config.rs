@@ -1,0 +1,322 @@
+//! The configuration of the `tail` sink and its compilation (`build`) into a [`TailSink`]:
+//! address, authentication and TLS are all checked here, so that `sealtrail validate` refuses
+//! a tail sink that would listen without a token, and the running sink never holds the token
+//! itself, only its SHA-256 digest.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tokio_rustls::rustls;
+use zeroize::Zeroizing;
+
+use super::TailSink;
+use crate::config::component::{BuildContext, Sink, SinkConfig};
+
+/// The shortest token accepted: a shorter one is guessable.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// Configuration for the `tail` sink.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TailConfig {
+    /// The address to listen on, an IP address and a port (`0` picks a free port, which the
+    /// agent logs). Default `127.0.0.1:8686`.
+    #[serde(default = "default_address")]
+    pub address: String,
+    /// The bearer token clients must present, usually `"${SEALTRAIL_TAIL_TOKEN}"`. At least
+    /// 16 characters. Exclusive with `token_file`.
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// A file holding the token (surrounding white space is ignored). Exclusive with `token`.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// `token` (default): clients need `Authorization: Bearer <token>`. `none`: no
+    /// authentication, allowed only when `address` is a loopback address.
+    #[serde(default)]
+    pub auth: AuthMode,
+    /// Serve HTTPS instead of HTTP.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// How many events (and `{"dropped": N}` notices) may wait for one client before events
+    /// for that client are dropped. Default 4096.
+    #[serde(default = "default_client_queue")]
+    pub client_queue: usize,
+    /// How many clients may stream at once; more get 503. Default 16.
+    #[serde(default = "default_max_clients")]
+    pub max_clients: usize,
+}
+
+/// The `[sinks.<id>.tls]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the server certificate chain, leaf first.
+    pub crt_file: PathBuf,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+}
+
+/// How clients authenticate.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    #[default]
+    Token,
+    None,
+}
+
+/// A string that never appears in `Debug` output and is wiped from memory when dropped.
+#[derive(Clone)]
+pub struct Secret(Zeroizing<String>);
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
+        String::deserialize(d).map(Secret::new)
+    }
+}
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(Zeroizing::new(s.into()))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"****\"")
+    }
+}
+
+// Written by hand so that the token never reaches a log line through `{:?}` (the field type
+// already hides it; this keeps the output short as well).
+impl fmt::Debug for TailConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TailConfig")
+            .field("address", &self.address)
+            .field("token", &self.token.as_ref().map(|_| "****"))
+            .field("token_file", &self.token_file)
+            .field("auth", &self.auth)
+            .field("tls", &self.tls)
+            .field("client_queue", &self.client_queue)
+            .field("max_clients", &self.max_clients)
+            .finish()
+    }
+}
+
+fn default_address() -> String {
+    "127.0.0.1:8686".to_owned()
+}
+
+fn default_client_queue() -> usize {
+    4096
+}
+
+fn default_max_clients() -> usize {
+    16
+}
+
+/// The SHA-256 digest of a token: what the sink keeps and compares (see `server::authorized`).
+pub(crate) type TokenDigest = [u8; 32];
+
+pub(crate) fn digest(token: &[u8]) -> TokenDigest {
+    Sha256::digest(token).into()
+}
+
+impl SinkConfig for TailConfig {
+    fn build(&self, _cx: &BuildContext<'_>) -> anyhow::Result<Box<dyn Sink>> {
+        Ok(Box::new(self.compile()?))
+    }
+}
+
+impl TailConfig {
+    /// Validates the configuration and compiles it (reads the token and TLS files; binds
+    /// nothing).
+    pub fn compile(&self) -> anyhow::Result<TailSink> {
+        let address: SocketAddr = self.address.trim().parse().map_err(|_| {
+            anyhow::anyhow!(
+                "`address`: `{}` is not an IP address and port, e.g. 127.0.0.1:8686",
+                self.address
+            )
+        })?;
+        let token = match self.auth {
+            AuthMode::Token => Some(digest(self.token()?.as_bytes())),
+            AuthMode::None => {
+                anyhow::ensure!(
+                    self.token.is_none() && self.token_file.is_none(),
+                    "`auth = \"none\"` cannot be combined with `token` or `token_file`"
+                );
+                anyhow::ensure!(
+                    address.ip().is_loopback(),
+                    "`auth = \"none\"` is only allowed on a loopback address, not {address}: \
+                     anyone on the network could watch the stream; configure a `token`"
+                );
+                None
+            }
+        };
+        anyhow::ensure!(
+            (1..=1_000_000).contains(&self.client_queue),
+            "`client_queue` must be between 1 and 1000000 events"
+        );
+        anyhow::ensure!((1..=1024).contains(&self.max_clients), "`max_clients` must be between 1 and 1024");
+        let tls = match &self.tls {
+            Some(t) => Some(Arc::new(server_tls(t)?)),
+            None => None,
+        };
+        Ok(TailSink { address, token, tls, client_queue: self.client_queue, max_clients: self.max_clients })
+    }
+
+    /// The configured token, from `token` or `token_file`. Errors never include it.
+    fn token(&self) -> anyhow::Result<Zeroizing<String>> {
+        let t = match (&self.token, &self.token_file) {
+            (Some(_), Some(_)) => anyhow::bail!("set `token` or `token_file`, not both"),
+            (Some(t), None) => Zeroizing::new(t.0.trim().to_owned()),
+            (None, Some(path)) => {
+                warn_if_shared(path);
+                let raw = Zeroizing::new(
+                    std::fs::read(path)
+                        .map_err(|e| anyhow::anyhow!("`token_file`: cannot read {}: {e}", path.display()))?,
+                );
+                let s = std::str::from_utf8(&raw)
+                    .map_err(|_| anyhow::anyhow!("`token_file`: {} is not UTF-8 text", path.display()))?;
+                Zeroizing::new(s.trim().to_owned())
+            }
+            (None, None) => anyhow::bail!(
+                "no token configured: set `token` (e.g. \"${{SEALTRAIL_TAIL_TOKEN}}\") or `token_file`; \
+                 `auth = \"none\"` is only allowed on a loopback address"
+            ),
+        };
+        anyhow::ensure!(!t.is_empty(), "the tail token is empty");
+        anyhow::ensure!(
+            t.chars().count() >= MIN_TOKEN_LEN,
+            "the tail token is too short: use at least {MIN_TOKEN_LEN} characters (e.g. `openssl rand -hex 24`)"
+        );
+        anyhow::ensure!(
+            t.chars().all(|c| c.is_ascii_graphic()),
+            "the tail token must be printable ASCII without spaces (it travels in an HTTP header)"
+        );
+        Ok(t)
+    }
+}
+
+/// Warns when a token file can be read by users other than its owner (it should be 0600,
+/// like key files). Not an error: secret volumes are often mounted 0644 inside a container
+/// that runs a single user.
+pub fn warn_if_shared(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(path) {
+        if m.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(
+                "token file {} is accessible to other users (mode {:o}); `chmod 600` it",
+                path.display(),
+                m.permissions().mode() & 0o777
+            );
+        }
+    }
+}
+
+/// The rustls server configuration for `tls`, with the ring provider, HTTP/1.1 by ALPN.
+fn server_tls(t: &TlsConfig) -> anyhow::Result<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let crt = read(&t.crt_file, "tls.crt_file")?;
+    let certs = CertificateDer::pem_slice_iter(&crt)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("`tls.crt_file`: {}: {e}", t.crt_file.display()))?;
+    anyhow::ensure!(!certs.is_empty(), "`tls.crt_file`: {} holds no PEM certificate", t.crt_file.display());
+    let key = Zeroizing::new(read(&t.key_file, "tls.key_file")?);
+    // The parse error of a key file is generic on purpose: it must not quote key bytes.
+    let key = PrivateKeyDer::from_pem_slice(&key)
+        .map_err(|_| anyhow::anyhow!("`tls.key_file`: {} holds no PEM private key", t.key_file.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| anyhow::anyhow!("`tls`: the certificate and key do not make a usable pair: {e}"))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+fn read(path: &Path, field: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| anyhow::anyhow!("`{field}`: cannot read {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(toml_text: &str) -> TailConfig {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    fn err(toml_text: &str) -> String {
+        format!("{:#}", parse(toml_text).compile().err().expect("an error"))
+    }
+
+    const TOKEN: &str = "s3cr3t-t0ken-abcdefgh";
+
+    #[test]
+    fn defaults() {
+        let c = parse(&format!("token = \"{TOKEN}\""));
+        let s = c.compile().unwrap();
+        assert_eq!(s.address.to_string(), "127.0.0.1:8686");
+        assert_eq!(s.client_queue, 4096);
+        assert_eq!(s.token, Some(digest(TOKEN.as_bytes())));
+    }
+
+    #[test]
+    fn refuses_to_start_without_a_token() {
+        assert!(err("").contains("no token configured"));
+        assert!(err("token = \"\"").contains("empty"));
+        assert!(err("token = \"short\"").contains("too short"));
+    }
+
+    #[test]
+    fn auth_none_only_on_loopback() {
+        assert!(parse("auth = \"none\"").compile().unwrap().token.is_none());
+        assert!(parse("auth = \"none\"\naddress = \"[::1]:0\"").compile().is_ok());
+        let e = err("auth = \"none\"\naddress = \"0.0.0.0:8686\"");
+        assert!(e.contains("only allowed on a loopback address"), "{e}");
+        let e = err(&format!("auth = \"none\"\ntoken = \"{TOKEN}\""));
+        assert!(e.contains("cannot be combined"), "{e}");
+    }
+
+    #[test]
+    fn errors_never_contain_the_token() {
+        let secret = "a secret that has spaces in it";
+        let e = err(&format!("token = \"{secret}\""));
+        assert!(!e.contains(secret), "{e}");
+        let c = parse(&format!("token = \"{TOKEN}\"\ntoken_file = \"/nonexistent\""));
+        assert!(!format!("{c:?}").contains(TOKEN));
+        let e = err(&format!("token = \"{TOKEN}\"\ntoken_file = \"/nonexistent\""));
+        assert!(e.contains("not both") && !e.contains(TOKEN), "{e}");
+    }
+
+    #[test]
+    fn token_file_is_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("token");
+        std::fs::write(&p, format!("{TOKEN}\n")).unwrap();
+        let c = parse(&format!("token_file = \"{}\"", p.display()));
+        assert_eq!(c.compile().unwrap().token, Some(digest(TOKEN.as_bytes())));
+        let e = err("token_file = \"/nonexistent/token\"");
+        assert!(e.contains("cannot read /nonexistent/token"), "{e}");
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let e = err(&format!("token = \"{TOKEN}\"\naddress = \"localhost:80\""));
+        assert!(e.contains("`address`"), "{e}");
+        let e = err(&format!("token = \"{TOKEN}\"\nclient_queue = 0"));
+        assert!(e.contains("client_queue"), "{e}");
+        let e = toml::from_str::<TailConfig>("tokn = \"x\"").unwrap_err().to_string();
+        assert!(e.contains("unknown field `tokn`"), "{e}");
+        let e =
+            err(&format!("token = \"{TOKEN}\"\n[tls]\ncrt_file = \"/nope.crt\"\nkey_file = \"/nope.key\""));
+        assert!(e.contains("`tls.crt_file`: cannot read /nope.crt"), "{e}");
+    }
+}

@@ -1,0 +1,278 @@
+//! The HTTP side of the `tail` sink: routes (`GET /v1/tail`, `GET /v1/health`),
+//! authentication, the streaming response body, and the accept loop with optional TLS and a
+//! graceful, bounded shutdown.
+//!
+//! Routing is an axum [`Router`]; connections are served by hyper's HTTP/1 connection
+//! directly (not `axum::serve`) so that the same loop serves plain TCP and rustls streams and
+//! can stop every connection gracefully when the sink's input ends.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Router};
+use bytes::Bytes;
+use http_body::Frame;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+use super::config::{TokenDigest, digest};
+use super::filter::Filter;
+use super::hub::{Chunk, NewClient};
+
+/// How long clients get, once the input has ended, to read the end of their streams before
+/// their connections are closed. A client that stopped reading must not keep the agent alive.
+pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long a client may take to send its request headers or finish a TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the handlers share.
+pub(crate) struct Shared {
+    /// The digest of the token; `None` with `auth = "none"`.
+    pub token: Option<TokenDigest>,
+    /// Where new clients go: the hub. Closed once the input has ended.
+    pub register: mpsc::Sender<NewClient>,
+    /// Clients streaming now.
+    pub active: Arc<AtomicUsize>,
+    pub max_clients: usize,
+}
+
+/// The peer address of a connection, as a request extension.
+#[derive(Debug, Clone, Copy)]
+struct Peer(SocketAddr);
+
+/// The routes.
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/tail", get(tail))
+        .fallback(|| async {
+            (StatusCode::NOT_FOUND, "not found: the tail endpoints are /v1/tail and /v1/health\n")
+        })
+        .with_state(shared)
+}
+
+async fn health() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], "{\"status\":\"ok\"}\n")
+}
+
+async fn tail(
+    State(s): State<Arc<Shared>>,
+    Extension(Peer(peer)): Extension<Peer>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    if !authorized(s.token.as_ref(), &headers) {
+        tracing::warn!(%peer, "tail: refused a client with a missing or wrong token");
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "unauthorized: missing or wrong bearer token\n",
+        )
+            .into_response();
+    }
+    let filter = match Filter::from_query(query.as_deref().unwrap_or("")) {
+        Ok(f) => f,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("bad request: {e}\n")).into_response(),
+    };
+    let Some(slot) = Slot::acquire(&s.active, s.max_clients) else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "too many tail clients; try again later\n").into_response();
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let client = NewClient { peer, filter, tx, queued: queued.clone() };
+    if s.register.try_send(client).is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the agent is shutting down\n").into_response();
+    }
+    let mut r = Response::new(Body::new(ClientBody { rx, queued, _slot: slot }));
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    r
+}
+
+/// Checks `Authorization: Bearer <token>`. Compares SHA-256 digests in constant time, so
+/// neither the token's contents nor its length show in the timing of a refusal.
+fn authorized(want: Option<&TokenDigest>, headers: &HeaderMap) -> bool {
+    let Some(want) = want else { return true };
+    let Some(v) = headers.get(header::AUTHORIZATION) else { return false };
+    let v = v.as_bytes();
+    let presented = match v.split_at_checked(7) {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case(b"bearer ") => rest.trim_ascii(),
+        _ => return false,
+    };
+    bool::from(digest(presented).ct_eq(want))
+}
+
+/// A client's place in `max_clients`, given back when its response body is dropped.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn acquire(active: &Arc<AtomicUsize>, max: usize) -> Option<Slot> {
+        active.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).ok()?;
+        Some(Slot(active.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The streaming body of a tail response: the chunks the hub queues for this client. It
+/// ends when the hub drops its sender (end of input); dropping it (the client went away)
+/// closes the channel, which the hub notices.
+struct ClientBody {
+    rx: mpsc::UnboundedReceiver<Chunk>,
+    queued: Arc<AtomicUsize>,
+    _slot: Slot,
+}
+
+impl http_body::Body for ClientBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        match this.rx.poll_recv(cx) {
+            Poll::Ready(Some(c)) => {
+                this.queued.fetch_sub(c.slots, Ordering::AcqRel);
+                Poll::Ready(Some(Ok(Frame::data(c.bytes))))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// Accepts connections until `stop` fires (or its sender is dropped), then lets open
+/// responses finish for at most [`DRAIN_TIMEOUT`].
+pub(crate) async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    router: Router,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            r = listener.accept() => match r {
+                Ok((tcp, peer)) => {
+                    // Events should reach a watcher at once, not wait for Nagle.
+                    let _ = tcp.set_nodelay(true);
+                    let svc = router.clone().layer(Extension(Peer(peer)));
+                    conns.spawn(connection(tcp, tls.clone(), svc, stop.clone()));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!("tail: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let drain = async { while conns.join_next().await.is_some() {} };
+    if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
+        tracing::warn!(
+            connections = conns.len(),
+            "tail: clients did not read the end of their stream in {}s; closing them",
+            DRAIN_TIMEOUT.as_secs()
+        );
+        conns.abort_all();
+    }
+}
+
+async fn connection(
+    tcp: tokio::net::TcpStream,
+    tls: Option<TlsAcceptor>,
+    svc: Router,
+    stop: watch::Receiver<bool>,
+) {
+    match tls {
+        None => serve_io(TokioIo::new(tcp), svc, stop).await,
+        Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            Ok(Ok(stream)) => serve_io(TokioIo::new(stream), svc, stop).await,
+            Ok(Err(e)) => tracing::debug!("tail: TLS handshake failed: {e}"),
+            Err(_) => tracing::debug!("tail: TLS handshake timed out"),
+        },
+    }
+}
+
+async fn serve_io<I>(io: I, svc: Router, mut stop: watch::Receiver<bool>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(HANDSHAKE_TIMEOUT);
+    let conn = builder.serve_connection(io, TowerToHyperService::new(svc));
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!("tail: connection ended: {e}");
+            }
+        }
+        _ = stop.changed() => {
+            // Finish the response in flight (it ends when the hub drops its sender), then
+            // close instead of waiting for another request.
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_tokens_are_checked() {
+        let want = digest(b"the-right-token-123");
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+            m
+        };
+        assert!(authorized(Some(&want), &h("Bearer the-right-token-123")));
+        assert!(authorized(Some(&want), &h("bearer  the-right-token-123 ")));
+        assert!(!authorized(Some(&want), &h("Bearer the-right-token-124")));
+        assert!(!authorized(Some(&want), &h("Bearer the-right-token-12")));
+        assert!(!authorized(Some(&want), &h("Basic the-right-token-123")));
+        assert!(!authorized(Some(&want), &h("Bearer")));
+        assert!(!authorized(Some(&want), &HeaderMap::new()));
+        assert!(authorized(None, &HeaderMap::new()));
+    }
+
+    #[test]
+    fn slots_are_bounded_and_given_back() {
+        let active = Arc::new(AtomicUsize::new(0));
+        let a = Slot::acquire(&active, 2).unwrap();
+        let _b = Slot::acquire(&active, 2).unwrap();
+        assert!(Slot::acquire(&active, 2).is_none());
+        drop(a);
+        assert!(Slot::acquire(&active, 2).is_some());
+    }
+}
