@@ -186,8 +186,14 @@ impl RedactTransform {
     fn log(&mut self, l: &mut LogRecord, c: &mut Counts) {
         let r = &*self.r;
         let continued = matches!(find_attr(&l.attributes, attr::CONTINUED), Some(Value::Bool(true)));
-        let key = (continued || !self.streams.is_empty()).then(|| stream_key(l));
-        match key.and_then(|k| if continued || self.streams.contains_key(&k) { Some(k) } else { None }) {
+        // A record goes through a stream when it continues a line, or ends one that an earlier
+        // record continued; the key is only computed while some line is in progress.
+        let key = if continued || !self.streams.is_empty() {
+            Some(stream_key(l)).filter(|k| continued || self.streams.contains_key(k))
+        } else {
+            None
+        };
+        match key {
             None => string(r, &mut l.body, c),
             Some(k) => {
                 let s = self.streams.entry(k.clone()).or_insert_with(|| Stream::new(self.r.clone()));
