@@ -12,6 +12,7 @@ pub mod config;
 pub mod event;
 pub mod exit_codes;
 pub mod metrics;
+pub mod otlp;
 pub mod sinks;
 pub mod sources;
 pub mod topology;
