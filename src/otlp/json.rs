@@ -206,7 +206,7 @@ const SEVERITIES: &[(&str, i32)] = &[
 /// Decodes an `ExportTraceServiceRequest` from OTLP/JSON bytes.
 pub fn decode_traces(body: &[u8]) -> Result<ExportTraceServiceRequest> {
     let doc = parse(body)?;
-    let root = obj(&doc, String::new())?;
+    let root = obj(&doc, "$".to_owned())?;
     let mut req = ExportTraceServiceRequest::default();
     for rs in root.objects("resourceSpans", "resource_spans")? {
         let mut out = trace::ResourceSpans {
@@ -233,7 +233,7 @@ pub fn decode_traces(body: &[u8]) -> Result<ExportTraceServiceRequest> {
 /// Decodes an `ExportLogsServiceRequest` from OTLP/JSON bytes.
 pub fn decode_logs(body: &[u8]) -> Result<ExportLogsServiceRequest> {
     let doc = parse(body)?;
-    let root = obj(&doc, String::new())?;
+    let root = obj(&doc, "$".to_owned())?;
     let mut req = ExportLogsServiceRequest::default();
     for rl in root.objects("resourceLogs", "resource_logs")? {
         let mut out = logs::ResourceLogs {
