@@ -94,7 +94,11 @@ async fn serve(req: Request<hyper::body::Incoming>, ingest: &Ingest) -> Result<R
         "/v1/traces" => Signal::Traces,
         "/v1/logs" => Signal::Logs,
         _ => {
-            return Err(error(StatusCode::NOT_FOUND, "not_found", "unknown path; use /v1/traces or /v1/logs"));
+            return Err(error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "unknown path; use /v1/traces or /v1/logs",
+            ));
         }
     };
     if req.method() != Method::POST {
