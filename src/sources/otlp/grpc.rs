@@ -98,7 +98,7 @@ impl Router {
         mut self,
         req: http::Request<hyper::body::Incoming>,
     ) -> Result<http::Response<tonic::body::Body>, Infallible> {
-        let resp = match req.uri().path() {
+        let mut resp = match req.uri().path() {
             TRACE_EXPORT_PATH => self.traces.call(req).await?,
             LOGS_EXPORT_PATH => self.logs.call(req).await?,
             other => {
@@ -111,10 +111,18 @@ impl Router {
         };
         // Errors are sent as "trailers-only" responses, so the status is in the headers here;
         // a success has its status in the trailers and no header.
-        let code = resp.headers().get("grpc-status").and_then(|v| v.to_str().ok());
-        if let Some(code) = code.filter(|c| *c != "0") {
-            let name = code.parse::<i32>().map(tonic::Code::from_i32).unwrap_or(tonic::Code::Unknown);
-            self.ingest.refused(&format!("grpc.{}", code_name(name)));
+        let code = resp.headers().get("grpc-status").and_then(|v| v.to_str().ok()?.parse::<i32>().ok());
+        if let Some(code) = code.filter(|c| *c != 0) {
+            let mut code = tonic::Code::from_i32(code);
+            if code == tonic::Code::OutOfRange {
+                // tonic's answer to a message over the size limit. OTLP clients retry
+                // OUT_OF_RANGE, which for a request that can never fit means forever; grpc-go
+                // (and so the Collector) answers RESOURCE_EXHAUSTED, retried only with a
+                // RetryInfo, which this answer does not carry.
+                code = tonic::Code::ResourceExhausted;
+                resp.headers_mut().insert("grpc-status", http::HeaderValue::from_static("8"));
+            }
+            self.ingest.refused(&format!("grpc.{}", code_name(code)));
         }
         Ok(resp)
     }

@@ -101,7 +101,11 @@ impl SourceConfig for OtlpSourceConfig {
             "both `grpc_address` and `http_address` are disabled; enable at least one"
         );
         if let (Some(g), Some(h)) = (grpc, http) {
-            anyhow::ensure!(g != h, "`grpc_address` and `http_address` are the same address {g}");
+            // Port 0 asks the system for a free port, different for each listener.
+            anyhow::ensure!(
+                g != h || g.port() == 0,
+                "`grpc_address` and `http_address` are the same address {g}"
+            );
         }
         anyhow::ensure!(self.max_request_bytes >= 1024, "`max_request_bytes` must be at least 1024");
         anyhow::ensure!(self.max_items_per_request >= 1, "`max_items_per_request` must be at least 1");
