@@ -418,3 +418,33 @@ pub fn make_certs(dir: &Path) {
         ]);
     }
 }
+
+/// The Python interpreter of the interop tests: `SEALTRAIL_PYTHON`, else the repository's
+/// `.venv`. Panics with instructions when neither exists.
+pub fn python() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("SEALTRAIL_PYTHON") {
+        return p.into();
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "no Python for the interop tests: set SEALTRAIL_PYTHON to an interpreter with the packages of \
+         tests/interop/requirements.txt, or create {} (python3 -m venv .venv && .venv/bin/pip install -r \
+         tests/interop/requirements.txt); scripts/test.sh does this for you",
+        venv.display()
+    );
+    venv
+}
+
+/// Runs `tests/interop/<script>` with `args`; returns its stdout parsed as JSON.
+pub fn run_python(script: &str, args: &[&str]) -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop").join(script);
+    let out = Command::new(python()).arg(&path).args(args).output().expect("run python");
+    assert!(
+        out.status.success(),
+        "{script} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{script} printed no JSON ({e})"))
+}
