@@ -93,3 +93,34 @@ fn python_sdk_through_an_otlp_sink_hop() {
     assert_eq!(counter(&log, "sink.up", "events_out"), 15, "{log}");
     assert!(downstream.stop().0.success());
 }
+
+#[test]
+fn sidecar_wraps_an_instrumented_function_and_exits_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let script = format!("{}/tests/interop/otlp_export.py", env!("CARGO_MANIFEST_DIR"));
+    let config = format!(
+        "[sources.function]\ntype = \"exec\"\ncommand = [{:?}, {script:?}, \"http\", \"http://127.0.0.1:{port}\"]\n\
+         service = \"payments\"\n\
+         [sources.otel]\ntype = \"otlp\"\ngrpc_address = \"\"\nhttp_address = \"127.0.0.1:{port}\"\n\
+         [sinks.out]\ntype = \"console\"\nencoding = \"json\"\ninputs = [\"function\", \"otel\"]\nallow_unredacted = true\n",
+        python().display().to_string()
+    );
+    let p = dir.path().join("sidecar.toml");
+    std::fs::write(&p, config).unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["run", "--config", p.to_str().unwrap()])
+        .env("SEALTRAIL_KEYS", dir.path().join("keys"))
+        .env("SEALTRAIL_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let events: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    // The child's stdout (what it sent, as JSON) is one log record of the exec source.
+    let printed = events.iter().find(|e| e["source"] == "function").expect("the child's stdout");
+    let sent: serde_json::Value = serde_json::from_str(printed["body"].as_str().unwrap()).unwrap();
+    let otel: Vec<_> = events.iter().filter(|e| e["source"] != "function").cloned().collect();
+    check_arrivals(&sent, &otel, "payments-http");
+}

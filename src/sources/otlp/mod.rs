@@ -189,6 +189,27 @@ impl Source for OtlpSource {
                 tracing::info!(address = %l.local_addr()?, tls = acceptor.is_some(), "OTLP/HTTP listening");
                 listeners.push((l, server::Protocol::Http));
             }
+            // The listeners stop when the agent shuts down, or when the process it wraps (the
+            // `exec` source of a sidecar) has exited: that process was the one exporting
+            // telemetry here, its SDK flushed before it exited, and a sidecar must end with it.
+            let (stop_tx, stop) = tokio::sync::watch::channel(false);
+            let mut shutdown = cx.shutdown.clone();
+            let exit_code = cx.exit_code.clone();
+            let watcher = tokio::spawn(async move {
+                let wrapped_exited = async {
+                    loop {
+                        if exit_code.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+                            return;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                };
+                tokio::select! {
+                    _ = shutdown.recv() => {}
+                    _ = wrapped_exited => tracing::debug!("the wrapped process exited; OTLP listeners stop"),
+                }
+                let _ = stop_tx.send(true);
+            });
             let mut tasks = tokio::task::JoinSet::new();
             for (listener, protocol) in listeners {
                 let server = server::Server {
@@ -197,9 +218,10 @@ impl Source for OtlpSource {
                     max_connections,
                     metrics: cx.metrics.clone(),
                 };
-                tasks.spawn(server.serve(listener, protocol, cx.shutdown.clone()));
+                tasks.spawn(server.serve(listener, protocol, stop.clone()));
             }
             while tasks.join_next().await.is_some() {}
+            watcher.abort();
             // Every listener has drained (or given up on stalled clients): release the output
             // so the pipeline downstream can flush and end.
             ingest.close();

@@ -20,7 +20,6 @@ use tokio::sync::{Semaphore, mpsc};
 use super::grpc::Router;
 use super::ingest::Ingest;
 use crate::metrics::ComponentMetrics;
-use crate::topology::Shutdown;
 
 /// How long shutdown waits for in-flight requests.
 pub(super) const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -45,8 +44,8 @@ pub(super) struct Server {
 }
 
 impl Server {
-    /// Serves `listener` until `shutdown` fires, then drains.
-    pub async fn serve(self, listener: TcpListener, protocol: Protocol, mut shutdown: Shutdown) {
+    /// Serves `listener` until `stop` turns true, then drains.
+    pub async fn serve(self, listener: TcpListener, protocol: Protocol, mut stop: Stop) {
         let permits = Arc::new(Semaphore::new(self.max_connections));
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
         let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -57,7 +56,7 @@ impl Server {
         loop {
             let stream = tokio::select! {
                 biased;
-                _ = shutdown.recv() => break,
+                _ = stopped(&mut stop) => break,
                 r = listener.accept() => match r {
                     Ok((stream, _)) => stream,
                     Err(e) => {
@@ -77,7 +76,7 @@ impl Server {
             let _ = stream.set_nodelay(true);
             let (ingest, router, builder, tls) =
                 (self.ingest.clone(), router.clone(), builder.clone(), self.tls.clone());
-            let (shutdown, done, metrics) = (shutdown.clone(), done_tx.clone(), self.metrics.clone());
+            let (shutdown, done, metrics) = (stop.clone(), done_tx.clone(), self.metrics.clone());
             tokio::spawn(async move {
                 let _permit = permit;
                 let _done = done;
@@ -127,11 +126,20 @@ impl Server {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The source's own stop signal (see `mod.rs`: the agent's shutdown, or the end of the
+/// process the agent wraps).
+pub(super) type Stop = tokio::sync::watch::Receiver<bool>;
+
+/// Waits until `stop` is true (a dropped sender counts as true).
+pub(super) async fn stopped(stop: &mut Stop) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
 async fn serve_connection<I, S, B>(
     builder: &auto::Builder<TokioExecutor>,
     io: TokioIo<I>,
     svc: S,
-    mut shutdown: Shutdown,
+    mut shutdown: Stop,
 ) -> Result<(), BoxError>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -148,7 +156,7 @@ where
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => r,
-        _ = shutdown.recv() => {
+        _ = stopped(&mut shutdown) => {
             conn.as_mut().graceful_shutdown();
             conn.await
         }
