@@ -795,3 +795,60 @@ fn the_sink_retries_sends_headers_from_the_environment_and_drops_after_a_permane
     assert_eq!(counter(&log, "sink.up", "dropped.export_failed"), 1, "{log}");
     assert!(!log.contains("k-123"), "the API key was logged");
 }
+
+#[test]
+fn forwards_over_mutual_tls_with_grpc_and_http() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path());
+    let d = dir.path().display();
+    let downstream = Agent::start(
+        dir.path(),
+        "down",
+        &console_config(&format!(
+            "tls = {{ crt_file = \"{d}/server.crt\", key_file = \"{d}/server.key\", client_ca_file = \"{d}/ca.crt\" }}"
+        )),
+    );
+    let tls = format!(
+        "tls = {{ ca_file = \"{d}/ca.crt\", crt_file = \"{d}/client.crt\", key_file = \"{d}/client.key\" }}"
+    );
+    let relay = |name: &str, protocol: &str, addr: SocketAddr| {
+        let cfg =
+            forward_config(protocol, addr, &tls).replace("endpoint = \"http://", "endpoint = \"https://");
+        Agent::start(dir.path(), name, &cfg)
+    };
+    let via_grpc = relay("grpc", "grpc", downstream.grpc.unwrap());
+    let via_http = relay("http", "http_protobuf", downstream.http.unwrap());
+    // Without the client certificate the downstream refuses: the events are retried, then
+    // dropped and counted.
+    let no_cert = Agent::start(
+        dir.path(),
+        "nocert",
+        &forward_config(
+            "grpc",
+            downstream.grpc.unwrap(),
+            &format!("tls = {{ ca_file = \"{d}/ca.crt\" }}\nmax_retries = 1"),
+        )
+        .replace("endpoint = \"http://", "endpoint = \"https://"),
+    );
+    for (agent, b) in [(&via_grpc, 0xc1u8), (&via_http, 0xc2), (&no_cert, 0xc3)] {
+        let r = post(
+            agent.http.unwrap(),
+            "/v1/traces",
+            "application/x-protobuf",
+            &spans(b, 6, 2).encode_to_vec(),
+        );
+        assert_eq!(r.status, 200);
+    }
+    let events = downstream.events(12, T);
+    assert_spans(&events, 0xc1, 6);
+    assert_spans(&events, 0xc2, 6);
+    let (_, _, log) = no_cert.stop();
+    assert_eq!(counter(&log, "sink.up", "dropped.export_failed"), 6, "{log}");
+    for a in [via_grpc, via_http] {
+        let (status, _, log) = a.stop();
+        assert!(status.success());
+        assert_eq!(counter(&log, "sink.up", "events_out"), 6, "{log}");
+    }
+    let (_, rest, _) = downstream.stop();
+    assert!(rest.is_empty(), "the client without certificate got through");
+}

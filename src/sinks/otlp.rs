@@ -520,3 +520,39 @@ impl tower_service::Service<Uri> for Connector {
         Box::pin(self.clone().connect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_exhausted_is_retried_only_with_retry_info() {
+        let details = crate::otlp::retry_details(8, "full", 3);
+        let with = tonic::Status::with_details(tonic::Code::ResourceExhausted, "full", details.into());
+        assert!(
+            matches!(grpc_failure(with), Failure::Retryable { after: Some(d), .. } if d == Duration::from_secs(3))
+        );
+        let without = tonic::Status::resource_exhausted("too big");
+        assert!(matches!(grpc_failure(without), Failure::Permanent { .. }));
+        assert!(matches!(
+            grpc_failure(tonic::Status::unavailable("x")),
+            Failure::Retryable { after: None, .. }
+        ));
+        assert!(matches!(grpc_failure(tonic::Status::invalid_argument("x")), Failure::Permanent { .. }));
+    }
+
+    #[test]
+    fn header_values_stay_out_of_debug_output() {
+        let h = Headers([("x-api-key".to_owned(), "s3cr3t".to_owned())].into());
+        let shown = format!("{h:?}");
+        assert!(shown.contains("x-api-key") && !shown.contains("s3cr3t"), "{shown}");
+    }
+
+    #[test]
+    fn jitter_stays_within_half_and_full_delay() {
+        for _ in 0..100 {
+            let d = jitter(Duration::from_millis(100));
+            assert!(d >= Duration::from_millis(50) && d <= Duration::from_millis(100), "{d:?}");
+        }
+    }
+}
