@@ -866,3 +866,37 @@ fn raise_fd_limit(want: u64) {
         }
     }
 }
+
+#[test]
+fn requests_beyond_max_concurrent_requests_are_told_to_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path(), "a", &console_config("max_concurrent_requests = 1"));
+    let (http, grpc) = (agent.http.unwrap(), agent.grpc.unwrap());
+    // A slow client holds the only slot: headers sent, body unfinished.
+    let mut slow = TcpStream::connect(http).unwrap();
+    slow.write_all(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nContent-Length: 5000\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let r = post(http, "/v1/traces", "application/x-protobuf", &spans(0xd1, 1, 0).encode_to_vec());
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(
+        sealtrail::otlp::RpcStatus::decode(&r.body[..])
+            .unwrap()
+            .message
+            .contains("too many requests in progress")
+    );
+    rt().block_on(async {
+        let (mut traces, _) = grpc_clients(grpc).await;
+        let err = traces.export(spans(0xd2, 1, 0)).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+        assert!(!sealtrail::otlp::RpcStatus::decode(err.details()).unwrap().details.is_empty(), "RetryInfo");
+    });
+    drop(slow);
+    std::thread::sleep(Duration::from_millis(300));
+    let r = post(http, "/v1/traces", "application/x-protobuf", &spans(0xd3, 2, 0).encode_to_vec());
+    assert_eq!(r.status, 200);
+    assert_spans(&agent.events(2, T), 0xd3, 2);
+    let (_, _, log) = agent.stop();
+    assert_eq!(counter(&log, "source.in", "refused.too_many_requests"), 2, "{log}");
+}

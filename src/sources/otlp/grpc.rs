@@ -22,7 +22,7 @@ fn status(r: &Refusal, retry_after: u64) -> tonic::Status {
     match r {
         Refusal::TooManyItems { .. } => tonic::Status::invalid_argument(r.message()),
         // OTLP clients retry RESOURCE_EXHAUSTED only when the status carries a RetryInfo.
-        Refusal::Full => {
+        Refusal::Full | Refusal::Busy => {
             let details = crate::otlp::retry_details(
                 tonic::Code::ResourceExhausted as i32,
                 &r.message(),
@@ -98,6 +98,14 @@ impl Router {
         mut self,
         req: http::Request<hyper::body::Incoming>,
     ) -> Result<http::Response<tonic::body::Body>, Infallible> {
+        // Admitted before tonic reads the body, so that the bound holds for the bytes too.
+        let permit = match req.uri().path() {
+            TRACE_EXPORT_PATH | LOGS_EXPORT_PATH => match self.ingest.admit() {
+                Ok(p) => Some(p),
+                Err(r) => return Ok(status(&r, self.ingest.limits.retry_after_secs).into_http()),
+            },
+            _ => None,
+        };
         let mut resp = match req.uri().path() {
             TRACE_EXPORT_PATH => self.traces.call(req).await?,
             LOGS_EXPORT_PATH => self.logs.call(req).await?,
@@ -111,6 +119,7 @@ impl Router {
         };
         // Errors are sent as "trailers-only" responses, so the status is in the headers here;
         // a success has its status in the trailers and no header.
+        drop(permit);
         let code = resp.headers().get("grpc-status").and_then(|v| v.to_str().ok()?.parse::<i32>().ok());
         if let Some(code) = code.filter(|c| *c != 0) {
             let mut code = tonic::Code::from_i32(code);

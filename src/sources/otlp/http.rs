@@ -126,6 +126,7 @@ async fn serve(req: Request<hyper::body::Incoming>, ingest: &Ingest) -> Result<R
             ));
         }
     };
+    let _permit = ingest.admit().map_err(refusal)?;
     let max = ingest.limits.max_request_bytes;
     let body = read_body(req.into_body(), max).await?;
     let body = if gzip { gunzip(&body, max)? } else { body };
@@ -153,7 +154,7 @@ async fn serve(req: Request<hyper::body::Incoming>, ingest: &Ingest) -> Result<R
 fn refusal(r: Refusal) -> Error {
     let status = match r {
         Refusal::TooManyItems { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        Refusal::Full => StatusCode::TOO_MANY_REQUESTS,
+        Refusal::Full | Refusal::Busy => StatusCode::TOO_MANY_REQUESTS,
         Refusal::Closed => StatusCode::SERVICE_UNAVAILABLE,
     };
     // The ingest layer has counted it.

@@ -16,6 +16,7 @@ pub(super) struct Limits {
     pub max_request_bytes: usize,
     pub max_items: usize,
     pub retry_after_secs: u64,
+    pub max_concurrent_requests: usize,
 }
 
 /// Why a whole request was refused.
@@ -25,6 +26,8 @@ pub(super) enum Refusal {
     TooManyItems { items: usize, max: usize },
     /// The pipeline has no room now: retry later.
     Full,
+    /// `max_concurrent_requests` requests are being read already: retry later.
+    Busy,
     /// The source is shutting down: retry later (elsewhere).
     Closed,
 }
@@ -36,6 +39,7 @@ impl Refusal {
                 format!("request carries {items} items, more than the limit of {max} (max_items_per_request)")
             }
             Refusal::Full => "the pipeline is full; retry later".to_owned(),
+            Refusal::Busy => "too many requests in progress; retry later".to_owned(),
             Refusal::Closed => "the agent is shutting down; retry later".to_owned(),
         }
     }
@@ -45,6 +49,7 @@ impl Refusal {
         match self {
             Refusal::TooManyItems { .. } => "too_many_items",
             Refusal::Full => "pipeline_full",
+            Refusal::Busy => "too_many_requests",
             Refusal::Closed => "shutting_down",
         }
     }
@@ -58,11 +63,23 @@ pub(super) struct Ingest {
     pub metrics: Arc<ComponentMetrics>,
     source: SourceId,
     pub limits: Limits,
+    /// One permit per request being read, decoded and converted.
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl Ingest {
     pub fn new(out: Fanout, metrics: Arc<ComponentMetrics>, id: &str, limits: Limits) -> Ingest {
-        Ingest { out: Mutex::new(Some(out)), metrics, source: SourceId::from(id), limits }
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_requests));
+        Ingest { out: Mutex::new(Some(out)), metrics, source: SourceId::from(id), limits, in_flight }
+    }
+
+    /// Admits one request, or refuses it (counted) when `max_concurrent_requests` are in
+    /// progress. The permit is held until the request has been handed to the pipeline.
+    pub fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Refusal> {
+        self.in_flight.clone().try_acquire_owned().map_err(|_| {
+            self.refused(Refusal::Busy.reason());
+            Refusal::Busy
+        })
     }
 
     /// Drops the output (see the field's comment).

@@ -58,6 +58,11 @@ pub struct OtlpSourceConfig {
     /// counted (default 4,096).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// The most requests being read and decoded at once, across both listeners (default 64).
+    /// Bounds the memory held by request bodies to about this × `max_request_bytes`; a
+    /// request over the limit is answered "retry later" at once, never queued.
+    #[serde(default = "default_max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
     /// The delay, in seconds, that a client is asked to wait when the pipeline is full
     /// (`Retry-After`, gRPC `RetryInfo`; default 1).
     #[serde(default = "default_retry_after")]
@@ -82,6 +87,10 @@ fn default_max_items() -> usize {
 
 fn default_max_connections() -> usize {
     4096
+}
+
+fn default_max_concurrent_requests() -> usize {
+    64
 }
 
 fn default_retry_after() -> u64 {
@@ -110,6 +119,7 @@ impl SourceConfig for OtlpSourceConfig {
         anyhow::ensure!(self.max_request_bytes >= 1024, "`max_request_bytes` must be at least 1024");
         anyhow::ensure!(self.max_items_per_request >= 1, "`max_items_per_request` must be at least 1");
         anyhow::ensure!(self.max_connections >= 1, "`max_connections` must be at least 1");
+        anyhow::ensure!(self.max_concurrent_requests >= 1, "`max_concurrent_requests` must be at least 1");
         let tls = match &self.tls {
             Some(t) => Some(t.server_config()?),
             None => None,
@@ -136,6 +146,7 @@ impl SourceConfig for OtlpSourceConfig {
                 max_request_bytes: self.max_request_bytes,
                 max_items: self.max_items_per_request,
                 retry_after_secs: self.retry_after_secs,
+                max_concurrent_requests: self.max_concurrent_requests,
             },
             max_connections: self.max_connections,
             id: cx.id.to_owned(),
