@@ -13,6 +13,7 @@ pub mod event;
 pub mod exit_codes;
 pub mod loggen;
 pub mod metrics;
+pub mod otlp;
 pub mod redact;
 pub mod sinks;
 pub mod sources;

@@ -5,9 +5,10 @@ pub mod exec;
 pub mod file;
 pub mod generate;
 pub mod lines;
+pub mod otlp;
 pub mod stdin;
 
 use crate::config::SourceKind;
 
 /// Every source kind, by its `type` name.
-pub const KINDS: &[SourceKind] = &[exec::KIND, file::KIND, generate::KIND, stdin::KIND];
+pub const KINDS: &[SourceKind] = &[exec::KIND, file::KIND, generate::KIND, otlp::KIND, stdin::KIND];

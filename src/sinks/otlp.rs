@@ -1,0 +1,558 @@
+//! The `otlp` sink: forwards spans and log records to an upstream OTLP receiver (a collector,
+//! a vendor endpoint, another sealtrail) over OTLP/gRPC or OTLP/HTTP with protobuf bodies, in
+//! batches, gzip-compressed, with retries and exponential backoff on the codes the OTLP
+//! specification calls retryable, custom headers (API keys, usually from `${ENV}`) and TLS.
+//!
+//! Connections go through one connector of our own (TCP, then rustls when the endpoint is
+//! `https://`), so gRPC and HTTP share the TLS settings and the ring provider. A batch that
+//! still fails after the last retry, or that the upstream refuses for good, is dropped and
+//! counted (`dropped.export_failed`) with a warning that names the upstream's reason, never
+//! event contents or header values.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Uri;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use prost::Message;
+use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::config::component::{BoxFuture, BuildContext, Sink, SinkConfig, SinkKind, parse_sink};
+use crate::event::{Batch, Event};
+use crate::metrics::ComponentMetrics;
+use crate::otlp::convert::{logs_from_events, traces_from_events};
+use crate::otlp::tls::ClientTls;
+use crate::otlp::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse, ExportTraceServiceRequest,
+    ExportTraceServiceResponse, LogsServiceClient, TraceServiceClient,
+};
+use crate::topology::{SinkContext, SinkInput};
+
+pub const KIND: SinkKind = SinkKind {
+    name: "otlp",
+    description: "forwards spans and logs to an upstream OTLP receiver over gRPC or HTTP",
+    parse: parse_sink::<OtlpSinkConfig>,
+};
+
+/// Configuration for the `otlp` sink.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpSinkConfig {
+    /// The upstream receiver: `http://host:4317` for gRPC, `http://host:4318` for HTTP (the
+    /// sink appends `/v1/traces` and `/v1/logs` to the path). `https://` turns TLS on.
+    pub endpoint: String,
+    /// `grpc` (default) or `http_protobuf`.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Extra request headers (gRPC metadata), e.g. `{ "x-api-key" = "${API_KEY}" }`. Values are
+    /// never logged.
+    #[serde(default)]
+    pub headers: Headers,
+    /// TLS settings for `https://` endpoints.
+    #[serde(default)]
+    pub tls: Option<ClientTls>,
+    /// `gzip` (default) or `none`.
+    #[serde(default)]
+    pub compression: Compression,
+    /// The most events in one export request (default 512).
+    #[serde(default = "default_batch_max_events")]
+    pub batch_max_events: usize,
+    /// Time limit for one export attempt, in seconds (default 10).
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+    /// How many times a failed export is retried before its events are dropped (default 5).
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    /// The first retry delay, in milliseconds, doubled on each retry (default 100).
+    #[serde(default = "default_initial_backoff_ms")]
+    pub initial_backoff_ms: u64,
+    /// The longest retry delay, in milliseconds (default 5,000). A server's `Retry-After` or
+    /// `RetryInfo` is honoured up to this bound.
+    #[serde(default = "default_max_backoff_ms")]
+    pub max_backoff_ms: u64,
+}
+
+/// The transport to the upstream.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    #[default]
+    Grpc,
+    HttpProtobuf,
+}
+
+/// Request compression.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    Gzip,
+    None,
+}
+
+/// Header names and values; `Debug` shows the names only, so a configuration dump never
+/// prints an API key.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Headers(pub BTreeMap<String, String>);
+
+impl std::fmt::Debug for Headers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.0.keys().map(|k| (k, "<redacted>"))).finish()
+    }
+}
+
+fn default_batch_max_events() -> usize {
+    512
+}
+fn default_timeout_secs() -> u64 {
+    10
+}
+fn default_max_retries() -> u32 {
+    5
+}
+fn default_initial_backoff_ms() -> u64 {
+    100
+}
+fn default_max_backoff_ms() -> u64 {
+    5000
+}
+
+impl SinkConfig for OtlpSinkConfig {
+    fn build(&self, _cx: &BuildContext<'_>) -> anyhow::Result<Box<dyn Sink>> {
+        let uri: Uri = self
+            .endpoint
+            .parse()
+            .map_err(|e| anyhow::anyhow!("`endpoint` = {:?} is not a URL: {e}", self.endpoint))?;
+        let tls = match uri.scheme_str() {
+            Some("http") => {
+                anyhow::ensure!(self.tls.is_none(), "`tls` is set but `endpoint` is http://; use https://");
+                None
+            }
+            Some("https") => {
+                let alpn: &[&[u8]] = match self.protocol {
+                    Protocol::Grpc => &[b"h2"],
+                    Protocol::HttpProtobuf => &[b"http/1.1"],
+                };
+                Some(self.tls.clone().unwrap_or_default().client_config(alpn)?)
+            }
+            _ => anyhow::bail!("`endpoint` = {:?} must start with http:// or https://", self.endpoint),
+        };
+        let host = uri.host().ok_or_else(|| anyhow::anyhow!("`endpoint` has no host"))?.to_owned();
+        let port = uri.port_u16().unwrap_or(if tls.is_some() { 443 } else { 80 });
+        let server_name = match &self.tls.as_ref().and_then(|t| t.server_name.clone()) {
+            Some(n) => n.clone(),
+            None => host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+        };
+        let server_name = rustls_pki_types::ServerName::try_from(server_name)
+            .map_err(|e| anyhow::anyhow!("`endpoint` host is not a valid TLS server name: {e}"))?;
+        let mut http_headers = http::HeaderMap::new();
+        let mut grpc_metadata = tonic::metadata::MetadataMap::new();
+        for (k, v) in &self.headers.0 {
+            let name = http::HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| anyhow::anyhow!("`headers`: {k:?} is not a valid header name"))?;
+            // The value is not quoted in the error: it is usually a secret.
+            let value = http::HeaderValue::from_str(v)
+                .map_err(|_| anyhow::anyhow!("`headers`: the value of {k:?} is not a valid header value"))?;
+            let mut value = value;
+            value.set_sensitive(true);
+            let key = tonic::metadata::AsciiMetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
+                .map_err(|_| anyhow::anyhow!("`headers`: {k:?} is not a valid gRPC metadata key"))?;
+            let mval = tonic::metadata::AsciiMetadataValue::try_from(v.as_str())
+                .map_err(|_| anyhow::anyhow!("`headers`: the value of {k:?} is not valid gRPC metadata"))?;
+            http_headers.insert(name, value);
+            grpc_metadata.insert(key, mval);
+        }
+        anyhow::ensure!(self.batch_max_events >= 1, "`batch_max_events` must be at least 1");
+        anyhow::ensure!(self.timeout_secs >= 1, "`timeout_secs` must be at least 1");
+        anyhow::ensure!(
+            self.initial_backoff_ms >= 1 && self.initial_backoff_ms <= self.max_backoff_ms,
+            "`initial_backoff_ms` must be between 1 and `max_backoff_ms`"
+        );
+        let base_path = uri.path().trim_end_matches('/').to_owned();
+        Ok(Box::new(OtlpSink {
+            config: self.clone(),
+            connector: Connector {
+                host,
+                port,
+                tls: tls.map(|c| (tokio_rustls::TlsConnector::from(c), server_name)),
+            },
+            base_path,
+            authority: uri.authority().map(|a| a.to_string()).unwrap_or_default(),
+            http_headers,
+            grpc_metadata,
+        }))
+    }
+}
+
+/// The compiled sink.
+struct OtlpSink {
+    config: OtlpSinkConfig,
+    connector: Connector,
+    /// The endpoint's path without a trailing slash (HTTP appends `/v1/traces`).
+    base_path: String,
+    authority: String,
+    http_headers: http::HeaderMap,
+    grpc_metadata: tonic::metadata::MetadataMap,
+}
+
+impl Sink for OtlpSink {
+    fn run(self: Box<Self>, mut input: SinkInput, cx: SinkContext) -> BoxFuture<anyhow::Result<()>> {
+        Box::pin(async move {
+            let max = self.config.batch_max_events;
+            let mut exporter = Exporter::new(*self, cx.metrics.clone());
+            let mut pending: Vec<Batch> = Vec::new();
+            while let Some(batch) = input.recv().await {
+                let mut n = batch.len();
+                pending.push(batch);
+                // Take whatever else is ready now, to send fuller requests.
+                while n < max {
+                    match input.try_recv() {
+                        Ok(b) => {
+                            n += b.len();
+                            pending.push(b);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let events: Vec<&Event> = pending.iter().flat_map(|b| b.iter()).collect();
+                for chunk in events.chunks(max) {
+                    let spans = chunk.iter().filter(|e| matches!(e, Event::Span(_))).count();
+                    if spans > 0 {
+                        exporter
+                            .export(Payload::Traces(traces_from_events(chunk.iter().copied())), spans)
+                            .await;
+                    }
+                    if spans < chunk.len() {
+                        let logs = logs_from_events(chunk.iter().copied());
+                        exporter.export(Payload::Logs(logs), chunk.len() - spans).await;
+                    }
+                }
+                pending.clear();
+            }
+            Ok(())
+        })
+    }
+}
+
+/// One export request.
+enum Payload {
+    Traces(ExportTraceServiceRequest),
+    Logs(ExportLogsServiceRequest),
+}
+
+/// Why one export attempt failed.
+#[derive(Debug)]
+enum Failure {
+    /// Worth retrying (after the server's delay, if it gave one).
+    Retryable { reason: String, after: Option<Duration> },
+    /// The upstream refused the data for good.
+    Permanent { reason: String },
+}
+
+/// The connection state and the retry loop.
+struct Exporter {
+    sink: OtlpSink,
+    metrics: Arc<ComponentMetrics>,
+    grpc: Option<tonic::transport::Channel>,
+    http: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
+}
+
+impl Exporter {
+    fn new(sink: OtlpSink, metrics: Arc<ComponentMetrics>) -> Exporter {
+        let grpc = (sink.config.protocol == Protocol::Grpc).then(|| {
+            // The URI only names the authority for the `:authority` header; TLS is the
+            // connector's business, so the scheme given to tonic is always http.
+            let uri = format!("http://{}", sink.authority);
+            let endpoint = tonic::transport::Endpoint::from_shared(uri)
+                .unwrap_or_else(|_| tonic::transport::Endpoint::from_static("http://localhost"))
+                .timeout(Duration::from_secs(sink.config.timeout_secs))
+                .connect_timeout(Duration::from_secs(sink.config.timeout_secs));
+            endpoint.connect_with_connector_lazy(sink.connector.clone())
+        });
+        Exporter { sink, metrics, grpc, http: None }
+    }
+
+    /// Exports one request, retrying as configured; counts what was sent or dropped.
+    async fn export(&mut self, payload: Payload, events: usize) {
+        let c = &self.sink.config;
+        let (max_retries, max_backoff) = (c.max_retries, Duration::from_millis(c.max_backoff_ms));
+        let mut backoff = Duration::from_millis(c.initial_backoff_ms);
+        let mut tries = 0u32;
+        loop {
+            let attempt = match &payload {
+                Payload::Traces(r) => self.send_traces(r.clone()).await,
+                Payload::Logs(r) => self.send_logs(r.clone()).await,
+            };
+            match attempt {
+                Ok(rejected) => {
+                    self.metrics.add_out(events, 0);
+                    if rejected > 0 {
+                        self.metrics.add("upstream_rejected", rejected);
+                    }
+                    return;
+                }
+                Err(Failure::Retryable { reason, after }) if tries < max_retries => {
+                    tries += 1;
+                    self.metrics.add("retries", 1);
+                    let delay = after.unwrap_or_else(|| jitter(backoff)).min(max_backoff);
+                    tracing::debug!(attempt = tries, ?delay, "export failed, retrying: {reason}");
+                    tokio::time::sleep(delay).await;
+                    backoff = (backoff * 2).min(max_backoff);
+                }
+                Err(Failure::Retryable { reason, .. }) | Err(Failure::Permanent { reason }) => {
+                    self.metrics.add("dropped.export_failed", events as u64);
+                    self.metrics.error("export");
+                    tracing::warn!(
+                        events,
+                        retries = tries,
+                        "export to the OTLP upstream failed; events dropped: {reason}"
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One gRPC or HTTP attempt; returns the number of items the upstream rejected.
+    async fn send_traces(&mut self, req: ExportTraceServiceRequest) -> Result<u64, Failure> {
+        match self.grpc.clone() {
+            Some(ch) => {
+                let mut client = TraceServiceClient::new(ch);
+                if self.sink.config.compression == Compression::Gzip {
+                    client = client.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+                }
+                let mut request = tonic::Request::new(req);
+                *request.metadata_mut() = self.sink.grpc_metadata.clone();
+                let resp = client.export(request).await.map_err(grpc_failure)?;
+                Ok(resp.into_inner().partial_success.map(|p| p.rejected_spans.max(0) as u64).unwrap_or(0))
+            }
+            None => {
+                let body = self.http_post("/v1/traces", req.encode_to_vec()).await?;
+                let resp = ExportTraceServiceResponse::decode(&body[..]).unwrap_or_default();
+                Ok(resp.partial_success.map(|p| p.rejected_spans.max(0) as u64).unwrap_or(0))
+            }
+        }
+    }
+
+    async fn send_logs(&mut self, req: ExportLogsServiceRequest) -> Result<u64, Failure> {
+        match self.grpc.clone() {
+            Some(ch) => {
+                let mut client = LogsServiceClient::new(ch);
+                if self.sink.config.compression == Compression::Gzip {
+                    client = client.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+                }
+                let mut request = tonic::Request::new(req);
+                *request.metadata_mut() = self.sink.grpc_metadata.clone();
+                let resp = client.export(request).await.map_err(grpc_failure)?;
+                Ok(resp
+                    .into_inner()
+                    .partial_success
+                    .map(|p| p.rejected_log_records.max(0) as u64)
+                    .unwrap_or(0))
+            }
+            None => {
+                let body = self.http_post("/v1/logs", req.encode_to_vec()).await?;
+                let resp = ExportLogsServiceResponse::decode(&body[..]).unwrap_or_default();
+                Ok(resp.partial_success.map(|p| p.rejected_log_records.max(0) as u64).unwrap_or(0))
+            }
+        }
+    }
+
+    /// POSTs a protobuf body on the kept-alive HTTP/1.1 connection (reconnecting when it has
+    /// closed) and returns the response body of a 2xx answer.
+    async fn http_post(&mut self, suffix: &str, body: Vec<u8>) -> Result<Bytes, Failure> {
+        let timeout = Duration::from_secs(self.sink.config.timeout_secs);
+        match tokio::time::timeout(timeout, self.http_post_inner(suffix, body)).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.http = None;
+                Err(Failure::Retryable { reason: format!("no answer within {timeout:?}"), after: None })
+            }
+        }
+    }
+
+    async fn http_post_inner(&mut self, suffix: &str, body: Vec<u8>) -> Result<Bytes, Failure> {
+        let retry = |reason: String| Failure::Retryable { reason, after: None };
+        let ready = match &mut self.http {
+            Some(s) => s.ready().await.is_ok(),
+            None => false,
+        };
+        if !ready {
+            let io =
+                self.sink.connector.clone().connect().await.map_err(|e| retry(format!("connect: {e}")))?;
+            let (send, conn) = hyper::client::conn::http1::handshake(io)
+                .await
+                .map_err(|e| retry(format!("HTTP handshake: {e}")))?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            self.http = Some(send);
+        }
+        let Some(send) = self.http.as_mut() else {
+            return Err(retry("no connection".into()));
+        };
+        let gzip = self.sink.config.compression == Compression::Gzip;
+        let body = if gzip { gzip_bytes(&body) } else { body };
+        let mut req = http::Request::builder()
+            .method(http::Method::POST)
+            .uri(format!("{}{suffix}", self.sink.base_path))
+            .header(http::header::HOST, &self.sink.authority)
+            .header(http::header::CONTENT_TYPE, "application/x-protobuf")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| Failure::Permanent { reason: format!("building the request: {e}") })?;
+        if gzip {
+            req.headers_mut().insert(http::header::CONTENT_ENCODING, http::HeaderValue::from_static("gzip"));
+        }
+        for (k, v) in &self.sink.http_headers {
+            req.headers_mut().insert(k, v.clone());
+        }
+        let resp = match send.send_request(req).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.http = None;
+                return Err(retry(format!("sending: {e}")));
+            }
+        };
+        let status = resp.status();
+        let after = resp
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        if status.is_success() {
+            return Ok(body);
+        }
+        let reason = format!("upstream answered {status}");
+        match status.as_u16() {
+            429 | 502 | 503 | 504 => Err(Failure::Retryable { reason, after }),
+            _ => Err(Failure::Permanent { reason }),
+        }
+    }
+}
+
+/// The gRPC codes the OTLP specification lists as retryable.
+fn grpc_failure(s: tonic::Status) -> Failure {
+    use tonic::Code::*;
+    let msg: String = s.message().chars().take(200).collect();
+    let reason = format!("upstream answered {:?}: {msg}", s.code());
+    match s.code() {
+        Cancelled | DeadlineExceeded | Aborted | OutOfRange | Unavailable | DataLoss => {
+            Failure::Retryable { reason, after: None }
+        }
+        // Retryable only when the server says when (RetryInfo), per the specification.
+        ResourceExhausted => match retry_delay(&s) {
+            Some(after) => Failure::Retryable { reason, after: Some(after) },
+            None => Failure::Permanent { reason },
+        },
+        _ => Failure::Permanent { reason },
+    }
+}
+
+/// The `RetryInfo` delay of a status, if it carries one.
+fn retry_delay(s: &tonic::Status) -> Option<Duration> {
+    let status = crate::otlp::RpcStatus::decode(s.details()).ok()?;
+    let any = status.details.iter().find(|d| d.type_url.ends_with("google.rpc.RetryInfo"))?;
+    let info = crate::otlp::RetryInfo::decode(&any.value[..]).ok()?;
+    let d = info.retry_delay?;
+    Some(Duration::from_secs(d.seconds.max(0) as u64) + Duration::from_nanos(d.nanos.max(0) as u64))
+}
+
+/// A delay between `d/2` and `d`, so that many agents do not retry in lockstep.
+fn jitter(d: Duration) -> Duration {
+    let f: f64 = rand::random::<f64>() * 0.5 + 0.5;
+    d.mul_f64(f)
+}
+
+fn gzip_bytes(b: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(b.len() / 4), flate2::Compression::fast());
+    // Writing into a Vec cannot fail.
+    let _ = enc.write_all(b);
+    enc.finish().unwrap_or_default()
+}
+
+/// A byte stream to the upstream, plain or TLS.
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// Opens connections to the endpoint's host and port, with TLS when configured. Used as
+/// tonic's connector and by the HTTP client.
+#[derive(Clone)]
+struct Connector {
+    host: String,
+    port: u16,
+    tls: Option<(tokio_rustls::TlsConnector, rustls_pki_types::ServerName<'static>)>,
+}
+
+impl Connector {
+    async fn connect(self) -> std::io::Result<TokioIo<Box<dyn Io>>> {
+        let host = self.host.trim_start_matches('[').trim_end_matches(']');
+        let tcp = tokio::net::TcpStream::connect((host, self.port)).await?;
+        let _ = tcp.set_nodelay(true);
+        let io: Box<dyn Io> = match self.tls {
+            None => Box::new(tcp),
+            Some((connector, name)) => Box::new(connector.connect(name, tcp).await?),
+        };
+        Ok(TokioIo::new(io))
+    }
+}
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = TokioIo<Box<dyn Io>>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = std::io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: Uri) -> Self::Future {
+        Box::pin(self.clone().connect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_exhausted_is_retried_only_with_retry_info() {
+        let details = crate::otlp::retry_details(8, "full", 3);
+        let with = tonic::Status::with_details(tonic::Code::ResourceExhausted, "full", details.into());
+        assert!(
+            matches!(grpc_failure(with), Failure::Retryable { after: Some(d), .. } if d == Duration::from_secs(3))
+        );
+        let without = tonic::Status::resource_exhausted("too big");
+        assert!(matches!(grpc_failure(without), Failure::Permanent { .. }));
+        assert!(matches!(
+            grpc_failure(tonic::Status::unavailable("x")),
+            Failure::Retryable { after: None, .. }
+        ));
+        assert!(matches!(grpc_failure(tonic::Status::invalid_argument("x")), Failure::Permanent { .. }));
+    }
+
+    #[test]
+    fn header_values_stay_out_of_debug_output() {
+        let h = Headers([("x-api-key".to_owned(), "s3cr3t".to_owned())].into());
+        let shown = format!("{h:?}");
+        assert!(shown.contains("x-api-key") && !shown.contains("s3cr3t"), "{shown}");
+    }
+
+    #[test]
+    fn jitter_stays_within_half_and_full_delay() {
+        for _ in 0..100 {
+            let d = jitter(Duration::from_millis(100));
+            assert!(d >= Duration::from_millis(50) && d <= Duration::from_millis(100), "{d:?}");
+        }
+    }
+}
