@@ -42,6 +42,8 @@ pub enum Command {
     Run(commands::run::RunArgs),
     /// Check configuration files and print the topology; exit 2 on any error.
     Validate(commands::validate::ValidateArgs),
+    /// Run as an AWS Lambda extension (the default when AWS_LAMBDA_RUNTIME_API is set).
+    Lambda(commands::lambda::LambdaArgs),
 }
 
 impl Cli {
@@ -50,6 +52,8 @@ impl Cli {
         match self.command {
             Some(Command::Run(a)) => commands::run::run(a),
             Some(Command::Validate(a)) => commands::validate::run(a),
+            Some(Command::Lambda(a)) => commands::lambda::run(a),
+            None if lambda_environment() => commands::lambda::run(commands::lambda::LambdaArgs::from_env()),
             None => {
                 use clap::CommandFactory;
                 Cli::command().print_help()?;
@@ -62,10 +66,17 @@ impl Cli {
     /// one-shot commands. `RUST_LOG` or `SEALTRAIL_LOG` override it.
     pub fn default_log_level(&self) -> &'static str {
         match self.command {
-            Some(Command::Run(_)) => "info",
+            Some(Command::Run(_)) | Some(Command::Lambda(_)) => "info",
+            None if lambda_environment() => "info",
             _ => "warn",
         }
     }
+}
+
+/// Whether the process runs inside AWS Lambda (where a start without a subcommand means
+/// extension mode).
+fn lambda_environment() -> bool {
+    std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some_and(|v| !v.is_empty())
 }
 
 /// Sets up the agent's own diagnostics on standard error.

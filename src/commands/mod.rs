@@ -1,5 +1,6 @@
 //! One module per subcommand, each with its clap `Args` and a `run` that returns the exit
 //! code.
 
+pub mod lambda;
 pub mod run;
 pub mod validate;

@@ -4,10 +4,12 @@
 pub mod exec;
 pub mod file;
 pub mod generate;
+pub mod lambda_telemetry;
 pub mod lines;
 pub mod stdin;
 
 use crate::config::SourceKind;
 
 /// Every source kind, by its `type` name.
-pub const KINDS: &[SourceKind] = &[exec::KIND, file::KIND, generate::KIND, stdin::KIND];
+pub const KINDS: &[SourceKind] =
+    &[exec::KIND, file::KIND, generate::KIND, lambda_telemetry::KIND, stdin::KIND];
