@@ -849,6 +849,80 @@ mod tests {
         assert_eq!(sub["buffering"]["maxBytes"], 262_144);
     }
 
+    /// One HTTP/1.1 POST over a raw socket; returns the status code.
+    async fn post(port: u16, body: &str) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let req = format!(
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).await.unwrap();
+        resp.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn end_policy_requests_a_seal_after_the_report_and_shutdown_drains() {
+        use crate::topology::shutdown;
+        let handle = Arc::new(Handle::new(lambda::FunctionInfo { name: "fn".into(), ..Default::default() }));
+        lambda::install(handle.clone());
+        let cfg: LambdaTelemetryConfig =
+            toml::from_str("port = 0\naddress = \"127.0.0.1\"\nflush = \"end\"").unwrap();
+        let built = cfg.build(&BuildContext { id: "tel", globals: &Default::default() }).unwrap();
+        let metrics = Arc::new(ComponentMetrics::new("source.tel"));
+        let (tx, mut rx) = mpsc::channel(16);
+        let (trigger, sd) = shutdown::channel();
+        let cx = SourceContext {
+            id: "tel".into(),
+            out: Fanout::new(vec![tx], metrics.clone()),
+            shutdown: sd,
+            metrics: metrics.clone(),
+            globals: Default::default(),
+            exit_code: Default::default(),
+        };
+        let task = tokio::spawn(built.run(cx));
+        let port = handle.wait_listener().await.unwrap().port;
+        let mut seals = lambda::seal_requests();
+        let before = *seals.borrow_and_update();
+
+        let status = post(
+            port,
+            r#"[{"type":"platform.start","record":{"requestId":"r1"}},{"type":"function","record":"hi"}]"#,
+        )
+        .await;
+        assert_eq!(status, 200);
+        let b = rx.recv().await.unwrap();
+        assert_eq!(b.len(), 2);
+        assert_eq!(*seals.borrow(), before, "no seal before the end of the invoke");
+
+        assert_eq!(
+            post(port, r#"[{"type":"platform.report","record":{"requestId":"r1","status":"success"}}]"#)
+                .await,
+            200
+        );
+        assert_eq!(rx.recv().await.unwrap().len(), 1);
+        tokio::time::timeout(Duration::from_secs(5), seals.changed()).await.unwrap().unwrap();
+        assert!(*seals.borrow() > before);
+
+        assert_eq!(post(port, "[{").await, 400);
+        assert_eq!(post(port, &"x".repeat(10)).await, 400);
+        assert_eq!(metrics.get("errors.malformed_batch"), 2);
+        assert_eq!(metrics.get("batches"), 2);
+
+        // Shutdown: the source delivers what it accepted and returns; the output closes.
+        assert_eq!(post(port, r#"[{"type":"function","record":"last"}]"#).await, 200);
+        trigger.trigger(crate::topology::Reason::Requested);
+        task.await.unwrap().unwrap();
+        let mut rest = Vec::new();
+        while let Some(b) = rx.recv().await {
+            rest.extend(b.iter().cloned());
+        }
+        assert_eq!(rest.len(), 1);
+        assert!(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err(), "still accepting");
+    }
+
     #[test]
     fn text_levels() {
         assert_eq!(text_level("[ERROR]\tboom"), Some(severity::ERROR));
