@@ -370,3 +370,81 @@ fn outside_lambda_the_command_says_what_is_missing() {
     assert_eq!(out.status.code(), Some(2));
     assert!(common::stderr(&out).contains("AWS_LAMBDA_RUNTIME_API is not set"), "{}", common::stderr(&out));
 }
+
+#[test]
+fn a_failing_event_loop_is_reported_as_an_exit_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(Behaviour { fail_next_after: Some(1), ..Default::default() });
+    let cfg = console_config(dir.path(), "");
+    let ext = start(&emu, dir.path(), Some(&cfg), &["lambda"]);
+    emu.wait_subscribed(INIT).expect("subscribed");
+    // Records accepted before the failure are still delivered.
+    assert_eq!(emu.deliver(&json!([records::function_text("before the failure")])), 200);
+    emu.invoke("r-1", None);
+    let (status, recs, stderr) = ext.finish(Instant::now() + INIT);
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "stderr: {stderr}");
+    let errs = emu.exit_errors();
+    assert_eq!(errs.len(), 1, "{stderr}");
+    assert_eq!(errs[0].error_type, "Extension.EventLoopFailed");
+    assert!(errs[0].body["errorMessage"].as_str().unwrap().contains("500"), "{:?}", errs[0]);
+    assert!(stderr.contains("the Lambda event loop failed"), "{stderr}");
+    assert!(recs.iter().any(|r| r["body"] == "before the failure"), "{recs:?}");
+}
+
+#[test]
+fn a_stalled_pipeline_never_stalls_the_platform_and_drops_are_counted() {
+    // Nobody reads the console sink's stdout for a while: the pipe fills, the pipeline backs
+    // up, and the listener keeps answering 200 from its byte-bounded queue; past the queue's
+    // budget it drops and counts. Nothing is lost silently: shown = delivered - dropped.
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(Behaviour::default());
+    let cfg = console_config(dir.path(), "max_body_bytes = 524288\nmax_buffered_bytes = 524288\n");
+    let mut child = common::cmd(dir.path())
+        .arg("lambda")
+        .env("AWS_LAMBDA_RUNTIME_API", emu.runtime_api())
+        .env("AWS_LAMBDA_FUNCTION_NAME", "checkout")
+        .env("SEALTRAIL_CONFIG", &cfg)
+        .env("SEALTRAIL_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    emu.wait_subscribed(INIT).expect("subscribed");
+    let (batches, per_batch) = (150, 100);
+    for b in 0..batches {
+        let batch: Vec<Value> = (0..per_batch)
+            .map(|i| records::function_text(&format!("batch {b} record {i} {}", "x".repeat(150))))
+            .collect();
+        assert_eq!(emu.deliver(&Value::Array(batch)), 200, "batch {b}");
+    }
+    let out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || BufReader::new(out).lines().map_while(Result::ok).count());
+    let deadline = emu.shutdown("spindown", Duration::from_millis(2000));
+    let mut stderr = child.stderr.take().unwrap();
+    let err_reader = std::thread::spawn(move || {
+        let mut err = String::new();
+        let _ = stderr.read_to_string(&mut err);
+        err
+    });
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let err = err_reader.join().unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "stderr: {err}");
+    let shown = reader.join().unwrap();
+    let dropped: usize = err
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("dropped.backlog_full="))
+        .map(|n| n.parse().unwrap())
+        .unwrap_or(0);
+    assert!(dropped > 0, "expected the backlog to overflow: {err}");
+    assert_eq!(shown + dropped, batches * per_batch, "stderr: {err}");
+}

@@ -37,6 +37,8 @@ pub struct Behaviour {
     pub refuse_subscribe: Option<(u16, &'static str)>,
     /// Answer the subscription like AWS's classic emulator: 202 `Telemetry.NotSupported`.
     pub stub_telemetry: bool,
+    /// After this many events, answer `next` with 500 (a container error).
+    pub fail_next_after: Option<usize>,
 }
 
 /// One request the extension made.
@@ -378,6 +380,9 @@ async fn route(s: &Shared, req: Request<hyper::body::Incoming>) -> Response<Full
                     return r;
                 }
                 i.init_done = true;
+                if i.behaviour.fail_next_after.is_some_and(|n| i.delivered_events >= n) {
+                    return error(500, "Extension.ContainerError", "Container error. Non-recoverable state.");
+                }
                 i.waiting += 1;
             }
             loop {
