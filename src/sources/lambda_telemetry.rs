@@ -869,7 +869,8 @@ mod tests {
         let handle = Arc::new(Handle::new(lambda::FunctionInfo { name: "fn".into(), ..Default::default() }));
         lambda::install(handle.clone());
         let cfg: LambdaTelemetryConfig =
-            toml::from_str("port = 0\naddress = \"127.0.0.1\"\nflush = \"end\"").unwrap();
+            toml::from_str("port = 0\naddress = \"127.0.0.1\"\nflush = \"end\"\nmax_body_bytes = 524288")
+                .unwrap();
         let built = cfg.build(&BuildContext { id: "tel", globals: &Default::default() }).unwrap();
         let metrics = Arc::new(ComponentMetrics::new("source.tel"));
         let (tx, mut rx) = mpsc::channel(16);
@@ -906,6 +907,9 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), seals.changed()).await.unwrap().unwrap();
         assert!(*seals.borrow() > before);
 
+        let big = format!("[{{\"type\":\"function\",\"record\":\"{}\"}}]", "x".repeat(600_000));
+        assert_eq!(post(port, &big).await, 413);
+        assert_eq!(metrics.get("errors.body_too_large"), 1);
         assert_eq!(post(port, "[{").await, 400);
         assert_eq!(post(port, &"x".repeat(10)).await, 400);
         assert_eq!(metrics.get("errors.malformed_batch"), 2);
