@@ -179,8 +179,10 @@ pub fn request_seal() {
 
 /// Seal requests of the `lambda_telemetry` flush policy (`end`, `periodic`): the counter
 /// goes up by one per request. A sink that holds open segments (the `sealed` sink) watches
-/// it and seals what it has written once it sees a new value; SHUTDOWN needs no request,
-/// since the normal end of input seals everything.
+/// it and seals its open segments shortly after it sees a new value (the request is made
+/// once the source has handed the records to the pipeline; records still passing through
+/// transforms need a moment to reach the sink, so the sink waits ~50 ms before sealing).
+/// SHUTDOWN needs no request, since the normal end of input seals everything.
 pub fn seal_requests() -> watch::Receiver<u64> {
     seal_sender().subscribe()
 }
