@@ -199,7 +199,9 @@ async fn drive(opts: Options) -> anyhow::Result<ExitCode> {
     let received = Instant::now();
     let left = shutdown.deadline.saturating_duration_since(received);
     tracing::info!(reason = %shutdown.reason, left_ms = left.as_millis() as u64, "SHUTDOWN: sealing");
-    let limit = left.saturating_sub(super::SHUTDOWN_MARGIN);
+    // Aim to be done a margin before the kill; with less time than the margin left, use
+    // half of what is left rather than giving up at once.
+    let limit = left.saturating_sub(super::SHUTDOWN_MARGIN).max(left / 2);
     handle.begin_shutdown(shutdown);
     let outcome = match tokio::time::timeout(limit, &mut topo).await {
         Ok(Ok(o)) => o,
