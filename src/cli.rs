@@ -48,6 +48,8 @@ pub enum Command {
     Redact(commands::redact::RedactArgs),
     /// Watch an agent's live, redacted event stream (its `tail` sink).
     Tail(commands::tail::TailArgs),
+    /// Run as an AWS Lambda extension (the default when AWS_LAMBDA_RUNTIME_API is set).
+    Lambda(commands::lambda::LambdaArgs),
 }
 
 impl Cli {
@@ -58,6 +60,8 @@ impl Cli {
             Some(Command::Validate(a)) => commands::validate::run(a),
             Some(Command::Redact(a)) => commands::redact::run(a),
             Some(Command::Tail(a)) => commands::tail::run(a),
+            Some(Command::Lambda(a)) => commands::lambda::run(a),
+            None if lambda_environment() => commands::lambda::run(commands::lambda::LambdaArgs::from_env()),
             None => {
                 use clap::CommandFactory;
                 Cli::command().print_help()?;
@@ -70,10 +74,17 @@ impl Cli {
     /// one-shot commands. `RUST_LOG` or `SEALTRAIL_LOG` override it.
     pub fn default_log_level(&self) -> &'static str {
         match self.command {
-            Some(Command::Run(_)) => "info",
+            Some(Command::Run(_)) | Some(Command::Lambda(_)) => "info",
+            None if lambda_environment() => "info",
             _ => "warn",
         }
     }
+}
+
+/// Whether the process runs inside AWS Lambda (where a start without a subcommand means
+/// extension mode).
+fn lambda_environment() -> bool {
+    std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some_and(|v| !v.is_empty())
 }
 
 /// Sets up the agent's own diagnostics on standard error.

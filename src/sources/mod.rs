@@ -4,6 +4,7 @@
 pub mod exec;
 pub mod file;
 pub mod generate;
+pub mod lambda_telemetry;
 pub mod lines;
 pub mod otlp;
 pub mod stdin;
@@ -11,4 +12,5 @@ pub mod stdin;
 use crate::config::SourceKind;
 
 /// Every source kind, by its `type` name.
-pub const KINDS: &[SourceKind] = &[exec::KIND, file::KIND, generate::KIND, otlp::KIND, stdin::KIND];
+pub const KINDS: &[SourceKind] =
+    &[exec::KIND, file::KIND, generate::KIND, lambda_telemetry::KIND, otlp::KIND, stdin::KIND];
