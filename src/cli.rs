@@ -14,6 +14,9 @@ Examples:
   sealtrail run --config config/sidecar.toml      # run a function as a child, seal its output
   sealtrail validate --config config/sidecar.toml
   cat app.log | sealtrail redact --stats
+  sealtrail keys create payments
+  sealtrail segments ./sealtrail-data --keys ~/.local/share/sealtrail/keys
+  sealtrail query ./sealtrail-data --since 15m --level warn --grep timeout
 
 Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error,
 3 decryption or integrity failure.";
@@ -42,6 +45,12 @@ pub enum Command {
     Run(commands::run::RunArgs),
     /// Check configuration files and print the topology; exit 2 on any error.
     Validate(commands::validate::ValidateArgs),
+    /// Manage the keyring: create, list, rotate, show, import keys; verify the audit log.
+    Keys(commands::keys::KeysArgs),
+    /// List sealed segments (with --keys: rows and time ranges from the decrypted footers).
+    Segments(commands::segments::SegmentsArgs),
+    /// Decrypt sealed segments and print the events that match the filters.
+    Query(commands::query::QueryArgs),
 }
 
 impl Cli {
@@ -50,6 +59,9 @@ impl Cli {
         match self.command {
             Some(Command::Run(a)) => commands::run::run(a),
             Some(Command::Validate(a)) => commands::validate::run(a),
+            Some(Command::Keys(a)) => commands::keys::run(a),
+            Some(Command::Segments(a)) => commands::segments::run(a),
+            Some(Command::Query(a)) => commands::query::run(a),
             None => {
                 use clap::CommandFactory;
                 Cli::command().print_help()?;

@@ -3,8 +3,9 @@
 
 pub mod blackhole;
 pub mod console;
+pub mod sealed;
 
 use crate::config::SinkKind;
 
 /// Every sink kind, by its `type` name.
-pub const KINDS: &[SinkKind] = &[blackhole::KIND, console::KIND];
+pub const KINDS: &[SinkKind] = &[blackhole::KIND, console::KIND, sealed::KIND];
