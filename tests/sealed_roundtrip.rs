@@ -41,14 +41,15 @@ fn rotation_by_rows_and_segments_listing() {
     let text = stdout(&out);
     assert_eq!(text.matches("default#1").count(), 5, "{text}");
     // Without the keys flag nothing is decrypted: no row counts.
-    let plain = std::process::Command::new(BIN).args(["segments", env.data.to_str().unwrap()]).env_remove("SEALTRAIL_KEYS").output().unwrap();
+    let plain = std::process::Command::new(BIN)
+        .args(["segments", env.data.to_str().unwrap()])
+        .env_remove("SEALTRAIL_KEYS")
+        .output()
+        .unwrap();
     assert!(!stdout(&plain).contains("ROWS"));
     assert!(text.contains("ROWS"));
-    let rows: u64 = text
-        .lines()
-        .skip(1)
-        .map(|l| l.split_whitespace().nth(5).unwrap().parse::<u64>().unwrap())
-        .sum();
+    let rows: u64 =
+        text.lines().skip(1).map(|l| l.split_whitespace().nth(5).unwrap().parse::<u64>().unwrap()).sum();
     assert_eq!(rows, 4500);
 }
 
@@ -79,7 +80,15 @@ fn query_filters_and_formats() {
 
     let out = env.cli(&["query", data, "--service", "nope-*", "--format", "jsonl"]);
     assert_eq!(bodies(&out).len(), 0);
-    let out = env.cli(&["query", data, "--trace-id", "0123456789abcdef0123456789abcdef", "--format", "jsonl", "--stats"]);
+    let out = env.cli(&[
+        "query",
+        data,
+        "--trace-id",
+        "0123456789abcdef0123456789abcdef",
+        "--format",
+        "jsonl",
+        "--stats",
+    ]);
     assert_eq!(bodies(&out).len(), 0);
     let out = env.cli(&["query", data, "--signal", "spans", "--format", "jsonl"]);
     assert_eq!(bodies(&out).len(), 0);
@@ -98,10 +107,20 @@ fn query_filters_and_formats() {
     let out = env.cli(&["query", data, "--format", "parquet"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let copy = env.tmp.path().join("copy.parquet");
-    let out = env.cli(&["query", data, "--format", "parquet", "--output", copy.to_str().unwrap(), "--grep", "^WARN"]);
+    let out = env.cli(&[
+        "query",
+        data,
+        "--format",
+        "parquet",
+        "--output",
+        copy.to_str().unwrap(),
+        "--grep",
+        "^WARN",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let f = std::fs::File::open(&copy).unwrap();
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).unwrap().build().unwrap();
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).unwrap().build().unwrap();
     let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
     assert_eq!(rows, 1000);
 

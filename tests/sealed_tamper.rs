@@ -24,7 +24,8 @@ fn assert_fails(out: &std::process::Output, bad: &Path, key: &str, what: &str, r
     let err = stderr(out);
     assert_eq!(out.status.code(), Some(3), "{err}");
     let name = bad.file_name().unwrap().to_str().unwrap();
-    let line = err.lines().find(|l| l.contains(name)).unwrap_or_else(|| panic!("no error naming {name}: {err}"));
+    let line =
+        err.lines().find(|l| l.contains(name)).unwrap_or_else(|| panic!("no error naming {name}: {err}"));
     assert!(line.contains(&format!("(key {key})")), "{line}");
     assert!(line.contains(what), "expected `{what}` in: {line}");
     assert_eq!(bodies(out).len(), rows, "{err}");
@@ -145,5 +146,8 @@ fn rotated_away_version() {
     assert_eq!(out.status.code(), Some(3));
     let err = stderr(&out);
     assert_eq!(err.matches("(key default#1): key `default` has no version 1").count(), 3, "{err}");
-    assert_eq!(bodies(&out), (0..1000).map(|i| format!("after {i:06} GET /api/orders status=200 took=12ms")).collect::<Vec<_>>());
+    assert_eq!(
+        bodies(&out),
+        (0..1000).map(|i| format!("after {i:06} GET /api/orders status=200 took=12ms")).collect::<Vec<_>>()
+    );
 }
