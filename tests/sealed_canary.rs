@@ -26,8 +26,7 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
                 // Chunks overlapping by the needle's length, so a match across reads is found.
                 let mut buf = vec![0u8; 1 << 20];
                 let mut keep = 0;
-                loop {
-                    let Ok(n) = f.read(&mut buf[keep..]) else { break };
+                while let Ok(n) = f.read(&mut buf[keep..]) {
                     if n == 0 {
                         break;
                     }

@@ -80,7 +80,7 @@ fn open_all(dir: &std::path::Path) -> Vec<(String, Signal, Vec<Event>)> {
         }
         out.push((seg.key_id.clone(), signal_of_path(&p).unwrap(), events));
     }
-    out.sort_by(|a, b| (a.0.clone(), a.1).cmp(&(b.0.clone(), b.1)));
+    out.sort_by_key(|a| (a.0.clone(), a.1));
     out
 }
 
