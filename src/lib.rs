@@ -12,6 +12,7 @@ pub mod config;
 pub mod event;
 pub mod exit_codes;
 pub mod keys;
+pub mod loggen;
 pub mod metrics;
 pub mod segment;
 pub mod sinks;
