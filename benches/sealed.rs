@@ -66,7 +66,9 @@ fn records(lines: &[&str]) -> Vec<Event> {
 
 fn sealed(root: &std::path::Path, provider: &LocalProvider, events: &[Event]) -> std::path::PathBuf {
     let opts = WriteOptions::default();
-    let mut w = SegmentWriter::create(root, Signal::Logs, 1_795_000_000_000_000_000, provider, "default", &opts).unwrap();
+    let mut w =
+        SegmentWriter::create(root, Signal::Logs, 1_795_000_000_000_000_000, provider, "default", &opts)
+            .unwrap();
     let mut cols = Columns::new(Signal::Logs, BATCH);
     for chunk in events.chunks(BATCH) {
         for e in chunk {

@@ -19,7 +19,8 @@ use parquet::file::properties::WriterProperties;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = std::env::args().nth(1).ok_or("usage: plain_parquet OUT.parquet < lines")?;
     let schema = Arc::new(Schema::new(vec![Field::new("body", DataType::Utf8, false)]));
-    let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?)).build();
+    let props =
+        WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?)).build();
     let file = std::io::BufWriter::new(std::fs::File::create(out)?);
     let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
     let stdin = std::io::stdin();
