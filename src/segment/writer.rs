@@ -6,16 +6,25 @@
 //! exists under its final name is complete. A writer dropped without `seal` leaves its file in
 //! `.inflight/`, where [`recover_inflight`] finds it on the next start.
 
+use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_writer::{
+    ArrowColumnChunk, ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves,
+};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::encryption::encrypt::FileEncryptionProperties;
+use parquet::errors::ParquetError;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 
 use super::{BROKEN, INFLIGHT, SegmentId, schema};
@@ -67,7 +76,21 @@ pub struct SegmentWriter {
     key_id: String,
     inflight: PathBuf,
     dest_dir: PathBuf,
-    writer: ArrowWriter<BufWriter<File>>,
+    file: SerializedFileWriter<BufWriter<File>>,
+    factory: ArrowRowGroupWriterFactory,
+    schema: SchemaRef,
+    /// Row groups are encoded (and compressed, and encrypted) on these threads, alternating,
+    /// so that two row groups compress at once; they are appended to the file in order.
+    encoders: [Encoder; 2],
+    /// Encoders holding a finished row group, oldest first (its result not yet appended).
+    pending: VecDeque<usize>,
+    /// The index of the row group being fed, and whether it has been started.
+    next_rg: usize,
+    rg_started: bool,
+    rg_rows: usize,
+    rg_bytes: usize,
+    /// Raw bytes handed to encoders whose row groups are not yet in the file.
+    in_flight: usize,
     rows: u64,
     opened: Instant,
     options: WriteOptions,
@@ -153,13 +176,24 @@ impl SegmentWriter {
         let writer =
             ArrowWriter::try_new(BufWriter::with_capacity(256 * 1024, file), schema::of(signal), Some(props))
                 .map_err(pq)?;
+        let (file, factory) = writer.into_serialized_writer().map_err(pq)?;
+        let encoders = [Encoder::spawn().map_err(io(&inflight))?, Encoder::spawn().map_err(io(&inflight))?];
         Ok(SegmentWriter {
+            file,
+            factory,
+            schema: schema::of(signal),
+            encoders,
+            pending: VecDeque::new(),
+            next_rg: 0,
+            rg_started: false,
+            rg_rows: 0,
+            rg_bytes: 0,
+            in_flight: 0,
             dest_dir: id.dir(root, signal),
             id,
             signal,
             key_id: km.master_key_id,
             inflight,
-            writer,
             rows: 0,
             opened: Instant::now(),
             options: options.clone(),
@@ -182,9 +216,10 @@ impl SegmentWriter {
         self.rows
     }
 
-    /// Bytes written so far plus the encoded size of the row group in progress.
+    /// Bytes written so far plus an estimate of the row groups still being encoded (a
+    /// quarter of their raw size: zstd's usual ratio on log text).
     pub fn size(&self) -> u64 {
-        (self.writer.bytes_written() + self.writer.in_progress_size()) as u64
+        (self.file.bytes_written() + (self.in_flight + self.rg_bytes) / 4) as u64
     }
 
     /// When this segment was opened.
@@ -192,16 +227,62 @@ impl SegmentWriter {
         self.opened
     }
 
-    /// Appends a record batch; flushes the row group once it holds `row_group_bytes`.
+    /// Appends a record batch. A row group ends after `row_group_rows` rows or four times
+    /// `row_group_bytes` of Arrow data (about `row_group_bytes` once encoded).
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), WriteError> {
-        let pq = |source| WriteError::Parquet { path: self.inflight.clone(), source };
-        self.writer.write(batch).map_err(pq)?;
-        self.rows += batch.num_rows() as u64;
-        if self.writer.in_progress_size() >= self.options.row_group_bytes {
-            self.writer
-                .flush()
-                .map_err(|source| WriteError::Parquet { path: self.inflight.clone(), source })?;
+        let pq = |path: &Path| {
+            let path = path.to_owned();
+            move |source| WriteError::Parquet { path, source }
+        };
+        if !self.rg_started {
+            let w = self.next_rg % 2;
+            // The other encoder may hold the previous row group; this one must be free.
+            while self.pending.contains(&w) {
+                self.append_oldest()?;
+            }
+            let writers = self.factory.create_column_writers(self.next_rg).map_err(pq(&self.inflight))?;
+            self.encoders[w].send(Job::Start(writers)).map_err(pq(&self.inflight))?;
+            self.rg_started = true;
         }
+        let w = self.next_rg % 2;
+        self.encoders[w].send(Job::Batch(batch.clone(), self.schema.clone())).map_err(pq(&self.inflight))?;
+        self.rows += batch.num_rows() as u64;
+        self.rg_rows += batch.num_rows();
+        self.rg_bytes += batch.get_array_memory_size();
+        if self.rg_rows >= self.options.row_group_rows || self.rg_bytes >= self.options.row_group_bytes * 4 {
+            self.end_row_group()?;
+        }
+        Ok(())
+    }
+
+    fn end_row_group(&mut self) -> Result<(), WriteError> {
+        if !self.rg_started {
+            return Ok(());
+        }
+        let w = self.next_rg % 2;
+        self.encoders[w]
+            .send(Job::Finish)
+            .map_err(|source| WriteError::Parquet { path: self.inflight.clone(), source })?;
+        self.pending.push_back(w);
+        self.in_flight += self.rg_bytes;
+        self.next_rg += 1;
+        self.rg_started = false;
+        self.rg_rows = 0;
+        self.rg_bytes = 0;
+        Ok(())
+    }
+
+    /// Waits for the oldest finished row group and appends its column chunks to the file.
+    fn append_oldest(&mut self) -> Result<(), WriteError> {
+        let pq = |source| WriteError::Parquet { path: self.inflight.clone(), source };
+        let Some(w) = self.pending.pop_front() else { return Ok(()) };
+        let (chunks, raw) = self.encoders[w].result().map_err(pq)?;
+        let mut rg = self.file.next_row_group().map_err(pq)?;
+        for c in chunks {
+            c.append_to_row_group(&mut rg).map_err(pq)?;
+        }
+        rg.close().map_err(pq)?;
+        self.in_flight = self.in_flight.saturating_sub(raw);
         Ok(())
     }
 
@@ -213,18 +294,116 @@ impl SegmentWriter {
             let path = path.to_owned();
             move |source| WriteError::Io { path, source }
         };
-        let buf = self.writer.into_inner().map_err(pq)?;
+        let mut this = self;
+        this.end_row_group()?;
+        while !this.pending.is_empty() {
+            this.append_oldest()?;
+        }
+        let SegmentWriter { file, encoders, dest_dir, id, rows, key_id, .. } = this;
+        drop(encoders);
+        let buf = file.into_inner().map_err(pq)?;
         let file = buf
             .into_inner()
             .map_err(|e| WriteError::Io { path: inflight.clone(), source: e.into_error() })?;
         file.sync_all().map_err(io(&inflight))?;
         let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
         drop(file);
-        fs::create_dir_all(&self.dest_dir).map_err(io(&self.dest_dir))?;
-        let dest = self.dest_dir.join(format!("{}.parquet", self.id));
+        fs::create_dir_all(&dest_dir).map_err(io(&dest_dir))?;
+        let dest = dest_dir.join(format!("{id}.parquet"));
         fs::rename(&inflight, &dest).map_err(io(&dest))?;
-        File::open(&self.dest_dir).and_then(|d| d.sync_all()).map_err(io(&self.dest_dir))?;
-        Ok(Sealed { path: dest, rows: self.rows, bytes, key_id: self.key_id })
+        File::open(&dest_dir).and_then(|d| d.sync_all()).map_err(io(&dest_dir))?;
+        Ok(Sealed { path: dest, rows, bytes, key_id })
+    }
+}
+
+enum Job {
+    Start(Vec<ArrowColumnWriter>),
+    Batch(RecordBatch, SchemaRef),
+    Finish,
+}
+
+type Encoded = Result<(Vec<ArrowColumnChunk>, usize), ParquetError>;
+
+/// A thread that encodes one row group at a time: column writers in, column chunks out.
+struct Encoder {
+    jobs: Option<mpsc::SyncSender<Job>>,
+    results: mpsc::Receiver<Encoded>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Encoder {
+    fn spawn() -> std::io::Result<Encoder> {
+        // Two batches of slack: the builder side runs ahead without holding much memory.
+        let (jobs, rx) = mpsc::sync_channel::<Job>(2);
+        let (tx, results) = mpsc::channel::<Encoded>();
+        let handle = std::thread::Builder::new().name("sealtrail-encode".into()).spawn(move || {
+            let mut writers: Vec<ArrowColumnWriter> = Vec::new();
+            let mut raw = 0usize;
+            let mut failed: Option<ParquetError> = None;
+            while let Ok(job) = rx.recv() {
+                match job {
+                    Job::Start(w) => {
+                        writers = w;
+                        raw = 0;
+                    }
+                    Job::Batch(batch, schema) => {
+                        if failed.is_some() {
+                            continue;
+                        }
+                        raw += batch.get_array_memory_size();
+                        let mut it = writers.iter_mut();
+                        let r = (|| -> Result<(), ParquetError> {
+                            for (field, col) in schema.fields().iter().zip(batch.columns()) {
+                                for leaf in compute_leaves(field, col)? {
+                                    let w = it
+                                        .next()
+                                        .ok_or_else(|| ParquetError::General("column writer count".into()))?;
+                                    w.write(&leaf)?;
+                                }
+                            }
+                            Ok(())
+                        })();
+                        if let Err(e) = r {
+                            failed = Some(e);
+                        }
+                    }
+                    Job::Finish => {
+                        let r = match failed.take() {
+                            Some(e) => Err(e),
+                            None => std::mem::take(&mut writers)
+                                .into_iter()
+                                .map(|w| w.close())
+                                .collect::<Result<Vec<_>, _>>(),
+                        };
+                        if tx.send(r.map(|c| (c, raw))).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        })?;
+        Ok(Encoder { jobs: Some(jobs), results, handle: Some(handle) })
+    }
+
+    fn send(&self, job: Job) -> Result<(), ParquetError> {
+        let gone = || ParquetError::General("the row group encoder thread stopped".into());
+        self.jobs.as_ref().ok_or_else(gone)?.send(job).map_err(|_| gone())
+    }
+
+    fn result(&self) -> Encoded {
+        self.results
+            .recv()
+            .map_err(|_| ParquetError::General("the row group encoder thread stopped".into()))?
+    }
+}
+
+impl Drop for Encoder {
+    fn drop(&mut self) {
+        // Closing the job channel ends the thread.
+        self.jobs.take();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
     }
 }
 
