@@ -7,7 +7,7 @@
 //! renamed or swapped segment fails authentication.
 //!
 //! A [`Filter`] prunes before any data page is decrypted: row groups by their statistics
-//! (time, severity, service, trace id), pages of the time column by the column index, then
+//! (time, severity, trace id), pages of the time column by the column index, then
 //! rows by a predicate over the few filter columns, so the remaining columns are decoded (and
 //! their pages fetched) only where rows match. A [`CountingFile`] measures the bytes read.
 //!

@@ -5,6 +5,11 @@
 //! `<root>/<signal>/<yyyy>/<mm>/<dd>/<id>.parquet` and fsyncs that directory: a segment that
 //! exists under its final name is complete. A writer dropped without `seal` leaves its file in
 //! `.inflight/`, where [`recover_inflight`] finds it on the next start.
+//!
+//! Row groups are encoded by two encoder threads in turn (the parquet crate's
+//! `ArrowRowGroupWriterFactory` gives each row group its own column writers, with the right
+//! encryption ordinals), and appended to the file in order; zstd dominates the cost, so two
+//! row groups compress at once while the caller builds the next batch.
 
 use std::collections::VecDeque;
 use std::fs::{self, File};
@@ -227,8 +232,8 @@ impl SegmentWriter {
         self.opened
     }
 
-    /// Appends a record batch. A row group ends after `row_group_rows` rows or four times
-    /// `row_group_bytes` of Arrow data (about `row_group_bytes` once encoded).
+    /// Appends a record batch. A row group ends after `row_group_rows` rows or twice
+    /// `row_group_bytes` of Arrow data (two row groups are in flight: this bounds memory).
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), WriteError> {
         let pq = |path: &Path| {
             let path = path.to_owned();
@@ -249,7 +254,7 @@ impl SegmentWriter {
         self.rows += batch.num_rows() as u64;
         self.rg_rows += batch.num_rows();
         self.rg_bytes += batch.get_array_memory_size();
-        if self.rg_rows >= self.options.row_group_rows || self.rg_bytes >= self.options.row_group_bytes * 4 {
+        if self.rg_rows >= self.options.row_group_rows || self.rg_bytes >= self.options.row_group_bytes * 2 {
             self.end_row_group()?;
         }
         Ok(())
