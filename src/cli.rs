@@ -15,6 +15,9 @@ Examples:
   sealtrail validate --config config/sidecar.toml
   cat app.log | sealtrail redact --stats
   SEALTRAIL_TAIL_TOKEN=... sealtrail tail --level warn --grep timeout
+  sealtrail keys create payments
+  sealtrail segments ./sealtrail-data --keys ~/.local/share/sealtrail/keys
+  sealtrail query ./sealtrail-data --since 15m --level warn --grep timeout
 
 Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error,
 3 decryption or integrity failure.";
@@ -50,6 +53,12 @@ pub enum Command {
     Tail(commands::tail::TailArgs),
     /// Run as an AWS Lambda extension (the default when AWS_LAMBDA_RUNTIME_API is set).
     Lambda(commands::lambda::LambdaArgs),
+    /// Manage the keyring: create, list, rotate, show, import keys; verify the audit log.
+    Keys(commands::keys::KeysArgs),
+    /// List sealed segments (with --keys: rows and time ranges from the decrypted footers).
+    Segments(commands::segments::SegmentsArgs),
+    /// Decrypt sealed segments and print the events that match the filters.
+    Query(commands::query::QueryArgs),
 }
 
 impl Cli {
@@ -61,6 +70,9 @@ impl Cli {
             Some(Command::Redact(a)) => commands::redact::run(a),
             Some(Command::Tail(a)) => commands::tail::run(a),
             Some(Command::Lambda(a)) => commands::lambda::run(a),
+            Some(Command::Keys(a)) => commands::keys::run(a),
+            Some(Command::Segments(a)) => commands::segments::run(a),
+            Some(Command::Query(a)) => commands::query::run(a),
             None if lambda_environment() => commands::lambda::run(commands::lambda::LambdaArgs::from_env()),
             None => {
                 use clap::CommandFactory;

@@ -4,9 +4,10 @@
 pub mod blackhole;
 pub mod console;
 pub mod otlp;
+pub mod sealed;
 pub mod tail;
 
 use crate::config::SinkKind;
 
 /// Every sink kind, by its `type` name.
-pub const KINDS: &[SinkKind] = &[blackhole::KIND, console::KIND, otlp::KIND, tail::KIND];
+pub const KINDS: &[SinkKind] = &[blackhole::KIND, console::KIND, otlp::KIND, sealed::KIND, tail::KIND];

@@ -1,0 +1,147 @@
+//! `sealtrail keys`: manage the keyring (create, list, rotate, show, import) and verify the
+//! query audit log. Never prints key material.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use crate::exit_codes::{self, config_error, integrity_error};
+use crate::keys::{Keyring, audit, parse_material};
+
+#[derive(Debug, clap::Args)]
+pub struct KeysArgs {
+    /// Keyring directory (default: `SEALTRAIL_KEYS`, else `$XDG_DATA_HOME/sealtrail/keys`).
+    #[arg(long, global = true, env = "SEALTRAIL_KEYS")]
+    pub keys: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: KeysCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum KeysCommand {
+    /// Create a key with a fresh random version 1.
+    Create { name: String },
+    /// List every key: name, versions, where it comes from.
+    List,
+    /// Add a version that encrypts from now on (older versions still decrypt).
+    Rotate { name: String },
+    /// Show a key's versions and creation times.
+    Show { name: String },
+    /// Create a key from existing material: a file holding `base64:<32 bytes>` or 32 raw bytes.
+    Import { name: String, file: PathBuf },
+    /// Print the query audit log; with --verify, check its SHA-256 chain (exit 3 if broken).
+    Audit {
+        #[arg(long)]
+        verify: bool,
+    },
+}
+
+/// The keyring directory of a command: the flag or environment, else the default.
+pub fn keys_dir(flag: Option<PathBuf>) -> PathBuf {
+    flag.unwrap_or_else(crate::config::default_keys_dir)
+}
+
+pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
+    let dir = keys_dir(args.keys);
+    let kr = Keyring::open(&dir);
+    let key_err = |e: crate::keys::KeyError| match e {
+        crate::keys::KeyError::Io { .. } => anyhow::Error::from(e),
+        other => config_error(other),
+    };
+    match args.command {
+        KeysCommand::Create { name } => {
+            let k = kr.create(&name).map_err(key_err)?;
+            println!("created key {} in {}", k.current().id(), dir.display());
+        }
+        KeysCommand::Rotate { name } => {
+            let k = kr.rotate(&name).map_err(key_err)?;
+            println!("rotated key {name}: version {} encrypts from now on", k.current().version);
+        }
+        KeysCommand::Import { name, file } => {
+            let raw = zeroize::Zeroizing::new(
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?,
+            );
+            let material = if raw.len() == 32 {
+                let mut m = zeroize::Zeroizing::new([0u8; 32]);
+                m.copy_from_slice(&raw);
+                m
+            } else {
+                let text = std::str::from_utf8(&raw).map_err(|_| {
+                    config_error(anyhow::anyhow!(
+                        "{}: neither 32 raw bytes nor `base64:…` text",
+                        file.display()
+                    ))
+                })?;
+                parse_material(text, &file.display().to_string()).map_err(config_error)?
+            };
+            let k = kr.import(&name, material).map_err(key_err)?;
+            println!("imported key {} into {}", k.current().id(), dir.display());
+        }
+        KeysCommand::List => {
+            let keys = kr.list();
+            if keys.is_empty() {
+                println!("no keys in {}", dir.display());
+            }
+            println!("{:<24} {:>8} {:<22} SOURCE", "NAME", "VERSIONS", "CURRENT (CREATED)");
+            let mut bad = false;
+            for (name, k) in keys {
+                match k {
+                    Ok(k) => {
+                        let src = if k.from_env {
+                            format!("env SEALTRAIL_KEY_{}", crate::keys::env_suffix(&name))
+                        } else {
+                            "file".to_owned()
+                        };
+                        let cur = k.current();
+                        println!(
+                            "{:<24} {:>8} {:<22} {src}",
+                            name,
+                            k.versions.len(),
+                            format!("#{} ({})", cur.version, cur.created)
+                        );
+                    }
+                    Err(e) => {
+                        bad = true;
+                        eprintln!("sealtrail: {e}");
+                    }
+                }
+            }
+            if bad {
+                return Ok(ExitCode::from(exit_codes::CONFIG));
+            }
+        }
+        KeysCommand::Show { name } => {
+            let k = kr.get(&name).map_err(key_err)?;
+            println!("key {name}");
+            if k.from_env {
+                println!("  source: environment (SEALTRAIL_KEY_{})", crate::keys::env_suffix(&name));
+            } else {
+                println!("  source: {}", dir.join(format!("{name}.json")).display());
+            }
+            for v in &k.versions {
+                let cur = if v.version == k.current().version { "  (encrypts)" } else { "" };
+                println!(
+                    "  {}  created {}{cur}",
+                    v.id(),
+                    if v.created.is_empty() { "-" } else { &v.created }
+                );
+            }
+        }
+        KeysCommand::Audit { verify } => {
+            let path = dir.join(audit::FILE);
+            if verify {
+                match audit::verify(&path) {
+                    Ok(v) => println!("audit log {}: {} records, chain intact", path.display(), v.records),
+                    Err(e @ audit::AuditError::Broken { .. }) => return Err(integrity_error(e)),
+                    Err(e) => return Err(e.into()),
+                }
+            } else {
+                let text =
+                    std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                print!("{text}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

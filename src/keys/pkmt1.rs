@@ -1,0 +1,93 @@
+//! The PKMT1 key metadata stored in each segment's footer: the JSON key material format of
+//! parquet-java, Arrow C++ and pyarrow (internal storage, single wrapping), so their standard
+//! `CryptoFactory` opens a sealed segment with a KMS client that only unwraps.
+
+use serde::{Deserialize, Serialize};
+
+use super::KeyError;
+
+/// The prefix every PKMT1 key metadata starts with (as we write it); used to find it in a
+/// file's plaintext crypto metadata without a key.
+pub const PREFIX: &[u8] = br#"{"keyMaterialType":"PKMT1""#;
+
+/// The key metadata of a segment (DESIGN.md "Sealed segments").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyMetadata {
+    #[serde(rename = "keyMaterialType")]
+    pub key_material_type: String,
+    #[serde(rename = "internalStorage")]
+    pub internal_storage: bool,
+    #[serde(rename = "isFooterKey")]
+    pub is_footer_key: bool,
+    #[serde(rename = "kmsInstanceID")]
+    pub kms_instance_id: String,
+    #[serde(rename = "kmsInstanceURL")]
+    pub kms_instance_url: String,
+    /// `<key name>#<version>`.
+    #[serde(rename = "masterKeyID")]
+    pub master_key_id: String,
+    /// base64(12-byte nonce ‖ AES-256-GCM-SIV(KEK, nonce, DEK, aad = masterKeyID)).
+    #[serde(rename = "wrappedDEK")]
+    pub wrapped_dek: String,
+    #[serde(rename = "doubleWrapping")]
+    pub double_wrapping: bool,
+}
+
+impl KeyMetadata {
+    pub fn new(master_key_id: String, wrapped_dek: String) -> KeyMetadata {
+        KeyMetadata {
+            key_material_type: "PKMT1".into(),
+            internal_storage: true,
+            is_footer_key: true,
+            kms_instance_id: "sealtrail".into(),
+            kms_instance_url: "local".into(),
+            master_key_id,
+            wrapped_dek,
+            double_wrapping: false,
+        }
+    }
+
+    /// The JSON bytes stored in the file (field order as above: `keyMaterialType` first).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // Serializing a struct of strings and booleans cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parses key metadata read from a file.
+    pub fn parse(bytes: &[u8]) -> Result<KeyMetadata, KeyError> {
+        let km: KeyMetadata = serde_json::from_slice(bytes)
+            .map_err(|e| KeyError::BadMetadata(format!("not PKMT1 key material: {e}")))?;
+        if km.key_material_type != "PKMT1" || !km.internal_storage || km.double_wrapping {
+            return Err(KeyError::BadMetadata(
+                "only PKMT1 with internal storage and single wrapping is supported".into(),
+            ));
+        }
+        km.key_name_version()?;
+        Ok(km)
+    }
+
+    /// Splits `masterKeyID` into key name and version.
+    pub fn key_name_version(&self) -> Result<(&str, u32), KeyError> {
+        let bad = || {
+            KeyError::BadMetadata(format!("masterKeyID `{}` is not `<name>#<version>`", self.master_key_id))
+        };
+        let (name, v) = self.master_key_id.rsplit_once('#').ok_or_else(bad)?;
+        super::check_name(name).map_err(|_| bad())?;
+        Ok((name, v.parse().map_err(|_| bad())?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_prefix() {
+        let km = KeyMetadata::new("default#3".into(), "abc=".into());
+        let b = km.to_bytes();
+        assert!(b.starts_with(PREFIX));
+        assert_eq!(KeyMetadata::parse(&b).unwrap(), km);
+        assert_eq!(km.key_name_version().unwrap(), ("default", 3));
+        assert!(KeyMetadata::parse(b"seg-0001").is_err());
+    }
+}

@@ -1,0 +1,531 @@
+//! Column builders that turn events into Arrow record batches, and back.
+//!
+//! One builder per column, appended to event by event: strings go straight into the
+//! builders' value buffers (ids hex-encoded through a stack buffer, attribute values written
+//! with `fmt::Write`), so the hot path allocates nothing per row. `finish` moves the buffers
+//! out and leaves the builders empty and ready for the next batch.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    Int32Builder, MapBuilder, StringBuilder, TimestampNanosecondBuilder, UInt32Builder,
+};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int32Type, TimestampNanosecondType, UInt32Type};
+use arrow_array::{Array, ArrayRef, MapArray, RecordBatch, StringArray};
+
+use super::schema;
+use crate::event::{Event, KeyValue, LogRecord, Signal, Span, Value};
+
+type StringMapBuilder = MapBuilder<StringBuilder, StringBuilder>;
+
+fn map_builder() -> StringMapBuilder {
+    MapBuilder::new(None, StringBuilder::new(), StringBuilder::new())
+}
+
+fn ts_builder(cap: usize) -> TimestampNanosecondBuilder {
+    TimestampNanosecondBuilder::with_capacity(cap).with_timezone("UTC")
+}
+
+fn append_time(b: &mut TimestampNanosecondBuilder, nanos: i64) {
+    if nanos == 0 { b.append_null() } else { b.append_value(nanos) }
+}
+
+fn append_hex(b: &mut StringBuilder, bytes: &[u8]) {
+    let mut buf = [0u8; 64];
+    let out = &mut buf[..bytes.len() * 2];
+    // The buffer is exactly twice the input length, the one error case of encode_to_slice.
+    if hex::encode_to_slice(bytes, out).is_ok() {
+        b.append_value(std::str::from_utf8(out).unwrap_or_default());
+    } else {
+        b.append_null();
+    }
+}
+
+fn append_opt_hex(b: &mut StringBuilder, bytes: Option<&[u8]>) {
+    match bytes {
+        Some(x) => append_hex(b, x),
+        None => b.append_null(),
+    }
+}
+
+/// Writes a value's text form (`Value::to_text`) into the builder's current value.
+fn write_value(b: &mut StringBuilder, v: &Value) {
+    // Writing into a StringBuilder never fails.
+    let _ = match v {
+        Value::Str(s) => b.write_str(s),
+        Value::Empty => Ok(()),
+        Value::Bool(x) => write!(b, "{x}"),
+        Value::Int(x) => write!(b, "{x}"),
+        Value::Double(x) => write!(b, "{x}"),
+        Value::Bytes(x) => {
+            for chunk in x.chunks(32) {
+                let mut buf = [0u8; 64];
+                let out = &mut buf[..chunk.len() * 2];
+                if hex::encode_to_slice(chunk, out).is_ok() {
+                    let _ = b.write_str(std::str::from_utf8(out).unwrap_or_default());
+                }
+            }
+            Ok(())
+        }
+        Value::Array(_) | Value::Map(_) => {
+            let _ = serde_json::to_writer(FmtWriter(b), &v.to_json());
+            Ok(())
+        }
+    };
+    b.append_value("");
+}
+
+/// Adapts a `fmt::Write` string builder to `io::Write` for serde_json (which writes UTF-8).
+struct FmtWriter<'a>(&'a mut StringBuilder);
+
+impl std::io::Write for FmtWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let s =
+            std::str::from_utf8(buf).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        self.0.write_str(s).map_err(|_| std::io::Error::other("string builder"))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn append_map(b: &mut StringMapBuilder, attrs: &[KeyValue]) {
+    for kv in attrs {
+        b.keys().append_value(&kv.key);
+        write_value(b.values(), &kv.value);
+    }
+    // Appending an entry list whose keys are all non-null cannot fail.
+    let _ = b.append(true);
+}
+
+/// Builders for the `logs` schema.
+pub struct LogColumns {
+    time: TimestampNanosecondBuilder,
+    observed_time: TimestampNanosecondBuilder,
+    severity_text: StringBuilder,
+    severity_number: Int32Builder,
+    body: StringBuilder,
+    attributes: StringMapBuilder,
+    resource: StringMapBuilder,
+    service: StringBuilder,
+    trace_id: StringBuilder,
+    span_id: StringBuilder,
+    source: StringBuilder,
+    redactions: UInt32Builder,
+    rows: usize,
+    bytes: usize,
+}
+
+impl LogColumns {
+    /// Builders sized for `rows` records of about `bytes` bytes of body in total.
+    pub fn with_capacity(rows: usize, bytes: usize) -> LogColumns {
+        LogColumns {
+            time: ts_builder(rows),
+            observed_time: ts_builder(rows),
+            severity_text: StringBuilder::with_capacity(rows, rows * 5),
+            severity_number: Int32Builder::with_capacity(rows),
+            body: StringBuilder::with_capacity(rows, bytes),
+            attributes: map_builder(),
+            resource: map_builder(),
+            service: StringBuilder::with_capacity(rows, rows * 8),
+            trace_id: StringBuilder::with_capacity(rows, 0),
+            span_id: StringBuilder::with_capacity(rows, 0),
+            source: StringBuilder::with_capacity(rows, rows * 8),
+            redactions: UInt32Builder::with_capacity(rows),
+            rows: 0,
+            bytes: 0,
+        }
+    }
+
+    pub fn append(&mut self, l: &LogRecord) {
+        // A record without a producer time is placed at its observed time (queries and
+        // pruning need one time column; `observed_time` keeps the arrival time).
+        append_time(&mut self.time, if l.time != 0 { l.time } else { l.observed_time });
+        append_time(&mut self.observed_time, l.observed_time);
+        self.severity_text.append_value(&l.severity_text);
+        self.severity_number.append_value(l.severity_number);
+        self.body.append_value(&l.body);
+        append_map(&mut self.attributes, &l.attributes);
+        append_map(&mut self.resource, &l.resource);
+        self.service.append_value(&l.service);
+        append_opt_hex(&mut self.trace_id, l.trace_id.as_ref().map(|x| &x[..]));
+        append_opt_hex(&mut self.span_id, l.span_id.as_ref().map(|x| &x[..]));
+        self.source.append_value(&*l.source);
+        self.redactions.append_value(l.redactions);
+        self.rows += 1;
+        self.bytes += 64 + l.body.len() + l.service.len() + l.severity_text.len();
+    }
+
+    /// Moves the rows appended so far into a record batch; the builders start over.
+    pub fn finish(&mut self) -> RecordBatch {
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(self.time.finish()),
+            Arc::new(self.observed_time.finish()),
+            Arc::new(self.severity_text.finish()),
+            Arc::new(self.severity_number.finish()),
+            Arc::new(self.body.finish()),
+            Arc::new(self.attributes.finish()),
+            Arc::new(self.resource.finish()),
+            Arc::new(self.service.finish()),
+            Arc::new(self.trace_id.finish()),
+            Arc::new(self.span_id.finish()),
+            Arc::new(self.source.finish()),
+            Arc::new(self.redactions.finish()),
+        ];
+        self.rows = 0;
+        self.bytes = 0;
+        // The columns are built to the schema; a mismatch is a bug caught by the unit tests.
+        RecordBatch::try_new(schema::logs(), cols).expect("log columns match the logs schema")
+    }
+}
+
+/// Builders for the `spans` schema.
+pub struct SpanColumns {
+    trace_id: StringBuilder,
+    span_id: StringBuilder,
+    parent_span_id: StringBuilder,
+    trace_state: StringBuilder,
+    name: StringBuilder,
+    kind: Int32Builder,
+    start_time: TimestampNanosecondBuilder,
+    end_time: TimestampNanosecondBuilder,
+    status_code: Int32Builder,
+    status_message: StringBuilder,
+    attributes: StringMapBuilder,
+    events: StringBuilder,
+    links: StringBuilder,
+    resource: StringMapBuilder,
+    service: StringBuilder,
+    scope_name: StringBuilder,
+    redactions: UInt32Builder,
+    rows: usize,
+    bytes: usize,
+}
+
+impl SpanColumns {
+    pub fn with_capacity(rows: usize) -> SpanColumns {
+        SpanColumns {
+            trace_id: StringBuilder::with_capacity(rows, rows * 32),
+            span_id: StringBuilder::with_capacity(rows, rows * 16),
+            parent_span_id: StringBuilder::with_capacity(rows, rows * 16),
+            trace_state: StringBuilder::new(),
+            name: StringBuilder::with_capacity(rows, rows * 16),
+            kind: Int32Builder::with_capacity(rows),
+            start_time: ts_builder(rows),
+            end_time: ts_builder(rows),
+            status_code: Int32Builder::with_capacity(rows),
+            status_message: StringBuilder::new(),
+            attributes: map_builder(),
+            events: StringBuilder::new(),
+            links: StringBuilder::new(),
+            resource: map_builder(),
+            service: StringBuilder::with_capacity(rows, rows * 8),
+            scope_name: StringBuilder::new(),
+            redactions: UInt32Builder::with_capacity(rows),
+            rows: 0,
+            bytes: 0,
+        }
+    }
+
+    pub fn append(&mut self, s: &Span) {
+        append_hex(&mut self.trace_id, &s.trace_id);
+        append_hex(&mut self.span_id, &s.span_id);
+        append_opt_hex(&mut self.parent_span_id, s.parent_span_id.as_ref().map(|x| &x[..]));
+        self.trace_state.append_value(&s.trace_state);
+        self.name.append_value(&s.name);
+        self.kind.append_value(s.kind);
+        append_time(&mut self.start_time, s.start_time);
+        append_time(&mut self.end_time, s.end_time);
+        self.status_code.append_value(s.status_code);
+        self.status_message.append_value(&s.status_message);
+        append_map(&mut self.attributes, &s.attributes);
+        // Span events and links are rare and nested: stored as their JSON text.
+        if s.events.is_empty() {
+            self.events.append_value("[]");
+        } else {
+            let json =
+                crate::event::Event::Span(Span { events: s.events.clone(), ..Default::default() }).to_json();
+            let _ = serde_json::to_writer(FmtWriter(&mut self.events), &json["events"]);
+            self.events.append_value("");
+        }
+        if s.links.is_empty() {
+            self.links.append_value("[]");
+        } else {
+            let json =
+                crate::event::Event::Span(Span { links: s.links.clone(), ..Default::default() }).to_json();
+            let _ = serde_json::to_writer(FmtWriter(&mut self.links), &json["links"]);
+            self.links.append_value("");
+        }
+        append_map(&mut self.resource, &s.resource);
+        self.service.append_value(&s.service);
+        self.scope_name.append_value(&s.scope_name);
+        self.redactions.append_value(s.redactions);
+        self.rows += 1;
+        self.bytes += 160 + s.name.len() + s.service.len();
+    }
+
+    pub fn finish(&mut self) -> RecordBatch {
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(self.trace_id.finish()),
+            Arc::new(self.span_id.finish()),
+            Arc::new(self.parent_span_id.finish()),
+            Arc::new(self.trace_state.finish()),
+            Arc::new(self.name.finish()),
+            Arc::new(self.kind.finish()),
+            Arc::new(self.start_time.finish()),
+            Arc::new(self.end_time.finish()),
+            Arc::new(self.status_code.finish()),
+            Arc::new(self.status_message.finish()),
+            Arc::new(self.attributes.finish()),
+            Arc::new(self.events.finish()),
+            Arc::new(self.links.finish()),
+            Arc::new(self.resource.finish()),
+            Arc::new(self.service.finish()),
+            Arc::new(self.scope_name.finish()),
+            Arc::new(self.redactions.finish()),
+        ];
+        self.rows = 0;
+        self.bytes = 0;
+        RecordBatch::try_new(schema::spans(), cols).expect("span columns match the spans schema")
+    }
+}
+
+/// Builders for one signal.
+#[allow(clippy::large_enum_variant)] // one per open segment, never moved in a hot loop
+pub enum Columns {
+    Logs(LogColumns),
+    Spans(SpanColumns),
+}
+
+impl Columns {
+    pub fn new(signal: Signal, rows: usize) -> Columns {
+        match signal {
+            Signal::Logs => Columns::Logs(LogColumns::with_capacity(rows, rows * 128)),
+            Signal::Spans => Columns::Spans(SpanColumns::with_capacity(rows)),
+        }
+    }
+
+    /// Appends an event of this builder's signal (others are ignored: the caller routes).
+    pub fn append(&mut self, e: &Event) {
+        match (self, e) {
+            (Columns::Logs(b), Event::Log(l)) => b.append(l),
+            (Columns::Spans(b), Event::Span(s)) => b.append(s),
+            _ => {}
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        match self {
+            Columns::Logs(b) => b.rows,
+            Columns::Spans(b) => b.rows,
+        }
+    }
+
+    /// An estimate of the bytes buffered in the builders.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Columns::Logs(b) => b.bytes,
+            Columns::Spans(b) => b.bytes,
+        }
+    }
+
+    pub fn finish(&mut self) -> RecordBatch {
+        match self {
+            Columns::Logs(b) => b.finish(),
+            Columns::Spans(b) => b.finish(),
+        }
+    }
+}
+
+/// Why a record batch could not be turned back into events.
+#[derive(Debug, thiserror::Error)]
+#[error("column `{0}` is missing or has an unexpected type")]
+pub struct ColumnError(pub String);
+
+fn col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, ColumnError> {
+    b.column_by_name(name).ok_or_else(|| ColumnError(name.to_owned()))
+}
+
+fn strings<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a StringArray, ColumnError> {
+    col(b, name)?.as_string_opt::<i32>().ok_or_else(|| ColumnError(name.to_owned()))
+}
+
+fn times<'a>(
+    b: &'a RecordBatch,
+    name: &str,
+) -> Result<&'a arrow_array::PrimitiveArray<TimestampNanosecondType>, ColumnError> {
+    col(b, name)?.as_primitive_opt::<TimestampNanosecondType>().ok_or_else(|| ColumnError(name.to_owned()))
+}
+
+fn ints<'a>(
+    b: &'a RecordBatch,
+    name: &str,
+) -> Result<&'a arrow_array::PrimitiveArray<Int32Type>, ColumnError> {
+    col(b, name)?.as_primitive_opt::<Int32Type>().ok_or_else(|| ColumnError(name.to_owned()))
+}
+
+fn u32s<'a>(
+    b: &'a RecordBatch,
+    name: &str,
+) -> Result<&'a arrow_array::PrimitiveArray<UInt32Type>, ColumnError> {
+    col(b, name)?.as_primitive_opt::<UInt32Type>().ok_or_else(|| ColumnError(name.to_owned()))
+}
+
+fn maps<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a MapArray, ColumnError> {
+    col(b, name)?.as_map_opt().ok_or_else(|| ColumnError(name.to_owned()))
+}
+
+fn time_at(a: &arrow_array::PrimitiveArray<TimestampNanosecondType>, i: usize) -> i64 {
+    if a.is_null(i) { 0 } else { a.value(i) }
+}
+
+fn str_at(a: &StringArray, i: usize) -> &str {
+    if a.is_null(i) { "" } else { a.value(i) }
+}
+
+fn id_at<const N: usize>(a: &StringArray, i: usize) -> Option<[u8; N]> {
+    if a.is_null(i) {
+        return None;
+    }
+    let mut out = [0u8; N];
+    hex::decode_to_slice(a.value(i), &mut out).ok().map(|_| out)
+}
+
+fn attrs_at(m: &MapArray, i: usize) -> Vec<KeyValue> {
+    if m.is_null(i) {
+        return Vec::new();
+    }
+    let entries = m.value(i);
+    let (Some(k), Some(v)) =
+        (entries.column(0).as_string_opt::<i32>(), entries.column(1).as_string_opt::<i32>())
+    else {
+        return Vec::new();
+    };
+    (0..k.len()).map(|j| KeyValue::new(k.value(j), str_at(v, j))).collect()
+}
+
+/// Turns a decrypted record batch of `signal` back into events (attribute values come back
+/// as strings). Used by `query` for its text formats.
+pub fn events_from_batch(signal: Signal, b: &RecordBatch, out: &mut Vec<Event>) -> Result<(), ColumnError> {
+    match signal {
+        Signal::Logs => {
+            let (time, observed) = (times(b, "time")?, times(b, "observed_time")?);
+            let (sev_text, sev_num, body) =
+                (strings(b, "severity_text")?, ints(b, "severity_number")?, strings(b, "body")?);
+            let (attrs, res, service) =
+                (maps(b, "attributes")?, maps(b, "resource")?, strings(b, "service")?);
+            let (trace, span, source) =
+                (strings(b, "trace_id")?, strings(b, "span_id")?, strings(b, "source")?);
+            let red = u32s(b, "redactions")?;
+            for i in 0..b.num_rows() {
+                out.push(Event::Log(LogRecord {
+                    time: time_at(time, i),
+                    observed_time: time_at(observed, i),
+                    severity_text: str_at(sev_text, i).to_owned(),
+                    severity_number: sev_num.value(i),
+                    body: str_at(body, i).to_owned(),
+                    attributes: attrs_at(attrs, i),
+                    resource: attrs_at(res, i),
+                    service: str_at(service, i).to_owned(),
+                    trace_id: id_at(trace, i),
+                    span_id: id_at(span, i),
+                    source: str_at(source, i).into(),
+                    redactions: red.value(i),
+                }));
+            }
+        }
+        Signal::Spans => {
+            let (trace, span, parent) =
+                (strings(b, "trace_id")?, strings(b, "span_id")?, strings(b, "parent_span_id")?);
+            let (state, name, kind) = (strings(b, "trace_state")?, strings(b, "name")?, ints(b, "kind")?);
+            let (start, end) = (times(b, "start_time")?, times(b, "end_time")?);
+            let (code, msg) = (ints(b, "status_code")?, strings(b, "status_message")?);
+            let (attrs, res, service) =
+                (maps(b, "attributes")?, maps(b, "resource")?, strings(b, "service")?);
+            let (scope, red) = (strings(b, "scope_name")?, u32s(b, "redactions")?);
+            for i in 0..b.num_rows() {
+                out.push(Event::Span(Span {
+                    trace_id: id_at(trace, i).unwrap_or_default(),
+                    span_id: id_at(span, i).unwrap_or_default(),
+                    parent_span_id: id_at(parent, i),
+                    trace_state: str_at(state, i).to_owned(),
+                    name: str_at(name, i).to_owned(),
+                    kind: kind.value(i),
+                    start_time: time_at(start, i),
+                    end_time: time_at(end, i),
+                    status_code: code.value(i),
+                    status_message: str_at(msg, i).to_owned(),
+                    attributes: attrs_at(attrs, i),
+                    events: Vec::new(),
+                    links: Vec::new(),
+                    resource: attrs_at(res, i),
+                    service: str_at(service, i).to_owned(),
+                    scope_name: str_at(scope, i).to_owned(),
+                    redactions: red.value(i),
+                }));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_round_trip_through_columns() {
+        let l = LogRecord {
+            time: 1_700_000_000_000_000_001,
+            observed_time: 1_700_000_000_000_000_002,
+            severity_text: "WARN".into(),
+            severity_number: 13,
+            body: "hello".into(),
+            attributes: vec![KeyValue::new("a", "b"), KeyValue::new("n", 5i64)],
+            resource: vec![],
+            service: "svc".into(),
+            trace_id: Some([0xab; 16]),
+            span_id: None,
+            source: "app".into(),
+            redactions: 2,
+        };
+        let mut c = Columns::new(Signal::Logs, 4);
+        c.append(&Event::Log(l.clone()));
+        c.append(&Event::Log(LogRecord { time: 0, ..l.clone() }));
+        let b = c.finish();
+        assert_eq!(c.rows(), 0);
+        let mut out = Vec::new();
+        events_from_batch(Signal::Logs, &b, &mut out).unwrap();
+        let mut want = l.clone();
+        want.attributes[1].value = Value::Str("5".into());
+        assert_eq!(out[0], Event::Log(want.clone()));
+        assert_eq!(out[1], Event::Log(LogRecord { time: want.observed_time, ..want }));
+    }
+
+    #[test]
+    fn spans_round_trip_through_columns() {
+        let s = Span {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            parent_span_id: Some([3; 8]),
+            name: "GET /".into(),
+            kind: 2,
+            start_time: 10,
+            end_time: 20,
+            status_code: 2,
+            service: "api".into(),
+            events: vec![crate::event::SpanEvent { time: 11, name: "retry".into(), attributes: vec![] }],
+            ..Default::default()
+        };
+        let mut c = Columns::new(Signal::Spans, 1);
+        c.append(&Event::Span(s.clone()));
+        let b = c.finish();
+        assert!(strings(&b, "events").unwrap().value(0).contains("retry"));
+        let mut out = Vec::new();
+        events_from_batch(Signal::Spans, &b, &mut out).unwrap();
+        assert_eq!(out[0], Event::Span(Span { events: vec![], ..s }));
+    }
+}

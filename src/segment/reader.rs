@@ -1,0 +1,550 @@
+//! Reading sealed segments.
+//!
+//! Opening a segment reads its plaintext crypto metadata for the key id (no key needed,
+//! [`read_key_metadata`]), then decrypts the footer and the page index through a
+//! [`SegmentRetriever`] that unwraps the data key once and caches it (the parquet crate asks
+//! for it repeatedly). The segment id from the file name is supplied as the AAD prefix, so a
+//! renamed or swapped segment fails authentication.
+//!
+//! A [`Filter`] prunes before any data page is decrypted: row groups by their statistics
+//! (time, severity, trace id), pages of the time column by the column index, then
+//! rows by a predicate over the few filter columns, so the remaining columns are decoded (and
+//! their pages fetched) only where rows match. A [`CountingFile`] measures the bytes read.
+//!
+//! Every failure is a [`ReadError`] naming the segment and the key id it needs.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int32Type, TimestampNanosecondType};
+use arrow_array::{Array, BooleanArray, RecordBatch};
+use bytes::Bytes;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{
+    ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
+    ParquetRecordBatchReaderBuilder, RowFilter, RowSelection, RowSelector,
+};
+use parquet::encryption::decrypt::{FileDecryptionProperties, KeyRetriever};
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{PageIndexPolicy, RowGroupMetaData};
+use parquet::file::page_index::column_index::ColumnIndexMetaData;
+use parquet::file::reader::{ChunkReader, Length};
+use parquet::file::statistics::Statistics;
+use zeroize::Zeroizing;
+
+use super::{SegmentId, schema, signal_of_path};
+use crate::event::Signal;
+use crate::keys::{KeyError, KeyMetadata, KeyProvider};
+
+/// What went wrong with a segment.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadErrorKind {
+    #[error("{0}")]
+    Io(std::io::Error),
+    #[error("not a sealed segment: {0}")]
+    NotSegment(String),
+    #[error("{0}")]
+    Key(KeyError),
+    #[error(
+        "footer cannot be decrypted or authenticated (wrong key version, tampered, swapped or renamed segment): {0}"
+    )]
+    Footer(String),
+    #[error("data cannot be decrypted or authenticated (tampered or truncated data page): {0}")]
+    Data(String),
+}
+
+/// A segment that could not be read: names the segment and the key id it needs.
+#[derive(Debug, thiserror::Error)]
+#[error("segment {path} (key {key}): {kind}", path = .path.display(), key = .key_id.as_deref().unwrap_or("unknown"))]
+pub struct ReadError {
+    pub path: PathBuf,
+    pub key_id: Option<String>,
+    pub kind: ReadErrorKind,
+}
+
+impl ReadError {
+    pub fn kind(&self) -> &ReadErrorKind {
+        &self.kind
+    }
+}
+
+/// Reads the PKMT1 key metadata from a segment's plaintext `FileCryptoMetaData`, without any
+/// key. Enough for the key id (`masterKeyID`).
+pub fn read_key_metadata(path: &Path) -> Result<KeyMetadata, ReadError> {
+    let err = |kind| ReadError { path: path.to_owned(), key_id: None, kind };
+    let f = File::open(path).map_err(|e| err(ReadErrorKind::Io(e)))?;
+    let len = f.metadata().map_err(|e| err(ReadErrorKind::Io(e)))?.len();
+    if len < 12 {
+        return Err(err(ReadErrorKind::NotSegment(format!("only {len} bytes (truncated?)"))));
+    }
+    let mut tail = [0u8; 8];
+    f.read_exact_at(&mut tail, len - 8).map_err(|e| err(ReadErrorKind::Io(e)))?;
+    if &tail[4..] != b"PARE" {
+        return Err(err(ReadErrorKind::NotSegment(
+            "no encrypted-footer magic `PARE` at the end (truncated, or not encrypted)".into(),
+        )));
+    }
+    let footer_len = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]) as u64;
+    if footer_len + 12 > len {
+        return Err(err(ReadErrorKind::NotSegment(format!(
+            "footer length {footer_len} exceeds the file size {len}"
+        ))));
+    }
+    // The crypto metadata (algorithm, AAD prefix, key metadata) comes first in the footer.
+    let n = footer_len.min(4096) as usize;
+    let mut head = vec![0u8; n];
+    f.read_exact_at(&mut head, len - 8 - footer_len).map_err(|e| err(ReadErrorKind::Io(e)))?;
+    let start = memchr::memmem::find(&head, crate::keys::pkmt1_prefix()).ok_or_else(|| {
+        err(ReadErrorKind::NotSegment("no PKMT1 key metadata in the crypto metadata".into()))
+    })?;
+    let mut it = serde_json::Deserializer::from_slice(&head[start..]).into_iter::<serde_json::Value>();
+    let json = match it.next() {
+        Some(Ok(v)) => v,
+        _ => {
+            return Err(err(ReadErrorKind::Key(KeyError::BadMetadata(
+                "key metadata is not valid JSON".into(),
+            ))));
+        }
+    };
+    let bytes = serde_json::to_vec(&json).unwrap_or_default();
+    KeyMetadata::parse(&bytes).map_err(|e| err(ReadErrorKind::Key(e)))
+}
+
+/// The parquet crate's key retriever over a [`KeyProvider`], caching unwrapped data keys by
+/// key metadata (it is called several times per file).
+pub struct SegmentRetriever {
+    provider: Arc<dyn KeyProvider>,
+    cache: Mutex<HashMap<Vec<u8>, Zeroizing<Vec<u8>>>>,
+    /// Every key id that unwrapped a data key (for the audit log).
+    used: Mutex<Vec<String>>,
+}
+
+impl SegmentRetriever {
+    pub fn new(provider: Arc<dyn KeyProvider>) -> SegmentRetriever {
+        SegmentRetriever { provider, cache: Mutex::new(HashMap::new()), used: Mutex::new(Vec::new()) }
+    }
+
+    /// The key ids used so far, deduplicated, in first-use order.
+    pub fn used_key_ids(&self) -> Vec<String> {
+        self.used.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl SegmentRetriever {
+    /// The data key inside `key_metadata`, unwrapped once and then served from the cache.
+    pub fn unwrap_cached(&self, key_metadata: &[u8]) -> Result<Vec<u8>, KeyError> {
+        if let Some(k) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(key_metadata) {
+            return Ok(k.to_vec());
+        }
+        let km = KeyMetadata::parse(key_metadata)?;
+        let dek = self.provider.unwrap_dek(&km)?;
+        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        if !used.contains(&km.master_key_id) {
+            used.push(km.master_key_id.clone());
+        }
+        let v = Zeroizing::new(dek.to_vec());
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(key_metadata.to_vec(), v);
+        Ok(dek.to_vec())
+    }
+}
+
+impl KeyRetriever for SegmentRetriever {
+    fn retrieve_key(&self, key_metadata: &[u8]) -> parquet::errors::Result<Vec<u8>> {
+        self.unwrap_cached(key_metadata).map_err(|e| ParquetError::General(e.to_string()))
+    }
+}
+
+/// A file that counts the bytes the Parquet reader takes from it.
+#[derive(Clone)]
+pub struct CountingFile {
+    file: Arc<File>,
+    len: u64,
+    read: Arc<AtomicU64>,
+}
+
+impl CountingFile {
+    pub fn open(path: &Path) -> std::io::Result<CountingFile> {
+        let file = File::open(path)?;
+        let len = file.metadata()?.len();
+        Ok(CountingFile { file: Arc::new(file), len, read: Arc::new(AtomicU64::new(0)) })
+    }
+
+    /// Bytes read so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.read.load(Relaxed)
+    }
+}
+
+impl Length for CountingFile {
+    fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+/// A reader that counts what it returns.
+pub struct CountingRead {
+    inner: BufReader<File>,
+    read: Arc<AtomicU64>,
+}
+
+impl Read for CountingRead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.fetch_add(n as u64, Relaxed);
+        Ok(n)
+    }
+}
+
+impl ChunkReader for CountingFile {
+    type T = CountingRead;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<CountingRead> {
+        let mut f = self.file.try_clone()?;
+        f.seek(SeekFrom::Start(start))?;
+        Ok(CountingRead { inner: BufReader::new(f), read: self.read.clone() })
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        let mut buf = vec![0u8; length];
+        self.file.read_exact_at(&mut buf, start)?;
+        self.read.fetch_add(length as u64, Relaxed);
+        Ok(buf.into())
+    }
+}
+
+/// Row filters of a query. Times are UTC nanoseconds, inclusive.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    /// Minimum severity number (logs); for spans any level above `WARN` keeps error spans.
+    pub min_level: Option<i32>,
+    pub service: Option<glob::Pattern>,
+    /// Lower-case hex.
+    pub trace_id: Option<String>,
+    /// On the body of logs, the name and status message of spans.
+    pub grep: Option<regex::Regex>,
+}
+
+impl Filter {
+    fn is_empty(&self) -> bool {
+        self.since.is_none()
+            && self.until.is_none()
+            && self.min_level.is_none()
+            && self.service.is_none()
+            && self.trace_id.is_none()
+            && self.grep.is_none()
+    }
+
+    fn time_overlaps(&self, min: Option<i64>, max: Option<i64>) -> bool {
+        if let (Some(s), Some(max)) = (self.since, max) {
+            if max < s {
+                return false;
+            }
+        }
+        if let (Some(u), Some(min)) = (self.until, min) {
+            if min > u {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// What one segment's summary holds (from the decrypted footer only).
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub rows: u64,
+    pub row_groups: usize,
+    pub min_time: Option<i64>,
+    pub max_time: Option<i64>,
+}
+
+/// An opened (footer decrypted) segment.
+pub struct Segment {
+    pub path: PathBuf,
+    pub key_id: String,
+    pub signal: Signal,
+    file: CountingFile,
+    meta: ArrowReaderMetadata,
+}
+
+fn col_index(rg: &RowGroupMetaData, name: &str) -> Option<usize> {
+    rg.columns().iter().position(|c| c.column_path().string() == name)
+}
+
+fn i64_range(s: Option<&Statistics>) -> (Option<i64>, Option<i64>) {
+    match s {
+        Some(Statistics::Int64(s)) => (s.min_opt().copied(), s.max_opt().copied()),
+        _ => (None, None),
+    }
+}
+
+impl Segment {
+    /// Opens a segment: key id from the plaintext metadata, then the footer and page index
+    /// decrypted with the key the provider unwraps.
+    pub fn open(path: &Path, retriever: Arc<SegmentRetriever>) -> Result<Segment, ReadError> {
+        let km = read_key_metadata(path)?;
+        let key_id = km.master_key_id.clone();
+        let err = |kind| ReadError { path: path.to_owned(), key_id: Some(key_id.clone()), kind };
+        // Unwrap first so that a key problem is reported as such, not as a footer failure.
+        if let Err(e) = retriever.unwrap_cached(&km.to_bytes()) {
+            return Err(err(ReadErrorKind::Key(e)));
+        }
+        let signal = signal_of_path(path).unwrap_or(Signal::Logs);
+        let mut dp = FileDecryptionProperties::with_key_retriever(retriever);
+        if let Some(id) = SegmentId::of_path(path) {
+            dp = dp.with_aad_prefix(id.to_string().into_bytes());
+        }
+        let dp = dp.build().map_err(|e| err(ReadErrorKind::Footer(e.to_string())))?;
+        let file = CountingFile::open(path).map_err(|e| err(ReadErrorKind::Io(e)))?;
+        let opts = ArrowReaderOptions::new()
+            .with_page_index_policy(PageIndexPolicy::Optional)
+            .with_file_decryption_properties(dp);
+        let meta =
+            ArrowReaderMetadata::load(&file, opts).map_err(|e| err(ReadErrorKind::Footer(e.to_string())))?;
+        let signal = match meta.schema().field_with_name("start_time") {
+            Ok(_) => Signal::Spans,
+            Err(_) => signal,
+        };
+        Ok(Segment { path: path.to_owned(), key_id, signal, file, meta })
+    }
+
+    /// Rows, row groups and time range, from the footer statistics.
+    pub fn summary(&self) -> Summary {
+        let md = self.meta.metadata();
+        let time = schema::time_column(self.signal);
+        let (mut min, mut max) = (None::<i64>, None::<i64>);
+        for rg in md.row_groups() {
+            if let Some(i) = col_index(rg, time) {
+                let (lo, hi) = i64_range(rg.column(i).statistics());
+                min = match (min, lo) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                max = match (max, hi) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+        }
+        Summary {
+            rows: md.file_metadata().num_rows().max(0) as u64,
+            row_groups: md.num_row_groups(),
+            min_time: min,
+            max_time: max,
+        }
+    }
+
+    /// Bytes read from the file so far (footer and page index included).
+    pub fn bytes_read(&self) -> u64 {
+        self.file.bytes_read()
+    }
+
+    pub fn file_len(&self) -> u64 {
+        self.file.len
+    }
+
+    /// Row groups that may hold matching rows, by their statistics.
+    fn prune_row_groups(&self, f: &Filter) -> Vec<usize> {
+        let md = self.meta.metadata();
+        let time = schema::time_column(self.signal);
+        let mut keep = Vec::new();
+        for (i, rg) in md.row_groups().iter().enumerate() {
+            if let Some(c) = col_index(rg, time) {
+                let (lo, hi) = i64_range(rg.column(c).statistics());
+                if !f.time_overlaps(lo, hi) {
+                    continue;
+                }
+            }
+            if let (Some(min), Signal::Logs) = (f.min_level, self.signal) {
+                if let Some(c) = col_index(rg, "severity_number") {
+                    if let Some(Statistics::Int32(s)) = rg.column(c).statistics() {
+                        if s.max_opt().is_some_and(|m| *m < min) {
+                            continue;
+                        }
+                    }
+                }
+            }
+            if let Some(t) = &f.trace_id {
+                if let Some(c) = col_index(rg, "trace_id") {
+                    if let Some(Statistics::ByteArray(s)) = rg.column(c).statistics() {
+                        let all_null = s.null_count_opt().is_some_and(|n| n as i64 == rg.num_rows());
+                        let below = s.max_opt().is_some_and(|m| m.data() < t.as_bytes());
+                        let above = s.min_opt().is_some_and(|m| m.data() > t.as_bytes());
+                        if all_null || below || above {
+                            continue;
+                        }
+                    }
+                }
+            }
+            keep.push(i);
+        }
+        keep
+    }
+
+    /// A row selection over `groups` skipping the pages of the time column that the filter's
+    /// time range excludes (from the column index), or `None` when nothing can be skipped.
+    fn prune_pages(&self, groups: &[usize], f: &Filter) -> Option<RowSelection> {
+        if f.since.is_none() && f.until.is_none() {
+            return None;
+        }
+        let md = self.meta.metadata();
+        let (ci, oi) = (md.column_index()?, md.offset_index()?);
+        let time = schema::time_column(self.signal);
+        let mut selectors = Vec::new();
+        let mut skipped = false;
+        for &g in groups {
+            let rg = md.row_group(g);
+            let rows = rg.num_rows() as usize;
+            let c = col_index(rg, time)?;
+            let (ColumnIndexMetaData::INT64(idx), Some(offsets)) =
+                (&ci[g][c], oi.get(g).and_then(|o| o.get(c)))
+            else {
+                selectors.push(RowSelector::select(rows));
+                continue;
+            };
+            let locs = offsets.page_locations();
+            for (p, loc) in locs.iter().enumerate() {
+                let start = loc.first_row_index as usize;
+                let end = locs.get(p + 1).map(|l| l.first_row_index as usize).unwrap_or(rows);
+                let n = end.saturating_sub(start);
+                if f.time_overlaps(idx.min_value(p).copied(), idx.max_value(p).copied()) {
+                    selectors.push(RowSelector::select(n));
+                } else {
+                    selectors.push(RowSelector::skip(n));
+                    skipped = true;
+                }
+            }
+        }
+        skipped.then(|| RowSelection::from(selectors))
+    }
+
+    /// Streams the record batches that may match `filter` (rows are filtered exactly).
+    pub fn read(&self, filter: &Filter, batch_size: usize) -> Result<BatchIter, ReadError> {
+        let err = |kind| ReadError { path: self.path.clone(), key_id: Some(self.key_id.clone()), kind };
+        let groups = self.prune_row_groups(filter);
+        let mut b = ParquetRecordBatchReaderBuilder::new_with_metadata(self.file.clone(), self.meta.clone())
+            .with_batch_size(batch_size)
+            .with_row_groups(groups.clone());
+        if let Some(sel) = self.prune_pages(&groups, filter) {
+            b = b.with_row_selection(sel);
+        }
+        if !filter.is_empty() {
+            let names: Vec<&str> = self.filter_columns(filter);
+            let mask = ProjectionMask::columns(b.parquet_schema(), names.iter().copied());
+            let f = filter.clone();
+            let signal = self.signal;
+            let pred = ArrowPredicateFn::new(mask, move |batch: RecordBatch| Ok(matches(signal, &f, &batch)));
+            b = b.with_row_filter(RowFilter::new(vec![Box::new(pred)]));
+        }
+        let reader = b.build().map_err(|e| err(ReadErrorKind::Data(e.to_string())))?;
+        Ok(BatchIter { reader, path: self.path.clone(), key_id: self.key_id.clone() })
+    }
+
+    fn filter_columns(&self, f: &Filter) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        let logs = self.signal == Signal::Logs;
+        if f.since.is_some() || f.until.is_some() {
+            v.push(schema::time_column(self.signal));
+        }
+        if f.min_level.is_some() {
+            v.push(if logs { "severity_number" } else { "status_code" });
+        }
+        if f.service.is_some() {
+            v.push("service");
+        }
+        if f.trace_id.is_some() {
+            v.push("trace_id");
+        }
+        if f.grep.is_some() {
+            if logs {
+                v.push("body");
+            } else {
+                v.extend(["name", "status_message"]);
+            }
+        }
+        v
+    }
+}
+
+/// The exact row predicate over the filter columns.
+fn matches(signal: Signal, f: &Filter, b: &RecordBatch) -> BooleanArray {
+    let n = b.num_rows();
+    let mut keep = vec![true; n];
+    let logs = signal == Signal::Logs;
+    if f.since.is_some() || f.until.is_some() {
+        if let Some(t) = b
+            .column_by_name(schema::time_column(signal))
+            .and_then(|c| c.as_primitive_opt::<TimestampNanosecondType>())
+        {
+            for (i, k) in keep.iter_mut().enumerate() {
+                let v = if t.is_null(i) { None } else { Some(t.value(i)) };
+                *k &= match v {
+                    Some(v) => f.since.is_none_or(|s| v >= s) && f.until.is_none_or(|u| v <= u),
+                    None => false,
+                };
+            }
+        }
+    }
+    if let Some(min) = f.min_level {
+        let col = if logs { "severity_number" } else { "status_code" };
+        if let Some(s) = b.column_by_name(col).and_then(|c| c.as_primitive_opt::<Int32Type>()) {
+            for (i, k) in keep.iter_mut().enumerate() {
+                // Spans have no severity: a level above WARN keeps error spans only.
+                *k &= if logs {
+                    s.value(i) >= min
+                } else {
+                    min <= crate::event::severity::WARN || s.value(i) == 2
+                };
+            }
+        }
+    }
+    let str_col = |name: &str| b.column_by_name(name).and_then(|c| c.as_string_opt::<i32>());
+    if let (Some(p), Some(s)) = (&f.service, str_col("service")) {
+        for (i, k) in keep.iter_mut().enumerate() {
+            *k &= !s.is_null(i) && p.matches(s.value(i));
+        }
+    }
+    if let (Some(t), Some(s)) = (&f.trace_id, str_col("trace_id")) {
+        for (i, k) in keep.iter_mut().enumerate() {
+            *k &= !s.is_null(i) && s.value(i) == t;
+        }
+    }
+    if let Some(re) = &f.grep {
+        let cols: Vec<_> =
+            if logs { vec![str_col("body")] } else { vec![str_col("name"), str_col("status_message")] };
+        for (i, k) in keep.iter_mut().enumerate() {
+            if *k {
+                *k = cols.iter().flatten().any(|c| !c.is_null(i) && re.is_match(c.value(i)));
+            }
+        }
+    }
+    BooleanArray::from(keep)
+}
+
+/// Record batches of one segment; errors (a tampered data page) name the segment and key.
+pub struct BatchIter {
+    reader: ParquetRecordBatchReader,
+    path: PathBuf,
+    key_id: String,
+}
+
+impl Iterator for BatchIter {
+    type Item = Result<RecordBatch, ReadError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        Some(self.reader.next()?.map_err(|e| ReadError {
+            path: self.path.clone(),
+            key_id: Some(self.key_id.clone()),
+            kind: ReadErrorKind::Data(e.to_string()),
+        }))
+    }
+}

@@ -1,0 +1,438 @@
+//! Writing one sealed segment.
+//!
+//! A [`SegmentWriter`] opens `<root>/.inflight/<id>.parquet`, writes encrypted Parquet into it
+//! and, on [`SegmentWriter::seal`], closes the Parquet footer, fsyncs the file, renames it to
+//! `<root>/<signal>/<yyyy>/<mm>/<dd>/<id>.parquet` and fsyncs that directory: a segment that
+//! exists under its final name is complete. A writer dropped without `seal` leaves its file in
+//! `.inflight/`, where [`recover_inflight`] finds it on the next start.
+//!
+//! Row groups are encoded by two encoder threads in turn (the parquet crate's
+//! `ArrowRowGroupWriterFactory` gives each row group its own column writers, with the right
+//! encryption ordinals), and appended to the file in order; zstd dominates the cost, so two
+//! row groups compress at once while the caller builds the next batch.
+
+use std::collections::VecDeque;
+use std::fs::{self, File};
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_writer::{
+    ArrowColumnChunk, ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves,
+};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::encryption::encrypt::FileEncryptionProperties;
+use parquet::errors::ParquetError;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::types::ColumnPath;
+
+use super::{BROKEN, INFLIGHT, SegmentId, schema};
+use crate::event::Signal;
+use crate::keys::{KeyError, KeyProvider};
+
+/// How segments are written.
+#[derive(Debug, Clone)]
+pub struct WriteOptions {
+    /// zstd level (1–22).
+    pub zstd_level: i32,
+    /// Flush a row group once this many encoded bytes are buffered (bounds memory).
+    pub row_group_bytes: usize,
+    /// Maximum rows per row group.
+    pub row_group_rows: usize,
+}
+
+impl Default for WriteOptions {
+    fn default() -> WriteOptions {
+        WriteOptions { zstd_level: 1, row_group_bytes: 8 << 20, row_group_rows: 128 * 1024 }
+    }
+}
+
+/// Why writing a segment failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriteError {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("segment {path}: {source}", path = .path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("segment {path}: {source}", path = .path.display())]
+    Parquet { path: PathBuf, source: parquet::errors::ParquetError },
+}
+
+/// What a sealed segment is.
+#[derive(Debug, Clone)]
+pub struct Sealed {
+    pub path: PathBuf,
+    pub rows: u64,
+    pub bytes: u64,
+    pub key_id: String,
+}
+
+/// One segment being written.
+pub struct SegmentWriter {
+    id: SegmentId,
+    signal: Signal,
+    key_id: String,
+    inflight: PathBuf,
+    dest_dir: PathBuf,
+    file: SerializedFileWriter<BufWriter<File>>,
+    factory: ArrowRowGroupWriterFactory,
+    schema: SchemaRef,
+    /// Row groups are encoded (and compressed, and encrypted) on these threads, alternating,
+    /// so that two row groups compress at once; they are appended to the file in order.
+    encoders: [Encoder; 2],
+    /// Encoders holding a finished row group, oldest first (its result not yet appended).
+    pending: VecDeque<usize>,
+    /// The index of the row group being fed, and whether it has been started.
+    next_rg: usize,
+    rg_started: bool,
+    rg_rows: usize,
+    rg_bytes: usize,
+    /// Raw bytes handed to encoders whose row groups are not yet in the file.
+    in_flight: usize,
+    rows: u64,
+    opened: Instant,
+    options: WriteOptions,
+}
+
+impl std::fmt::Debug for SegmentWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmentWriter")
+            .field("id", &self.id)
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The writer properties of a segment with the given encryption.
+pub fn writer_properties(
+    options: &WriteOptions,
+    encryption: Option<std::sync::Arc<FileEncryptionProperties>>,
+) -> Result<WriterProperties, parquet::errors::ParquetError> {
+    let mut b = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(options.zstd_level)?))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        // Bloom filters are written unencrypted by the parquet crate: never.
+        .set_bloom_filter_enabled(false)
+        .set_max_row_group_row_count(Some(options.row_group_rows.max(1)))
+        .set_created_by(format!("sealtrail {}", env!("CARGO_PKG_VERSION")));
+    // String statistics are only kept where the reader prunes with them (trace ids): the
+    // parquet crate's min/max over every string value cost a third of the encoding time in
+    // `benches/sealed.rs`. Free text gets no dictionary either, and ids are random.
+    for col in [
+        "body",
+        "events",
+        "links",
+        "severity_text",
+        "source",
+        "service",
+        "name",
+        "status_message",
+        "trace_state",
+        "scope_name",
+    ] {
+        b = b.set_column_statistics_enabled(ColumnPath::from(col), EnabledStatistics::None);
+    }
+    for col in ["body", "events", "links", "trace_id", "span_id", "parent_span_id"] {
+        b = b.set_column_dictionary_enabled(ColumnPath::from(col), false);
+    }
+    if let Some(e) = encryption {
+        b = b.with_file_encryption_properties(e);
+    }
+    Ok(b.build())
+}
+
+impl SegmentWriter {
+    /// Opens a new segment of `signal` under `root` whose first event is at `first_nanos`,
+    /// encrypted under the current version of key `key_name`.
+    pub fn create(
+        root: &Path,
+        signal: Signal,
+        first_nanos: i64,
+        provider: &dyn KeyProvider,
+        key_name: &str,
+        options: &WriteOptions,
+    ) -> Result<SegmentWriter, WriteError> {
+        let id = SegmentId::new(first_nanos.div_euclid(1_000_000));
+        let (dek, km) = provider.wrap_new_dek(key_name)?;
+        let inflight_dir = root.join(INFLIGHT);
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| WriteError::Io { path, source }
+        };
+        fs::create_dir_all(&inflight_dir).map_err(io(&inflight_dir))?;
+        let inflight = inflight_dir.join(format!("{id}.parquet"));
+        let pq = |source| WriteError::Parquet { path: inflight.clone(), source };
+        let enc = FileEncryptionProperties::builder(dek.to_vec())
+            .with_footer_key_metadata(km.to_bytes())
+            .with_aad_prefix(id.to_string().into_bytes())
+            .with_aad_prefix_storage(true)
+            .build()
+            .map_err(pq)?;
+        let props = writer_properties(options, Some(enc)).map_err(pq)?;
+        let file =
+            fs::OpenOptions::new().write(true).create_new(true).open(&inflight).map_err(io(&inflight))?;
+        let writer =
+            ArrowWriter::try_new(BufWriter::with_capacity(256 * 1024, file), schema::of(signal), Some(props))
+                .map_err(pq)?;
+        let (file, factory) = writer.into_serialized_writer().map_err(pq)?;
+        let encoders = [Encoder::spawn().map_err(io(&inflight))?, Encoder::spawn().map_err(io(&inflight))?];
+        Ok(SegmentWriter {
+            file,
+            factory,
+            schema: schema::of(signal),
+            encoders,
+            pending: VecDeque::new(),
+            next_rg: 0,
+            rg_started: false,
+            rg_rows: 0,
+            rg_bytes: 0,
+            in_flight: 0,
+            dest_dir: id.dir(root, signal),
+            id,
+            signal,
+            key_id: km.master_key_id,
+            inflight,
+            rows: 0,
+            opened: Instant::now(),
+            options: options.clone(),
+        })
+    }
+
+    pub fn id(&self) -> &SegmentId {
+        &self.id
+    }
+
+    pub fn signal(&self) -> Signal {
+        self.signal
+    }
+
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Bytes written so far plus an estimate of the row groups still being encoded (a
+    /// quarter of their raw size: zstd's usual ratio on log text).
+    pub fn size(&self) -> u64 {
+        (self.file.bytes_written() + (self.in_flight + self.rg_bytes) / 4) as u64
+    }
+
+    /// When this segment was opened.
+    pub fn opened(&self) -> Instant {
+        self.opened
+    }
+
+    /// Appends a record batch. A row group ends after `row_group_rows` rows or twice
+    /// `row_group_bytes` of Arrow data (two row groups are in flight: this bounds memory).
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), WriteError> {
+        let pq = |path: &Path| {
+            let path = path.to_owned();
+            move |source| WriteError::Parquet { path, source }
+        };
+        if !self.rg_started {
+            let w = self.next_rg % 2;
+            // The other encoder may hold the previous row group; this one must be free.
+            while self.pending.contains(&w) {
+                self.append_oldest()?;
+            }
+            let writers = self.factory.create_column_writers(self.next_rg).map_err(pq(&self.inflight))?;
+            self.encoders[w].send(Job::Start(writers)).map_err(pq(&self.inflight))?;
+            self.rg_started = true;
+        }
+        let w = self.next_rg % 2;
+        self.encoders[w].send(Job::Batch(batch.clone(), self.schema.clone())).map_err(pq(&self.inflight))?;
+        self.rows += batch.num_rows() as u64;
+        self.rg_rows += batch.num_rows();
+        self.rg_bytes += batch.get_array_memory_size();
+        if self.rg_rows >= self.options.row_group_rows || self.rg_bytes >= self.options.row_group_bytes * 2 {
+            self.end_row_group()?;
+        }
+        Ok(())
+    }
+
+    fn end_row_group(&mut self) -> Result<(), WriteError> {
+        if !self.rg_started {
+            return Ok(());
+        }
+        let w = self.next_rg % 2;
+        self.encoders[w]
+            .send(Job::Finish)
+            .map_err(|source| WriteError::Parquet { path: self.inflight.clone(), source })?;
+        self.pending.push_back(w);
+        self.in_flight += self.rg_bytes;
+        self.next_rg += 1;
+        self.rg_started = false;
+        self.rg_rows = 0;
+        self.rg_bytes = 0;
+        Ok(())
+    }
+
+    /// Waits for the oldest finished row group and appends its column chunks to the file.
+    fn append_oldest(&mut self) -> Result<(), WriteError> {
+        let pq = |source| WriteError::Parquet { path: self.inflight.clone(), source };
+        let Some(w) = self.pending.pop_front() else { return Ok(()) };
+        let (chunks, raw) = self.encoders[w].result().map_err(pq)?;
+        let mut rg = self.file.next_row_group().map_err(pq)?;
+        for c in chunks {
+            c.append_to_row_group(&mut rg).map_err(pq)?;
+        }
+        rg.close().map_err(pq)?;
+        self.in_flight = self.in_flight.saturating_sub(raw);
+        Ok(())
+    }
+
+    /// Finishes the file, fsyncs it and renames it into place.
+    pub fn seal(self) -> Result<Sealed, WriteError> {
+        let inflight = self.inflight.clone();
+        let pq = |source| WriteError::Parquet { path: inflight.clone(), source };
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| WriteError::Io { path, source }
+        };
+        let mut this = self;
+        this.end_row_group()?;
+        while !this.pending.is_empty() {
+            this.append_oldest()?;
+        }
+        let SegmentWriter { file, encoders, dest_dir, id, rows, key_id, .. } = this;
+        drop(encoders);
+        let buf = file.into_inner().map_err(pq)?;
+        let file = buf
+            .into_inner()
+            .map_err(|e| WriteError::Io { path: inflight.clone(), source: e.into_error() })?;
+        file.sync_all().map_err(io(&inflight))?;
+        let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+        drop(file);
+        fs::create_dir_all(&dest_dir).map_err(io(&dest_dir))?;
+        let dest = dest_dir.join(format!("{id}.parquet"));
+        fs::rename(&inflight, &dest).map_err(io(&dest))?;
+        File::open(&dest_dir).and_then(|d| d.sync_all()).map_err(io(&dest_dir))?;
+        Ok(Sealed { path: dest, rows, bytes, key_id })
+    }
+}
+
+enum Job {
+    Start(Vec<ArrowColumnWriter>),
+    Batch(RecordBatch, SchemaRef),
+    Finish,
+}
+
+type Encoded = Result<(Vec<ArrowColumnChunk>, usize), ParquetError>;
+
+/// A thread that encodes one row group at a time: column writers in, column chunks out.
+struct Encoder {
+    jobs: Option<mpsc::SyncSender<Job>>,
+    results: mpsc::Receiver<Encoded>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Encoder {
+    fn spawn() -> std::io::Result<Encoder> {
+        // Two batches of slack: the builder side runs ahead without holding much memory.
+        let (jobs, rx) = mpsc::sync_channel::<Job>(2);
+        let (tx, results) = mpsc::channel::<Encoded>();
+        let handle = std::thread::Builder::new().name("sealtrail-encode".into()).spawn(move || {
+            let mut writers: Vec<ArrowColumnWriter> = Vec::new();
+            let mut raw = 0usize;
+            let mut failed: Option<ParquetError> = None;
+            while let Ok(job) = rx.recv() {
+                match job {
+                    Job::Start(w) => {
+                        writers = w;
+                        raw = 0;
+                    }
+                    Job::Batch(batch, schema) => {
+                        if failed.is_some() {
+                            continue;
+                        }
+                        raw += batch.get_array_memory_size();
+                        let mut it = writers.iter_mut();
+                        let r = (|| -> Result<(), ParquetError> {
+                            for (field, col) in schema.fields().iter().zip(batch.columns()) {
+                                for leaf in compute_leaves(field, col)? {
+                                    let w = it
+                                        .next()
+                                        .ok_or_else(|| ParquetError::General("column writer count".into()))?;
+                                    w.write(&leaf)?;
+                                }
+                            }
+                            Ok(())
+                        })();
+                        if let Err(e) = r {
+                            failed = Some(e);
+                        }
+                    }
+                    Job::Finish => {
+                        let r = match failed.take() {
+                            Some(e) => Err(e),
+                            None => std::mem::take(&mut writers)
+                                .into_iter()
+                                .map(|w| w.close())
+                                .collect::<Result<Vec<_>, _>>(),
+                        };
+                        if tx.send(r.map(|c| (c, raw))).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        })?;
+        Ok(Encoder { jobs: Some(jobs), results, handle: Some(handle) })
+    }
+
+    fn send(&self, job: Job) -> Result<(), ParquetError> {
+        let gone = || ParquetError::General("the row group encoder thread stopped".into());
+        self.jobs.as_ref().ok_or_else(gone)?.send(job).map_err(|_| gone())
+    }
+
+    fn result(&self) -> Encoded {
+        self.results
+            .recv()
+            .map_err(|_| ParquetError::General("the row group encoder thread stopped".into()))?
+    }
+}
+
+impl Drop for Encoder {
+    fn drop(&mut self) {
+        // Closing the job channel ends the thread.
+        self.jobs.take();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Moves every file left in `<root>/.inflight/` by a crash to `<root>/.inflight/broken/` and
+/// returns their new paths. They are never deleted: recovering their events is the job of
+/// the write-ahead log.
+pub fn recover_inflight(root: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let dir = root.join(INFLIGHT);
+    let mut moved = Vec::new();
+    let rd = match fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(moved),
+        Err(e) => return Err(e),
+    };
+    for entry in rd {
+        let entry = entry?;
+        if !entry.file_type()?.is_file() {
+            continue;
+        }
+        let broken = dir.join(BROKEN);
+        fs::create_dir_all(&broken)?;
+        let dest = broken.join(entry.file_name());
+        fs::rename(entry.path(), &dest)?;
+        moved.push(dest);
+    }
+    Ok(moved)
+}

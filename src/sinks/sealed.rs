@@ -1,0 +1,364 @@
+//! The `sealed` sink: writes events into encrypted Parquet segments (see [`crate::segment`]).
+//!
+//! Encoding, compression and encryption run on a blocking thread fed through a small bounded
+//! channel, so the tokio workers keep redacting while the previous batches are compressed
+//! (the two overlap on two cores) and backpressure reaches the sources. Events are routed to
+//! one open segment per signal and key: the key comes from the first `[[keys.rules]]` glob
+//! matching the event's service, else `[keys] default`, so events of different keys never
+//! share a segment. Segments rotate by rows, bytes and age; on start, files a crash left in
+//! `.inflight/` are reported and moved to `.inflight/broken/`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use crate::config::component::{BoxFuture, BuildContext, Sink, SinkConfig, SinkKind, parse_sink};
+use crate::event::{Batch, Event, Signal};
+use crate::keys::{Keyring, LocalProvider};
+use crate::metrics::ComponentMetrics;
+use crate::segment::columns::Columns;
+use crate::segment::writer::{SegmentWriter, WriteOptions, recover_inflight};
+use crate::topology::{SinkContext, SinkInput};
+
+pub const KIND: SinkKind = SinkKind {
+    name: "sealed",
+    description: "encrypted Parquet segments (sealed, queryable with `sealtrail query`)",
+    parse: parse_sink::<SealedConfig>,
+};
+
+/// Configuration for the `sealed` sink.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealedConfig {
+    /// Root directory of the segments. Default: the global `data_dir`.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Seal a segment once it holds this many events. Default 1,000,000.
+    #[serde(default = "default_max_rows")]
+    pub max_rows: u64,
+    /// Seal a segment once it reaches this many bytes on disk (compressed). Default 128 MiB.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+    /// Seal a segment this long after its first event: `30s`, `5m`, `1h`. Default `5m`.
+    #[serde(default = "default_max_age")]
+    pub max_age: String,
+    /// zstd compression level, 1 (fastest) to 22. Default 1.
+    #[serde(default = "default_level")]
+    pub compression_level: i32,
+    /// Flush a Parquet row group once this many encoded bytes are buffered; bounds memory.
+    /// Default 8 MiB.
+    #[serde(default = "default_row_group_bytes")]
+    pub row_group_bytes: usize,
+}
+
+fn default_max_rows() -> u64 {
+    1_000_000
+}
+fn default_max_bytes() -> u64 {
+    128 << 20
+}
+fn default_max_age() -> String {
+    "5m".into()
+}
+fn default_level() -> i32 {
+    1
+}
+fn default_row_group_bytes() -> usize {
+    8 << 20
+}
+
+/// Parses `500ms`, `30s`, `5m`, `1h`, `2d`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let secs = match unit {
+        "ms" => return Some(Duration::from_millis(n)),
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86400)?,
+        _ => return None,
+    };
+    Some(Duration::from_secs(secs))
+}
+
+/// Rows per Arrow record batch handed to the Parquet writer.
+const BATCH_ROWS: usize = 8192;
+
+impl SinkConfig for SealedConfig {
+    fn build(&self, cx: &BuildContext<'_>) -> anyhow::Result<Box<dyn Sink>> {
+        anyhow::ensure!(self.max_rows > 0, "`max_rows` must be at least 1");
+        anyhow::ensure!(self.max_bytes >= 64 * 1024, "`max_bytes` must be at least 65536");
+        anyhow::ensure!(
+            (1..=22).contains(&self.compression_level),
+            "`compression_level` must be between 1 and 22, found {}",
+            self.compression_level
+        );
+        anyhow::ensure!(self.row_group_bytes >= 64 * 1024, "`row_group_bytes` must be at least 65536");
+        let max_age = parse_duration(&self.max_age).filter(|d| !d.is_zero()).ok_or_else(|| {
+            anyhow::anyhow!("invalid `max_age` `{}`: use a number with ms, s, m, h or d", self.max_age)
+        })?;
+        let keys = &cx.globals.keys;
+        crate::keys::check_name(&keys.default)?;
+        let mut rules = Vec::new();
+        for r in &keys.rules {
+            crate::keys::check_name(&r.key)?;
+            let p = glob::Pattern::new(&r.pattern)
+                .map_err(|e| anyhow::anyhow!("invalid glob `{}` in keys.rules: {e}", r.pattern))?;
+            rules.push((p, r.key.clone()));
+        }
+        Ok(Box::new(SealedSink {
+            root: self.path.clone().unwrap_or_else(|| cx.globals.data_dir.clone()),
+            keys_dir: cx.globals.keys_dir(),
+            default_key: keys.default.clone(),
+            rules,
+            options: WriteOptions {
+                zstd_level: self.compression_level,
+                row_group_bytes: self.row_group_bytes,
+                ..WriteOptions::default()
+            },
+            max_rows: self.max_rows,
+            max_bytes: self.max_bytes,
+            max_age,
+        }))
+    }
+}
+
+/// The running sink (see the module docs).
+pub struct SealedSink {
+    pub root: PathBuf,
+    pub keys_dir: PathBuf,
+    pub default_key: String,
+    /// `[[keys.rules]]`, compiled, first match wins.
+    pub rules: Vec<(glob::Pattern, String)>,
+    pub options: WriteOptions,
+    pub max_rows: u64,
+    pub max_bytes: u64,
+    pub max_age: Duration,
+}
+
+enum Msg {
+    Batch(Batch),
+    Tick,
+}
+
+impl Sink for SealedSink {
+    fn run(self: Box<Self>, mut input: SinkInput, cx: SinkContext) -> BoxFuture<anyhow::Result<()>> {
+        Box::pin(async move {
+            match recover_inflight(&self.root) {
+                Ok(moved) => {
+                    for p in &moved {
+                        tracing::warn!(file = %p.display(), "an unsealed segment left by a crash was moved aside (its events are not in any sealed segment)");
+                    }
+                    cx.metrics.add("inflight_recovered", moved.len() as u64);
+                }
+                Err(e) => anyhow::bail!("checking {}/.inflight: {e}", self.root.display()),
+            }
+            let keyring = Arc::new(Keyring::open(&self.keys_dir));
+            let provider = LocalProvider::new(keyring.clone()).creating(&self.default_key);
+            // Fail before accepting data if a key cannot be used.
+            provider.key_for_encryption(&self.default_key)?;
+            for (_, k) in &self.rules {
+                provider.key_for_encryption(k)?;
+            }
+            let tick = (self.max_age / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+            let (tx, rx) = mpsc::channel::<Msg>(2);
+            let metrics = cx.metrics.clone();
+            let worker = tokio::task::spawn_blocking(move || Writer::new(*self, provider, metrics).run(rx));
+            let mut interval = tokio::time::interval(tick);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                let msg = tokio::select! {
+                    b = input.recv() => match b { Some(b) => Msg::Batch(b), None => break },
+                    _ = interval.tick() => Msg::Tick,
+                };
+                if tx.send(msg).await.is_err() {
+                    break; // the writer failed; its error comes from the join below
+                }
+            }
+            drop(tx);
+            let r = worker.await.map_err(|e| anyhow::anyhow!("segment writer thread: {e}"))?;
+            if r.is_err() {
+                cx.metrics.error("write");
+            }
+            r
+        })
+    }
+}
+
+/// One open segment (or the rows waiting for it) of a signal and key.
+struct Open {
+    signal: Signal,
+    key: usize,
+    columns: Columns,
+    writer: Option<SegmentWriter>,
+    /// Rows appended since the segment began (buffered + written).
+    rows: u64,
+    first_nanos: i64,
+    since: Option<Instant>,
+}
+
+/// The blocking side: owns the builders and the Parquet writers.
+struct Writer {
+    sink: SealedSink,
+    provider: LocalProvider,
+    metrics: Arc<ComponentMetrics>,
+    /// Key names: 0 is the default, then one per rule.
+    keys: Vec<String>,
+    /// Service name → key index, so globs run once per distinct service.
+    route: HashMap<String, usize>,
+    /// Indexed by `signal * keys.len() + key`.
+    open: Vec<Option<Open>>,
+}
+
+fn event_nanos(e: &Event) -> i64 {
+    match e {
+        Event::Log(l) if l.time != 0 => l.time,
+        Event::Log(l) => l.observed_time,
+        Event::Span(s) => s.start_time,
+    }
+}
+
+impl Writer {
+    fn new(sink: SealedSink, provider: LocalProvider, metrics: Arc<ComponentMetrics>) -> Writer {
+        let mut keys = vec![sink.default_key.clone()];
+        keys.extend(sink.rules.iter().map(|(_, k)| k.clone()));
+        let open = (0..keys.len() * 2).map(|_| None).collect();
+        Writer { sink, provider, metrics, keys, route: HashMap::new(), open }
+    }
+
+    fn key_of(&mut self, service: &str) -> usize {
+        if let Some(&k) = self.route.get(service) {
+            return k;
+        }
+        let k = self.sink.rules.iter().position(|(p, _)| p.matches(service)).map(|i| i + 1).unwrap_or(0);
+        self.route.insert(service.to_owned(), k);
+        k
+    }
+
+    fn run(mut self, mut rx: mpsc::Receiver<Msg>) -> anyhow::Result<()> {
+        while let Some(msg) = rx.blocking_recv() {
+            match msg {
+                Msg::Batch(b) => self.push(&b)?,
+                Msg::Tick => self.rotate_aged()?,
+            }
+        }
+        for i in 0..self.open.len() {
+            self.seal(i)?;
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, batch: &Batch) -> anyhow::Result<()> {
+        let nkeys = self.keys.len();
+        for e in batch.iter() {
+            let key = self.key_of(e.service());
+            let slot = match e.signal() {
+                Signal::Logs => key,
+                Signal::Spans => nkeys + key,
+            };
+            let open = self.open[slot].get_or_insert_with(|| Open {
+                signal: e.signal(),
+                key,
+                columns: Columns::new(e.signal(), BATCH_ROWS),
+                writer: None,
+                rows: 0,
+                first_nanos: 0,
+                since: None,
+            });
+            if open.rows == 0 {
+                open.first_nanos = event_nanos(e);
+                if open.first_nanos == 0 {
+                    open.first_nanos = crate::event::now_nanos();
+                }
+                open.since = Some(Instant::now());
+            }
+            open.columns.append(e);
+            open.rows += 1;
+            let full = open.columns.rows() >= BATCH_ROWS || open.columns.bytes() >= 4 << 20;
+            let rotate = open.rows >= self.sink.max_rows;
+            if full || rotate {
+                self.write_buffered(slot)?;
+            }
+            if rotate || self.size_of(slot) >= self.sink.max_bytes {
+                self.seal(slot)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn size_of(&self, slot: usize) -> u64 {
+        self.open[slot].as_ref().and_then(|o| o.writer.as_ref()).map(|w| w.size()).unwrap_or(0)
+    }
+
+    /// Writes the rows buffered in the builders of `slot` into its segment (opening it).
+    fn write_buffered(&mut self, slot: usize) -> anyhow::Result<()> {
+        let Some(open) = self.open[slot].as_mut() else { return Ok(()) };
+        if open.columns.rows() == 0 {
+            return Ok(());
+        }
+        if open.writer.is_none() {
+            let key = &self.keys[open.key];
+            open.writer = Some(SegmentWriter::create(
+                &self.sink.root,
+                open.signal,
+                open.first_nanos,
+                &self.provider,
+                key,
+                &self.sink.options,
+            )?);
+        }
+        let batch = open.columns.finish();
+        if let Some(w) = open.writer.as_mut() {
+            w.write(&batch)?;
+        }
+        Ok(())
+    }
+
+    fn seal(&mut self, slot: usize) -> anyhow::Result<()> {
+        self.write_buffered(slot)?;
+        let Some(open) = self.open[slot].as_mut() else { return Ok(()) };
+        open.rows = 0;
+        open.since = None;
+        if let Some(w) = open.writer.take() {
+            let s = w.seal()?;
+            self.metrics.add("segments_sealed", 1);
+            self.metrics.add_out(s.rows as usize, s.bytes as usize);
+            tracing::info!(segment = %s.path.display(), rows = s.rows, bytes = s.bytes, key = %s.key_id, "segment sealed");
+        }
+        Ok(())
+    }
+
+    fn rotate_aged(&mut self) -> anyhow::Result<()> {
+        for slot in 0..self.open.len() {
+            let aged = self.open[slot]
+                .as_ref()
+                .and_then(|o| o.since)
+                .is_some_and(|t| t.elapsed() >= self.sink.max_age);
+            if aged {
+                self.seal(slot)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5"), None);
+        assert_eq!(parse_duration("m"), None);
+        assert_eq!(parse_duration("3w"), None);
+    }
+}
