@@ -2,11 +2,8 @@
 //! sealed), driven by the in-repo emulator through Init, invokes whose function logs carry
 //! secrets (string and JSON records) and SHUTDOWN; then `sealtrail query` must show every
 //! function log line, redacted, with its request id, and no segment byte may hold a secret.
-//!
-//! It needs the `redact` transform, the `sealed` sink and `sealtrail query`, which land on
-//! other branches: ignored until they are merged (`cargo test --test lambda_sealed --
-//! --include-ignored`), then the `#[ignore]` goes. The second test also needs the sealed
-//! sink to honour `sealtrail::lambda::seal_requests()` (the `flush = "end"` policy).
+//! The second test checks the `flush = "end"` policy: the sealed sink honours
+//! `sealtrail::lambda::seal_requests()` and seals a segment per invoke.
 
 mod common;
 #[path = "common/lambda_emulator.rs"]
@@ -31,7 +28,6 @@ fn files_under(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
 }
 
 #[test]
-#[ignore = "needs the redact transform, the sealed sink and `sealtrail query` (merged from other branches)"]
 fn embedded_default_seals_redacted_function_logs_with_request_ids() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -134,7 +130,6 @@ fn sealed_segments(data: &std::path::Path) -> usize {
 }
 
 #[test]
-#[ignore = "needs redact, sealed and the sealed sink watching lambda::seal_requests (merged from other branches)"]
 fn end_of_invoke_policy_seals_a_segment_per_invoke_before_shutdown() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");

@@ -171,13 +171,27 @@ fn run_redacts_across_continued_records() {
     assert!(!err.contains("4111") && !err.contains("s3cr3t"), "the agent's own log: {err}");
 }
 
+/// The embedded default (stdin → redact → sealed) seals redacted lines: read them back with
+/// `sealtrail query`.
 #[test]
 fn embedded_default_redacts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, keys) = (dir.path().join("data"), dir.path().join("keys"));
     let mut cmd = bin();
-    cmd.args(["run"]);
+    cmd.args(["run"]).current_dir(dir.path()).env("SEALTRAIL_DATA_DIR", &data).env("SEALTRAIL_KEYS", &keys);
     let (code, out, err, _) = run_with_input(cmd, |w| w.write_all(b"card 5555555555554444 ok\n").unwrap());
     assert_eq!(code, 0, "{err}");
-    assert_eq!(String::from_utf8_lossy(&out), "card **** ok\n");
+    assert!(out.is_empty(), "the default prints nothing to stdout");
+    let q = bin()
+        .args(["query", data.to_str().unwrap(), "--keys", keys.to_str().unwrap(), "--format", "jsonl"])
+        .output()
+        .unwrap();
+    assert_eq!(q.status.code(), Some(0), "{}", String::from_utf8_lossy(&q.stderr));
+    let rows: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&q.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["body"], "card **** ok");
+    assert_eq!(rows[0]["redactions"], 1);
 }
 
 #[test]

@@ -146,6 +146,19 @@ pub struct SealedSink {
 enum Msg {
     Batch(Batch),
     Tick,
+    /// Seal every open segment now (the Lambda flush policies `end` and `periodic`).
+    SealAll,
+}
+
+/// How long after a seal request the sink seals (see the run loop).
+const SEAL_REQUEST_DELAY: Duration = Duration::from_millis(50);
+
+/// Sleeps until `at`, or forever when there is no deadline.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Sink for SealedSink {
@@ -173,10 +186,23 @@ impl Sink for SealedSink {
             let worker = tokio::task::spawn_blocking(move || Writer::new(*self, provider, metrics).run(rx));
             let mut interval = tokio::time::interval(tick);
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            // Seal requests come from the `lambda_telemetry` source's flush policy. The sink waits
+            // a moment after a request so that records still passing through transforms land
+            // in the segments being sealed.
+            let mut seals = crate::lambda::seal_requests();
+            let mut seal_at: Option<tokio::time::Instant> = None;
             loop {
                 let msg = tokio::select! {
                     b = input.recv() => match b { Some(b) => Msg::Batch(b), None => break },
                     _ = interval.tick() => Msg::Tick,
+                    Ok(()) = seals.changed() => {
+                        seal_at.get_or_insert(tokio::time::Instant::now() + SEAL_REQUEST_DELAY);
+                        continue;
+                    }
+                    _ = sleep_until_some(seal_at) => {
+                        seal_at = None;
+                        Msg::SealAll
+                    }
                 };
                 if tx.send(msg).await.is_err() {
                     break; // the writer failed; its error comes from the join below
@@ -247,6 +273,11 @@ impl Writer {
             match msg {
                 Msg::Batch(b) => self.push(&b)?,
                 Msg::Tick => self.rotate_aged()?,
+                Msg::SealAll => {
+                    for i in 0..self.open.len() {
+                        self.seal(i)?;
+                    }
+                }
             }
         }
         for i in 0..self.open.len() {
