@@ -93,17 +93,34 @@ fn exec_runs_a_child_captures_both_streams_and_exits_with_its_code() {
     assert!(recs.iter().all(|r| r["service"] == "checkout" && r["source"] == "fn"));
 }
 
+/// The shipped sidecar configuration: the example handler's output is redacted and sealed
+/// (read back with `sealtrail query`), and the agent exits with the handler's code.
 #[test]
 fn the_shipped_sidecar_config_runs_the_example_handler() {
-    let out = common::cmd(std::path::Path::new(env!("CARGO_MANIFEST_DIR")))
-        .args(["run", "--config", "config/sidecar.toml"])
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let data = dir.path().join("data");
+    let out = cmd(root)
+        .env("SEALTRAIL_DATA_DIR", &data)
+        .env("SEALTRAIL_TAIL_TOKEN", "a-sidecar-test-token-0123456789")
+        .env("SEALTRAIL_TAIL_ADDRESS", "127.0.0.1:0")
+        .env("SEALTRAIL_OTLP_GRPC_ADDRESS", "127.0.0.1:0")
+        .env("SEALTRAIL_OTLP_HTTP_ADDRESS", "127.0.0.1:0")
+        .args(["run", "--config", "config/sidecar.toml", "--keys", dir.path().join("keys").to_str().unwrap()])
         .stdin(Stdio::null())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(3), "stderr: {}", stderr(&out));
-    let text = stdout(&out) + &stderr(&out);
-    assert!(text.contains("processing order 2"), "{text}");
+    let q = cmd(root)
+        .args(["query", data.to_str().unwrap(), "--keys", dir.path().join("keys").to_str().unwrap()])
+        .args(["--format", "jsonl"])
+        .output()
+        .unwrap();
+    assert_eq!(q.status.code(), Some(0), "{}", stderr(&q));
+    let text = stdout(&q);
+    assert!(text.contains("processing order 2 for card ****"), "{text}");
     assert!(text.contains("slow downstream call 2"), "{text}");
+    assert!(!text.contains("4111"), "{text}");
 }
 
 #[test]

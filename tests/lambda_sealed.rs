@@ -37,6 +37,8 @@ fn embedded_default_seals_redacted_function_logs_with_request_ids() {
         .env_remove("SEALTRAIL_CONFIG")
         .env("SEALTRAIL_DATA_DIR", &data)
         .env("SEALTRAIL_KEYS", &keys)
+        .env("SEALTRAIL_OTLP_GRPC_ADDRESS", "127.0.0.1:0")
+        .env("SEALTRAIL_OTLP_HTTP_ADDRESS", "127.0.0.1:0")
         .env("AWS_LAMBDA_RUNTIME_API", emu.runtime_api())
         .env("AWS_LAMBDA_FUNCTION_NAME", "checkout")
         .stdin(Stdio::null())
