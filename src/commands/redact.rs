@@ -27,6 +27,9 @@ pub struct RedactArgs {
     /// An agent configuration with one `redact` transform, or a file of `redact` fields.
     #[arg(long = "config", short = 'c')]
     pub config: Option<PathBuf>,
+    /// Keyring directory, for `hmac_key` (default: as for `run`).
+    #[arg(long, env = "SEALTRAIL_KEYS")]
+    pub keys: Option<PathBuf>,
     /// Print the number of redactions per detector to standard error at the end.
     #[arg(long)]
     pub stats: bool,
@@ -37,7 +40,8 @@ pub fn run(args: RedactArgs) -> anyhow::Result<ExitCode> {
         Some(p) => load_config(p).map_err(config_error)?,
         None => RedactConfig::default(),
     };
-    let redactor = Arc::new(cfg.redactor().map_err(config_error)?);
+    let keys_dir = args.keys.clone().unwrap_or_else(crate::config::default_keys_dir);
+    let redactor = Arc::new(cfg.redactor(&keys_dir).map_err(config_error)?);
     let counts = filter(&redactor, std::io::stdin().lock(), std::io::stdout().lock())?;
     if args.stats {
         let mut err = std::io::stderr().lock();

@@ -43,7 +43,7 @@ pub struct RedactConfig {
     #[serde(default)]
     pub detectors: Option<Vec<String>>,
     /// What a secret becomes: `mask` (default, `****`), `last4` (`****1111` for numbers) or
-    /// `hmac` (`[card:5f2a9c1e]`, needs `hmac_key_file`).
+    /// `hmac` (`[card:5f2a9c1e]`, needs `hmac_key` or `hmac_key_file`).
     #[serde(default)]
     pub mask: Mask,
     /// Literal strings to redact wherever they appear (case-sensitive).
@@ -63,11 +63,17 @@ pub struct RedactConfig {
     /// readable by its owner only.
     #[serde(default)]
     pub hmac_key_file: Option<PathBuf>,
+    /// The key of the `hmac` mask as a keyring key name (`sealtrail keys create NAME`, or
+    /// `SEALTRAIL_KEY_<NAME>`): the mask key is derived from the key's current version, so
+    /// tokens change when the key is rotated. Exclusive with `hmac_key_file`.
+    #[serde(default)]
+    pub hmac_key: Option<String>,
 }
 
 impl RedactConfig {
-    /// Compiles the engine. Reads the hmac key file when the mask needs it; writes nothing.
-    pub fn redactor(&self) -> anyhow::Result<Redactor> {
+    /// Compiles the engine. Reads the hmac key (a file, or a key of the keyring in `keys_dir`)
+    /// when the mask needs it; writes nothing and creates no key.
+    pub fn redactor(&self, keys_dir: &Path) -> anyhow::Result<Redactor> {
         let detectors = match &self.detectors {
             None => Detector::BUILT_IN.to_vec(),
             Some(names) => names
@@ -81,9 +87,13 @@ impl RedactConfig {
                 })
                 .collect::<anyhow::Result<_>>()?,
         };
-        let hmac_key = match (self.mask, &self.hmac_key_file) {
-            (Mask::Hmac, Some(p)) => Some(load_hmac_key(p)?),
-            (Mask::Hmac, None) => anyhow::bail!("`mask = \"hmac\"` needs `hmac_key_file`"),
+        let hmac_key = match (self.mask, &self.hmac_key_file, &self.hmac_key) {
+            (_, Some(_), Some(_)) => anyhow::bail!("set `hmac_key` or `hmac_key_file`, not both"),
+            (Mask::Hmac, Some(p), None) => Some(load_hmac_key(p)?),
+            (Mask::Hmac, None, Some(name)) => Some(keyring_hmac_key(keys_dir, name)?),
+            (Mask::Hmac, None, None) => {
+                anyhow::bail!("`mask = \"hmac\"` needs `hmac_key` or `hmac_key_file`")
+            }
             _ => None,
         };
         let opts = Options {
@@ -97,6 +107,21 @@ impl RedactConfig {
         };
         Ok(Redactor::new(&opts)?)
     }
+}
+
+/// The hmac mask key derived from the current version of keyring key `name`:
+/// HMAC-SHA256(material, "sealtrail redact hmac v1"), so the mask key is never the key that
+/// wraps segment data keys.
+pub fn keyring_hmac_key(keys_dir: &Path, name: &str) -> anyhow::Result<[u8; 32]> {
+    use hmac::{Hmac, Mac};
+    let keyring = crate::keys::Keyring::open(keys_dir);
+    let key = keyring.get(name).map_err(|e| {
+        anyhow::anyhow!("`hmac_key` {name:?}: {e} (create it with `sealtrail keys create {name}`)")
+    })?;
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&key.current().material[..])
+        .map_err(|e| anyhow::anyhow!("`hmac_key` {name:?}: {e}"))?;
+    mac.update(b"sealtrail redact hmac v1");
+    Ok(mac.finalize().into_bytes().into())
 }
 
 /// Reads the hmac mask key from `path`: `base64:<32 bytes>` or 64 hex digits, in a file that
@@ -136,8 +161,8 @@ impl TransformConfig for RedactConfig {
         true
     }
 
-    fn build(&self, _cx: &BuildContext<'_>) -> anyhow::Result<Box<dyn Transform>> {
-        Ok(Box::new(RedactTransform::new(Arc::new(self.redactor()?))))
+    fn build(&self, cx: &BuildContext<'_>) -> anyhow::Result<Box<dyn Transform>> {
+        Ok(Box::new(RedactTransform::new(Arc::new(self.redactor(&cx.globals.keys_dir())?))))
     }
 }
 
@@ -342,7 +367,7 @@ mod tests {
     }
 
     fn transform(cfg: &RedactConfig) -> RedactTransform {
-        RedactTransform::new(Arc::new(cfg.redactor().unwrap()))
+        RedactTransform::new(Arc::new(cfg.redactor(Path::new("/nonexistent")).unwrap()))
     }
 
     fn log(body: &str, continued: bool) -> Event {
@@ -450,12 +475,33 @@ mod tests {
     fn config_errors_are_clear() {
         let bad = |toml: &str| {
             let cfg: RedactConfig = toml::from_str(toml).unwrap();
-            format!("{:#}", cfg.redactor().err().unwrap())
+            format!("{:#}", cfg.redactor(Path::new("/nonexistent")).err().unwrap())
         };
         assert!(bad("patterns = ['ok', 'bad[']").contains("`bad[`"));
         assert!(bad("detectors = ['card', 'ssn']").contains("unknown detector `ssn`"));
         assert!(bad("mask = 'hmac'").contains("hmac_key_file"));
         assert!(toml::from_str::<RedactConfig>("colour = 'red'").is_err());
+    }
+
+    #[test]
+    fn hmac_key_from_the_keyring() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg: RedactConfig = toml::from_str("mask = 'hmac'\nhmac_key = 'tokens'").unwrap();
+        let e = format!("{:#}", cfg.redactor(dir.path()).err().unwrap());
+        assert!(e.contains("`hmac_key` \"tokens\"") && e.contains("sealtrail keys create tokens"), "{e}");
+        crate::keys::Keyring::open(dir.path()).create("tokens").unwrap();
+        let r = cfg.redactor(dir.path()).unwrap();
+        let mut counts = crate::redact::Counts::default();
+        let a = r.redact_str("card 4111 1111 1111 1111", &mut counts).into_owned();
+        let b = r.redact_str("card 4111-1111-1111-1111", &mut counts).into_owned();
+        assert!(a.starts_with("card [card:") && !a.contains("4111"), "{a}");
+        assert_eq!(a, b, "the same number gives the same token");
+        // The derived mask key is not the key material itself.
+        let k = crate::keys::Keyring::open(dir.path()).get("tokens").unwrap();
+        assert_ne!(keyring_hmac_key(dir.path(), "tokens").unwrap(), *k.current().material);
+        let both: RedactConfig =
+            toml::from_str("mask = 'hmac'\nhmac_key = 'a'\nhmac_key_file = 'f'").unwrap();
+        assert!(format!("{:#}", both.redactor(dir.path()).err().unwrap()).contains("not both"));
     }
 
     #[test]
