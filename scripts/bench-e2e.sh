@@ -4,8 +4,8 @@
 # selective query over the segments written, with bytes read and decrypted versus total.
 #
 #   scripts/bench-e2e.sh [SIZE] [CONFIG]      SIZE: loggen size (default 1G)
-#                                             CONFIG: default config/sealed.toml (no redaction)
-# Set CONFIG to a stdin → redact → sealed configuration once the redact transform is merged.
+#                                             CONFIG: default config/sealed.toml (no redaction);
+#                                             config/default.toml is stdin → redact → sealed
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${1:-1G}
