@@ -10,7 +10,7 @@ use std::process::Stdio;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::lines::{DEFAULT_MAX_LINE_BYTES, LineSplitter, RecordBuilder};
+use super::lines::{LineSplitter, RecordBuilder};
 use crate::config::component::{BoxFuture, BuildContext, Source, SourceConfig, SourceKind, parse_source};
 use crate::event::{KeyValue, Signals, Value, attr};
 use crate::topology::{Fanout, Reason, SourceContext};
@@ -34,15 +34,11 @@ pub struct ExecConfig {
     #[serde(default)]
     pub working_directory: Option<PathBuf>,
     /// Lines longer than this many bytes are split into several records marked as continued.
-    #[serde(default = "default_max_line_bytes")]
+    #[serde(default = "super::lines::default_max_line_bytes")]
     pub max_line_bytes: usize,
     /// The service name given to every record (used by key rules and filters).
     #[serde(default)]
     pub service: String,
-}
-
-fn default_max_line_bytes() -> usize {
-    DEFAULT_MAX_LINE_BYTES
 }
 
 impl SourceConfig for ExecConfig {
@@ -54,7 +50,7 @@ impl SourceConfig for ExecConfig {
         let Some(program) = self.command.first() else {
             anyhow::bail!("`command` is empty: give the program and its arguments");
         };
-        anyhow::ensure!(self.max_line_bytes >= 16, "`max_line_bytes` must be at least 16");
+        super::lines::check_max_line_bytes(self.max_line_bytes)?;
         if let Some(dir) = &self.working_directory {
             anyhow::ensure!(dir.is_dir(), "`working_directory` {} is not a directory", dir.display());
         }

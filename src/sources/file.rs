@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::lines::{DEFAULT_MAX_LINE_BYTES, LineSplitter, RecordBuilder};
+use super::lines::{LineSplitter, RecordBuilder};
 use crate::config::component::{BoxFuture, BuildContext, Source, SourceConfig, SourceKind, parse_source};
 use crate::event::{KeyValue, Signals, Value, attr};
 use crate::topology::SourceContext;
@@ -56,7 +56,7 @@ pub struct FileConfig {
     #[serde(default)]
     pub wait_for_files: bool,
     /// Lines longer than this many bytes are split into several records marked as continued.
-    #[serde(default = "default_max_line_bytes")]
+    #[serde(default = "super::lines::default_max_line_bytes")]
     pub max_line_bytes: usize,
     /// The service name given to every record.
     #[serde(default)]
@@ -77,9 +77,6 @@ fn default_poll_ms() -> u64 {
 fn default_rotate_wait_ms() -> u64 {
     2000
 }
-fn default_max_line_bytes() -> usize {
-    DEFAULT_MAX_LINE_BYTES
-}
 
 impl SourceConfig for FileConfig {
     fn outputs(&self) -> Signals {
@@ -88,7 +85,7 @@ impl SourceConfig for FileConfig {
 
     fn build(&self, cx: &BuildContext<'_>) -> anyhow::Result<Box<dyn Source>> {
         anyhow::ensure!(!self.include.is_empty(), "`include` is empty: give at least one glob");
-        anyhow::ensure!(self.max_line_bytes >= 16, "`max_line_bytes` must be at least 16");
+        super::lines::check_max_line_bytes(self.max_line_bytes)?;
         anyhow::ensure!(self.poll_interval_ms >= 1, "`poll_interval_ms` must be at least 1");
         let compile = |field: &str, pats: &[String]| -> anyhow::Result<Vec<glob::Pattern>> {
             pats.iter()

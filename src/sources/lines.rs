@@ -14,6 +14,17 @@ use crate::event::{Event, KeyValue, LogRecord, SourceId, Value, attr, now_nanos}
 /// The default `max_line_bytes`: 1 MiB.
 pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
 
+/// The serde default of every line source's `max_line_bytes`.
+pub fn default_max_line_bytes() -> usize {
+    DEFAULT_MAX_LINE_BYTES
+}
+
+/// Checks a line source's `max_line_bytes` at build time.
+pub fn check_max_line_bytes(n: usize) -> anyhow::Result<()> {
+    anyhow::ensure!(n >= 16, "`max_line_bytes` must be at least 16, found {n}");
+    Ok(())
+}
+
 /// Splits a byte stream into lines. See the module documentation.
 #[derive(Debug)]
 pub struct LineSplitter {

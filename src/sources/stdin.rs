@@ -6,7 +6,7 @@ use std::io::Read;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use super::lines::{DEFAULT_MAX_LINE_BYTES, LineSplitter, RecordBuilder};
+use super::lines::{LineSplitter, RecordBuilder};
 use crate::config::component::{BoxFuture, BuildContext, Source, SourceConfig, SourceKind, parse_source};
 use crate::event::Signals;
 use crate::topology::SourceContext;
@@ -22,15 +22,11 @@ pub const KIND: SourceKind = SourceKind {
 #[serde(deny_unknown_fields)]
 pub struct StdinConfig {
     /// Lines longer than this many bytes are split into several records marked as continued.
-    #[serde(default = "default_max_line_bytes")]
+    #[serde(default = "super::lines::default_max_line_bytes")]
     pub max_line_bytes: usize,
     /// The service name given to every record (used by key rules and filters).
     #[serde(default)]
     pub service: String,
-}
-
-fn default_max_line_bytes() -> usize {
-    DEFAULT_MAX_LINE_BYTES
 }
 
 impl SourceConfig for StdinConfig {
@@ -39,7 +35,7 @@ impl SourceConfig for StdinConfig {
     }
 
     fn build(&self, cx: &BuildContext<'_>) -> anyhow::Result<Box<dyn Source>> {
-        anyhow::ensure!(self.max_line_bytes >= 16, "`max_line_bytes` must be at least 16");
+        super::lines::check_max_line_bytes(self.max_line_bytes)?;
         Ok(Box::new(ReaderSource {
             reader: Box::new(|| Box::new(std::io::stdin()) as Box<dyn Read + Send>),
             max_line_bytes: self.max_line_bytes,
