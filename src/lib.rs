@@ -20,5 +20,6 @@ pub mod redact;
 pub mod segment;
 pub mod sinks;
 pub mod sources;
+pub mod telemetry;
 pub mod topology;
 pub mod transforms;

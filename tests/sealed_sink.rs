@@ -24,6 +24,7 @@ fn globals(dir: &std::path::Path) -> GlobalOptions {
             default: "default".into(),
             rules: vec![KeyRule { pattern: "payments-*".into(), key: "payments".into() }],
         },
+        ..GlobalOptions::default()
     }
 }
 

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use crate::config::{self, Overrides};
 use crate::exit_codes;
 use crate::metrics::Registry;
+use crate::telemetry::Telemetry;
 use crate::topology;
 
 #[derive(Debug, clap::Args)]
@@ -31,12 +32,14 @@ impl RunArgs {
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let config = config::load_files(&args.config, &args.overrides())?;
     let built = topology::build(&config)?;
+    raise_open_files_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("sealtrail")
         .enable_all()
         .build()?;
     let registry = Registry::default();
+    let telemetry = Telemetry::start(&config.globals.telemetry, &registry, runtime.handle())?;
     let outcome = runtime.block_on(async {
         let stop = async {
             let reason = topology::signals().await;
@@ -51,6 +54,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         topology::run(built, registry.clone(), stop).await
     });
     registry.log_summary();
+    // The final export of spans and counters needs the runtime: before it goes.
+    if let Some(t) = telemetry {
+        t.shutdown();
+    }
     // Components still blocked in a read (stdin) must not keep the process alive.
     runtime.shutdown_background();
     if let Some((name, err)) = outcome.failures.first() {
@@ -60,4 +67,29 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // whether it came from the end of input or from a signal.
     let code = outcome.exit_code.map_or(exit_codes::OK, |c| c.clamp(0, 255) as u8);
     Ok(ExitCode::from(code))
+}
+
+/// Raises the soft limit of open files to the hard limit, as servers do: each OTLP or tail
+/// connection is a file descriptor, and the usual soft default (1,024) is far below what a
+/// listener is configured to hold (`max_connections`). Returns the new soft limit.
+pub fn raise_open_files_limit() -> Option<libc::rlim_t> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return None;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let before = lim.rlim_cur;
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::debug!(soft = before, hard = lim.rlim_max, "cannot raise the open files limit");
+                return Some(before);
+            }
+            tracing::debug!(from = before, to = lim.rlim_cur, "raised the open files limit");
+        } else {
+            tracing::debug!(limit = lim.rlim_cur, "open files limit");
+        }
+    }
+    Some(lim.rlim_cur)
 }

@@ -1,5 +1,5 @@
 //! Configuration: Vector-style TOML files with `[sources.X]`, `[transforms.X]`, `[sinks.X]`,
-//! wired by `inputs`, plus the global `data_dir` and `[keys]`.
+//! wired by `inputs`, plus the global `data_dir`, `[keys]` and `[telemetry]`.
 //!
 //! Loading goes in four steps, each collecting every error it finds:
 //! 1. parse each file as TOML (syntax errors carry their line);
@@ -41,11 +41,17 @@ pub struct GlobalOptions {
     /// Where sealed segments, checkpoints and other state go.
     pub data_dir: PathBuf,
     pub keys: KeysOptions,
+    /// The `[telemetry]` section: the agent's own traces and metrics (off by default).
+    pub telemetry: crate::telemetry::TelemetryOptions,
 }
 
 impl Default for GlobalOptions {
     fn default() -> GlobalOptions {
-        GlobalOptions { data_dir: PathBuf::from("./sealtrail-data"), keys: KeysOptions::default() }
+        GlobalOptions {
+            data_dir: PathBuf::from("./sealtrail-data"),
+            keys: KeysOptions::default(),
+            telemetry: crate::telemetry::TelemetryOptions::default(),
+        }
     }
 }
 
@@ -157,6 +163,7 @@ pub fn load(
     let mut config = Config::default();
     let mut data_dir: Option<(PathBuf, String)> = None;
     let mut keys: Option<(KeysOptions, String)> = None;
+    let mut telemetry: Option<(crate::telemetry::TelemetryOptions, String)> = None;
     let mut seen: BTreeMap<String, Origin> = BTreeMap::new();
 
     for file in files {
@@ -202,6 +209,27 @@ pub fn load(
                     }
                     Err(e) => errors.push(ConfigError::new(e.message().to_owned()).at(at(section_line)).component("keys")),
                 },
+                "telemetry" => {
+                    let field_line = |f: &str| find_field_line(file.text, section_line, f);
+                    match value.try_into::<crate::telemetry::TelemetryOptions>() {
+                        Ok(t) => {
+                            if let Some((_, other)) = &telemetry {
+                                errors.push(ConfigError::new(format!("`[telemetry]` is already set in {other}")).at(at(section_line)));
+                            }
+                            if let Err(es) = t.check() {
+                                for e in es {
+                                    errors.push(ConfigError::new(e.message).at(at(field_line(e.field))).component("telemetry"));
+                                }
+                            }
+                            telemetry = Some((t, file.name.clone()));
+                        }
+                        Err(e) => {
+                            let msg = e.message().to_owned();
+                            let line = field_in_message(&msg).map(field_line).unwrap_or(section_line);
+                            errors.push(ConfigError::new(msg).at(at(line)).component("telemetry"));
+                        }
+                    }
+                }
                 "sources" | "transforms" | "sinks" => {
                     let toml::Value::Table(components) = value else {
                         errors.push(ConfigError::new(format!("`{key}` must be a table")).at(at(section_line)));
@@ -225,7 +253,7 @@ pub fn load(
                 }
                 other => errors.push(
                     ConfigError::new(format!(
-                        "unknown field `{other}`, expected one of `data_dir`, `keys`, `sources`, `transforms`, `sinks`"
+                        "unknown field `{other}`, expected one of `data_dir`, `keys`, `telemetry`, `sources`, `transforms`, `sinks`"
                     ))
                     .at(at(section_line)),
                 ),
@@ -238,6 +266,9 @@ pub fn load(
     }
     if let Some((k, _)) = keys {
         config.globals.keys = k;
+    }
+    if let Some((t, _)) = telemetry {
+        config.globals.telemetry = t;
     }
     if let Some(d) = &overrides.data_dir {
         config.globals.data_dir = d.clone();

@@ -481,20 +481,41 @@ impl LocalProvider {
 
 impl KeyProvider for LocalProvider {
     fn wrap_new_dek(&self, name: &str) -> Result<(Material, KeyMetadata), KeyError> {
-        let key = self.key_for_encryption(name)?;
-        let kek = key.current();
-        let dek = random_material();
-        let master_key_id = kek.id();
-        let wrapped = wrap(&kek.material, &dek, &master_key_id);
-        Ok((dek, KeyMetadata::new(master_key_id, wrapped)))
+        // The agent's own telemetry sees the key's name and version, never material.
+        let span = crate::telemetry::span("sealtrail.key.wrap_dek");
+        let r = (|| {
+            let key = self.key_for_encryption(name)?;
+            let kek = key.current();
+            let dek = random_material();
+            let master_key_id = kek.id();
+            let wrapped = wrap(&kek.material, &dek, &master_key_id);
+            Ok((dek, KeyMetadata::new(master_key_id, wrapped)))
+        })();
+        end_key_span(span, r.as_ref().map(|(_, m)| m.master_key_id.as_str()));
+        r
     }
 
     fn unwrap_dek(&self, metadata: &KeyMetadata) -> Result<Material, KeyError> {
-        let (name, version) = metadata.key_name_version()?;
-        let key = self.keyring.get(name)?;
-        let kek = key.version(version)?;
-        unwrap(&kek.material, &metadata.wrapped_dek, &metadata.master_key_id)
+        let span = crate::telemetry::span("sealtrail.key.unwrap_dek");
+        let r = (|| {
+            let (name, version) = metadata.key_name_version()?;
+            let key = self.keyring.get(name)?;
+            let kek = key.version(version)?;
+            unwrap(&kek.material, &metadata.wrapped_dek, &metadata.master_key_id)
+        })();
+        end_key_span(span, r.as_ref().map(|_| metadata.master_key_id.as_str()));
+        r
     }
+}
+
+/// Ends a key operation's span with the key id (`name#version`) or the error.
+fn end_key_span(mut span: opentelemetry::global::BoxedSpan, r: Result<&str, &KeyError>) {
+    use opentelemetry::trace::Span as _;
+    match r {
+        Ok(id) => span.set_attribute(opentelemetry::KeyValue::new("sealtrail.key_id", id.to_owned())),
+        Err(e) => span.set_status(opentelemetry::trace::Status::error(e.to_string())),
+    }
+    span.end();
 }
 
 /// `base64(nonce ‖ AES-256-GCM-SIV(kek, nonce, dek, aad = master_key_id))`.

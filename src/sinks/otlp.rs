@@ -482,20 +482,21 @@ fn gzip_bytes(b: &[u8]) -> Vec<u8> {
 }
 
 /// A byte stream to the upstream, plain or TLS.
-trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
 /// Opens connections to the endpoint's host and port, with TLS when configured. Used as
 /// tonic's connector and by the HTTP client.
+/// Also the transport of the agent's own telemetry (`crate::telemetry`).
 #[derive(Clone)]
-struct Connector {
-    host: String,
-    port: u16,
-    tls: Option<(tokio_rustls::TlsConnector, rustls_pki_types::ServerName<'static>)>,
+pub(crate) struct Connector {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) tls: Option<(tokio_rustls::TlsConnector, rustls_pki_types::ServerName<'static>)>,
 }
 
 impl Connector {
-    async fn connect(self) -> std::io::Result<TokioIo<Box<dyn Io>>> {
+    pub(crate) async fn connect(self) -> std::io::Result<TokioIo<Box<dyn Io>>> {
         let host = self.host.trim_start_matches('[').trim_end_matches(']');
         let tcp = tokio::net::TcpStream::connect((host, self.port)).await?;
         let _ = tcp.set_nodelay(true);

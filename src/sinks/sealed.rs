@@ -358,7 +358,21 @@ impl Writer {
         open.rows = 0;
         open.since = None;
         if let Some(w) = open.writer.take() {
-            let s = w.seal()?;
+            use opentelemetry::KeyValue;
+            use opentelemetry::trace::Span as _;
+            let mut span = crate::telemetry::span("sealtrail.segment.seal");
+            span.set_attribute(KeyValue::new(
+                "sealtrail.signal",
+                format!("{:?}", open.signal).to_lowercase(),
+            ));
+            let s = w.seal();
+            if let Ok(s) = &s {
+                span.set_attribute(KeyValue::new("sealtrail.rows", s.rows as i64));
+                span.set_attribute(KeyValue::new("sealtrail.bytes", s.bytes as i64));
+                span.set_attribute(KeyValue::new("sealtrail.key_id", s.key_id.clone()));
+            }
+            crate::telemetry::end_with(span, &s);
+            let s = s?;
             self.metrics.add("segments_sealed", 1);
             self.metrics.add_out(s.rows as usize, s.bytes as usize);
             tracing::info!(segment = %s.path.display(), rows = s.rows, bytes = s.bytes, key = %s.key_id, "segment sealed");

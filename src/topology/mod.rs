@@ -82,6 +82,12 @@ pub struct Outcome {
 /// Runs a built topology until every source has finished (end of input) or `stop` completes,
 /// then drains and flushes everything.
 pub async fn run(built: Built, registry: Registry, stop: impl Future<Output = Reason> + Send) -> Outcome {
+    use opentelemetry::trace::Span as _;
+    let mut start_span = crate::telemetry::span("sealtrail.pipeline.start");
+    start_span.set_attribute(opentelemetry::KeyValue::new("sealtrail.sources", built.sources.len() as i64));
+    start_span
+        .set_attribute(opentelemetry::KeyValue::new("sealtrail.transforms", built.transforms.len() as i64));
+    start_span.set_attribute(opentelemetry::KeyValue::new("sealtrail.sinks", built.sinks.len() as i64));
     let (trigger, shutdown) = shutdown::channel();
     let exit_code = Arc::new(Mutex::new(None));
 
@@ -143,20 +149,32 @@ pub async fn run(built: Built, registry: Registry, stop: impl Future<Output = Re
         tasks.spawn(async move { (format!("sources.{id}"), source.run(cx).await) }.instrument(span));
     }
     tracing::debug!(sources = source_count, "topology started");
+    start_span.end();
 
     let mut outcome = Outcome::default();
     tokio::pin!(stop);
     let mut stopped = false;
+    // From the stop request, or the first component to end (the end of input), until all
+    // have drained.
+    let mut shutdown_span: Option<opentelemetry::global::BoxedSpan> = None;
     loop {
         tokio::select! {
             reason = &mut stop, if !stopped => {
                 stopped = true;
+                let mut span = crate::telemetry::span("sealtrail.pipeline.shutdown");
+                span.set_attribute(opentelemetry::KeyValue::new("sealtrail.shutdown.reason", format!("{reason:?}")));
+                shutdown_span.get_or_insert(span);
                 tracing::info!(?reason, "shutting down: draining sources, flushing transforms and sinks");
                 outcome.reason = Some(reason);
                 trigger.trigger(reason);
             }
             done = tasks.join_next() => {
                 let Some(done) = done else { break };
+                if shutdown_span.is_none() {
+                    let mut span = crate::telemetry::span("sealtrail.pipeline.shutdown");
+                    span.set_attribute(opentelemetry::KeyValue::new("sealtrail.shutdown.reason", "end of input"));
+                    shutdown_span = Some(span);
+                }
                 match done {
                     Ok((_, Ok(()))) => {}
                     Ok((name, Err(e))) => {
@@ -176,6 +194,13 @@ pub async fn run(built: Built, registry: Registry, stop: impl Future<Output = Re
         }
     }
     outcome.exit_code = *exit_code.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(mut span) = shutdown_span {
+        span.set_attribute(opentelemetry::KeyValue::new("sealtrail.failures", outcome.failures.len() as i64));
+        if !outcome.failures.is_empty() {
+            span.set_status(opentelemetry::trace::Status::error("a component failed"));
+        }
+        span.end();
+    }
     outcome
 }
 

@@ -1,0 +1,357 @@
+//! How the agent's telemetry reaches the collector: the OTLP exporters of
+//! `opentelemetry-otlp` over the `otlp` sink's connector (tonic for gRPC, a small hyper
+//! client for HTTP), wrapped so that every export runs on the agent's runtime under a time
+//! limit and a failure is counted and logged at most once per interval.
+//!
+//! The SDK calls exporters from its own threads with a plain `block_on`; [`InRuntime`] enters
+//! the agent's runtime around each poll so tokio timers, sockets and spawned connection tasks
+//! work there, while the runtime's worker threads keep doing the pipeline's work.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use opentelemetry_http::{HttpClient, HttpError, Request, Response};
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::metrics::Temporality;
+use opentelemetry_sdk::metrics::data::ResourceMetrics;
+use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
+use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+
+use super::config::{Checked, TelemetryOptions, TelemetryProtocol};
+use crate::metrics::ComponentMetrics;
+use crate::sinks::otlp::Connector;
+
+/// The most bytes of a collector's response body read back.
+const MAX_RESPONSE_BYTES: usize = 1 << 20;
+
+/// Counts export failures and rate-limits their warnings: at most one per `every`.
+pub(super) struct Report {
+    every: Duration,
+    last: Mutex<Option<Instant>>,
+    metrics: Arc<ComponentMetrics>,
+}
+
+impl Report {
+    pub(super) fn new(every: Duration, metrics: Arc<ComponentMetrics>) -> Report {
+        Report { every, last: Mutex::new(None), metrics }
+    }
+
+    fn result(&self, signal: &'static str, r: &OTelSdkResult) {
+        let Err(e) = r else {
+            self.metrics.add(signal_counter(signal, "exports"), 1);
+            return;
+        };
+        self.metrics.error(signal_counter(signal, "export"));
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_none_or(|t| t.elapsed() >= self.every) {
+            *last = Some(Instant::now());
+            tracing::warn!(
+                signal,
+                "exporting the agent's own {signal} failed (the pipeline is not affected; at most one such \
+                 warning per {:?}): {e}",
+                self.every
+            );
+        }
+    }
+}
+
+fn signal_counter(signal: &str, what: &'static str) -> &'static str {
+    match (signal, what) {
+        ("traces", "exports") => "exports.traces",
+        ("traces", _) => "export_traces",
+        (_, "exports") => "exports.metrics",
+        _ => "export_metrics",
+    }
+}
+
+/// What every guarded export shares.
+#[derive(Clone)]
+pub(super) struct Guard {
+    pub handle: tokio::runtime::Handle,
+    pub timeout: Duration,
+    pub report: Arc<Report>,
+    pub signal: &'static str,
+}
+
+impl Guard {
+    /// Runs `export` on the agent's runtime within the time limit, and reports its result.
+    fn run<'a>(&self, export: impl Future<Output = OTelSdkResult> + Send + 'a) -> InRuntime<'a> {
+        let (timeout, report, signal) = (self.timeout, self.report.clone(), self.signal);
+        InRuntime {
+            handle: self.handle.clone(),
+            fut: Box::pin(async move {
+                let r = match tokio::time::timeout(timeout, export).await {
+                    Ok(r) => r,
+                    Err(_) => Err(OTelSdkError::Timeout(timeout)),
+                };
+                report.result(signal, &r);
+                r
+            }),
+        }
+    }
+}
+
+/// A future polled inside the agent's runtime context, whichever thread polls it.
+pub(super) struct InRuntime<'a> {
+    handle: tokio::runtime::Handle,
+    fut: Pin<Box<dyn Future<Output = OTelSdkResult> + Send + 'a>>,
+}
+
+impl Future for InRuntime<'_> {
+    type Output = OTelSdkResult;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<OTelSdkResult> {
+        let _enter = self.handle.enter();
+        self.fut.as_mut().poll(cx)
+    }
+}
+
+/// The OTLP span exporter behind a [`Guard`].
+#[derive(Debug)]
+pub(super) struct GuardedSpans {
+    pub inner: opentelemetry_otlp::SpanExporter,
+    pub guard: Guard,
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard").field("signal", &self.signal).field("timeout", &self.timeout).finish()
+    }
+}
+
+impl SpanExporter for GuardedSpans {
+    fn export(&self, batch: Vec<SpanData>) -> impl Future<Output = OTelSdkResult> + Send {
+        self.guard.run(self.inner.export(batch))
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// The OTLP metric exporter behind a [`Guard`].
+pub(super) struct GuardedMetrics {
+    pub inner: opentelemetry_otlp::MetricExporter,
+    pub guard: Guard,
+}
+
+impl PushMetricExporter for GuardedMetrics {
+    async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
+        self.guard.run(self.inner.export(metrics)).await
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn temporality(&self) -> Temporality {
+        Temporality::Cumulative
+    }
+}
+
+/// The connection settings shared by the span and the metric exporter.
+pub(super) struct Link {
+    protocol: TelemetryProtocol,
+    connector: Connector,
+    authority: String,
+    /// The endpoint's path without a trailing slash (`/v1/traces` is appended).
+    base: String,
+    scheme: &'static str,
+    timeout: Duration,
+    http_headers: http::HeaderMap,
+    grpc_metadata: tonic::metadata::MetadataMap,
+    /// A lazily connecting channel, shared by both exporters (gRPC only).
+    channel: Option<tonic::transport::Channel>,
+}
+
+impl Link {
+    /// Builds the connector (and, for gRPC, a lazy channel: this must run inside the agent's
+    /// runtime). Connects nowhere.
+    pub(super) fn new(options: &TelemetryOptions, checked: &Checked) -> anyhow::Result<Link> {
+        let uri = &checked.endpoint;
+        let https = uri.scheme_str() == Some("https");
+        let host = uri.host().unwrap_or_default().to_owned();
+        let tls = if https {
+            let alpn: &[&[u8]] = match options.protocol {
+                TelemetryProtocol::Grpc => &[b"h2"],
+                TelemetryProtocol::HttpProtobuf => &[b"http/1.1"],
+            };
+            let config = options.tls.clone().unwrap_or_default();
+            let name = config.server_name.clone().unwrap_or_else(|| host.trim_matches(['[', ']']).to_owned());
+            let name = rustls_pki_types::ServerName::try_from(name).map_err(|e| {
+                anyhow::anyhow!("telemetry: `endpoint` host is not a valid TLS server name: {e}")
+            })?;
+            Some((tokio_rustls::TlsConnector::from(config.client_config(alpn)?), name))
+        } else {
+            None
+        };
+        let connector = Connector { host, port: uri.port_u16().unwrap_or(if https { 443 } else { 80 }), tls };
+        let authority = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+        let mut http_headers = http::HeaderMap::new();
+        let mut grpc_metadata = tonic::metadata::MetadataMap::new();
+        for (k, v) in &options.headers.0 {
+            // `check` has validated these; a failure here is skipped rather than echoed.
+            if let (Ok(name), Ok(mut value)) =
+                (http::HeaderName::from_bytes(k.as_bytes()), http::HeaderValue::from_str(v))
+            {
+                value.set_sensitive(true);
+                http_headers.insert(name, value);
+            }
+            if let (Ok(key), Ok(value)) = (
+                tonic::metadata::AsciiMetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes()),
+                tonic::metadata::AsciiMetadataValue::try_from(v.as_str()),
+            ) {
+                grpc_metadata.insert(key, value);
+            }
+        }
+        let channel = (options.protocol == TelemetryProtocol::Grpc).then(|| {
+            // As in the `otlp` sink: the URI only names the authority; TLS is the connector's.
+            tonic::transport::Endpoint::from_shared(format!("http://{authority}"))
+                .unwrap_or_else(|_| tonic::transport::Endpoint::from_static("http://localhost"))
+                .timeout(checked.timeout)
+                .connect_timeout(checked.timeout)
+                .connect_with_connector_lazy(connector.clone())
+        });
+        Ok(Link {
+            protocol: options.protocol,
+            connector,
+            authority,
+            base: uri.path().trim_end_matches('/').to_owned(),
+            scheme: if https { "https" } else { "http" },
+            timeout: checked.timeout,
+            http_headers,
+            grpc_metadata,
+            channel,
+        })
+    }
+
+    fn http_client(&self) -> HttpTransport {
+        HttpTransport {
+            connector: self.connector.clone(),
+            authority: self.authority.clone(),
+            headers: self.http_headers.clone(),
+            timeout: self.timeout,
+        }
+    }
+
+    fn url(&self, suffix: &str) -> String {
+        format!("{}://{}{}{suffix}", self.scheme, self.authority, self.base)
+    }
+
+    /// The interceptor that sets exactly the configured metadata: whatever the exporter took
+    /// from `OTEL_EXPORTER_OTLP_HEADERS` (the served function's settings) is dropped.
+    fn metadata(&self) -> impl tonic::service::Interceptor + Clone + Send + Sync + 'static {
+        let md = self.grpc_metadata.clone();
+        move |mut req: tonic::Request<()>| {
+            *req.metadata_mut() = md.clone();
+            Ok(req)
+        }
+    }
+
+    pub(super) fn span_exporter(&self) -> anyhow::Result<opentelemetry_otlp::SpanExporter> {
+        let b = opentelemetry_otlp::SpanExporter::builder();
+        let r = match (&self.channel, self.protocol) {
+            (Some(ch), _) => b
+                .with_tonic()
+                .with_channel(ch.clone())
+                .with_interceptor(self.metadata())
+                .with_timeout(self.timeout)
+                .build(),
+            (None, _) => b
+                .with_http()
+                .with_http_client(self.http_client())
+                .with_endpoint(self.url("/v1/traces"))
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_timeout(self.timeout)
+                .build(),
+        };
+        r.map_err(|e| anyhow::anyhow!("telemetry: cannot build the span exporter: {e}"))
+    }
+
+    pub(super) fn metric_exporter(&self) -> anyhow::Result<opentelemetry_otlp::MetricExporter> {
+        let b = opentelemetry_otlp::MetricExporter::builder().with_temporality(Temporality::Cumulative);
+        let r = match &self.channel {
+            Some(ch) => b
+                .with_tonic()
+                .with_channel(ch.clone())
+                .with_interceptor(self.metadata())
+                .with_timeout(self.timeout)
+                .build(),
+            None => b
+                .with_http()
+                .with_http_client(self.http_client())
+                .with_endpoint(self.url("/v1/metrics"))
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_timeout(self.timeout)
+                .build(),
+        };
+        r.map_err(|e| anyhow::anyhow!("telemetry: cannot build the metric exporter: {e}"))
+    }
+}
+
+/// A one-request-per-connection HTTP/1.1 client over the connector. Telemetry exports are a
+/// few per interval, so keeping connections alive is not worth the state.
+struct HttpTransport {
+    connector: Connector,
+    authority: String,
+    headers: http::HeaderMap,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for HttpTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Header values are secrets; the connector holds nothing worth printing.
+        f.debug_struct("HttpTransport").field("authority", &self.authority).finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl HttpClient for HttpTransport {
+    async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+        match tokio::time::timeout(self.timeout, self.send(request)).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no answer within {:?}", self.timeout).into()),
+        }
+    }
+}
+
+impl HttpTransport {
+    async fn send(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+        let (parts, body) = request.into_parts();
+        let path = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".into());
+        // Only the body's own headers and the configured ones go out (see `Link::metadata`).
+        let mut req =
+            http::Request::post(path).header(http::header::HOST, &self.authority).body(Full::new(body))?;
+        for name in [http::header::CONTENT_TYPE, http::header::CONTENT_ENCODING] {
+            if let Some(v) = parts.headers.get(&name) {
+                req.headers_mut().insert(name, v.clone());
+            }
+        }
+        for (k, v) in &self.headers {
+            req.headers_mut().insert(k, v.clone());
+        }
+        let io = self.connector.clone().connect().await?;
+        let (mut send, conn) = hyper::client::conn::http1::handshake(io).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let resp = send.send_request(req).await?;
+        let (parts, body) = resp.into_parts();
+        let body = Limited::new(body, MAX_RESPONSE_BYTES).collect().await?.to_bytes();
+        Ok(Response::from_parts(parts, body))
+    }
+}
