@@ -1,6 +1,6 @@
 //! The `otlp` source and sink through the real binary: OTLP/gRPC and OTLP/HTTP (protobuf,
 //! JSON, gzip) in, JSON lines out of a console sink; every bad-input case of issue 5; the
-//! backpressure answers; shutdown draining; TLS and mutual TLS; many concurrent connections;
+//! backpressure answers; shutdown draining; TLS and mutual TLS; 10,000 concurrent connections;
 //! and forwarding through the `otlp` sink to a second agent.
 
 mod otlp_support;
@@ -577,33 +577,50 @@ async fn tls_post_h2(
         .unwrap_or_default()
 }
 
+/// Issue 5's 10,000 concurrent connections.
+const FLOOD: usize = 10_000;
+
+/// The flood tests take turns: two floods at once would need more client descriptors than
+/// the hard limit (20,000 here) allows.
+static FLOOD_TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Opens `n` connections to `addr` and keeps them open.
+fn flood(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    (0..n).map(|i| TcpStream::connect(addr).unwrap_or_else(|e| panic!("connection {i}: {e}"))).collect()
+}
+
 #[test]
-fn many_concurrent_connections_do_not_disturb_other_clients() {
-    // Issue 5 asks for 10,000 connections; this machine's test runs share 2 cores and a file
-    // descriptor limit with other builds, so 2,000 real loopback connections stand in.
-    const N: usize = 2000;
-    raise_fd_limit(3 * N as u64 + 1024);
+fn ten_thousand_concurrent_connections_do_not_disturb_other_clients() {
+    // The test process holds the client ends; the agent starts with the usual soft limit of
+    // 1,024 open files and must raise it to the hard limit itself to hold the server ends.
+    let _turn = FLOOD_TURN.lock().unwrap_or_else(|p| p.into_inner());
+    raise_fd_limit(FLOOD as u64 + 4096);
     let dir = tempfile::tempdir().unwrap();
-    let agent = Agent::start(dir.path(), "a", &console_config(""));
-    let addr = agent.http.unwrap();
-    let mut held: Vec<TcpStream> = (0..N).map(|_| TcpStream::connect(addr).unwrap()).collect();
-    // A fresh client is served while 2,000 idle connections are open.
-    let r = post(addr, "/v1/traces", "application/x-protobuf", &spans(0x81, 2, 0).encode_to_vec());
-    assert_eq!(r.status, 200);
-    // Half of the held connections send a request at once; every one gets an answer.
+    let agent = Agent::start_with_fd_limit(dir.path(), "a", &console_config("max_connections = 10500"), 1024);
+    let (soft, hard) = agent.fd_limits();
+    assert_eq!(soft, hard, "the agent did not raise its open files limit");
+    assert!(soft > FLOOD as u64, "the hard limit ({hard}) is too low for this test");
+    let (http, grpc) = (agent.http.unwrap(), agent.grpc.unwrap());
+
+    // OTLP/HTTP: 10,000 idle connections; a fresh client is served meanwhile.
+    let mut held = flood(http, FLOOD);
+    let r = post(http, "/v1/traces", "application/x-protobuf", &spans(0x81, 2, 0).encode_to_vec());
+    assert_eq!(r.status, 200, "{}", r.text());
+    // A fifth of the held connections send a request at once; every one gets an answer.
+    let senders = FLOOD / 5;
     let body = log_records(&["from a held connection"]).encode_to_vec();
     let head = format!(
         "POST /v1/logs HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
-    for s in held.iter_mut().take(N / 2) {
+    for s in held.iter_mut().take(senders) {
         s.write_all(head.as_bytes()).unwrap();
         s.write_all(&body).unwrap();
     }
-    // Every one gets an answer: accepted, or (1,000 one-record batches at once outrun the
-    // console sink) "retry later", which the client then does.
+    // Accepted, or (2,000 one-record batches at once outrun the console sink) "retry
+    // later", which the client then does.
     let mut retry = 0;
-    for s in held.iter_mut().take(N / 2) {
+    for s in held.iter_mut().take(senders) {
         s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
         let mut raw = Vec::new();
         let _ = s.read_to_end(&mut raw);
@@ -620,16 +637,104 @@ fn many_concurrent_connections_do_not_disturb_other_clients() {
     drop(held);
     for _ in 0..retry {
         let mut attempts = 0;
-        while post(addr, "/v1/logs", "application/x-protobuf", &body).status != 200 {
+        while post(http, "/v1/logs", "application/x-protobuf", &body).status != 200 {
             attempts += 1;
             assert!(attempts < 100, "never accepted");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    let events = agent.events(2 + N / 2, Duration::from_secs(60));
-    assert_eq!(events.iter().filter(|e| e["signal"] == "logs").count(), N / 2);
+    let events = agent.events(2 + senders, Duration::from_secs(60));
+    assert_eq!(events.iter().filter(|e| e["signal"] == "logs").count(), senders);
+
+    // OTLP/gRPC: 10,000 idle connections; a tonic client's export goes through.
+    let held = flood(grpc, FLOOD);
+    rt().block_on(async {
+        let (mut traces, _) = grpc_clients(grpc).await;
+        traces.export(spans(0x82, 3, 2)).await.unwrap();
+    });
+    assert_spans(&agent.events(3, T), 0x82, 3);
+    drop(held);
+
     let (status, _, log) = agent.stop();
     assert!(status.success(), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    for refused in ["refused.max_connections", "refused.accept_error"] {
+        assert_eq!(counter(&log, "source.in", refused), 0, "{refused}: {log}");
+    }
+}
+
+#[test]
+fn beyond_max_connections_the_excess_is_closed_at_once_and_counted() {
+    // The default limit (4,096 per listener) against 10,000 connections: the excess is closed
+    // at once (a clean EOF, not a hang), counted, and the other listener is unaffected.
+    let _turn = FLOOD_TURN.lock().unwrap_or_else(|p| p.into_inner());
+    raise_fd_limit(FLOOD as u64 + 4096);
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path(), "a", &console_config(""));
+    let (http, grpc) = (agent.http.unwrap(), agent.grpc.unwrap());
+    let held = flood(http, FLOOD);
+    const LIMIT: usize = 4096;
+    // Connections are accepted in order: the first 4,096 hold the permits.
+    for s in &held {
+        s.set_nonblocking(true).unwrap();
+    }
+    let closed = |held: &[TcpStream]| held.iter().filter(|s| is_closed(s)).count();
+    let start = std::time::Instant::now();
+    while closed(&held) < FLOOD - LIMIT {
+        assert!(start.elapsed() < T, "only {} of {} excess connections closed", closed(&held), FLOOD - LIMIT);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A newcomer on the full listener is refused just as cleanly…
+    let mut extra = TcpStream::connect(http).unwrap();
+    extra.set_read_timeout(Some(T)).unwrap();
+    let _ = extra.write_all(b"GET / HTTP/1.1\r\n\r\n");
+    let mut buf = Vec::new();
+    let _ = extra.read_to_end(&mut buf);
+    assert!(buf.is_empty(), "served beyond the limit");
+    // …while the gRPC listener, with its own limit, serves as usual.
+    rt().block_on(async {
+        let (mut traces, _) = grpc_clients(grpc).await;
+        traces.export(spans(0x83, 1, 0)).await.unwrap();
+    });
+    assert_spans(&agent.events(1, T), 0x83, 1);
+    // Once the flood is gone, HTTP clients are served again.
+    drop(held);
+    let mut attempts = 0;
+    loop {
+        let mut s = TcpStream::connect(http).unwrap();
+        s.set_read_timeout(Some(T)).unwrap();
+        let body = spans(0x84, 1, 0).encode_to_vec();
+        let head = format!(
+            "POST /v1/traces HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let _ = s.write_all(head.as_bytes());
+        let _ = s.write_all(&body);
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        if !raw.is_empty() {
+            assert_eq!(parse_response(&raw).status, 200);
+            break;
+        }
+        // The agent may not have seen every held connection close yet.
+        attempts += 1;
+        assert!(attempts < 100, "never served after the flood");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_spans(&agent.events(1, T), 0x84, 1);
+    let (status, _, log) = agent.stop();
+    assert!(status.success(), "{log}");
+    let refused = counter(&log, "source.in", "refused.max_connections");
+    assert!(refused > (FLOOD - LIMIT) as u64, "{refused}: {log}");
+}
+
+/// Whether the server has closed `s` (a non-blocking socket): end of stream or reset, as
+/// opposed to nothing to read yet.
+fn is_closed(s: &TcpStream) -> bool {
+    match s.peek(&mut [0u8; 1]) {
+        Ok(n) => n == 0,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    }
 }
 
 #[test]

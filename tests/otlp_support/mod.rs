@@ -45,13 +45,27 @@ impl Agent {
     }
 
     pub fn start_with(dir: &Path, name: &str, config: &str, env: &[(&str, &str)]) -> Agent {
-        Agent::spawn(dir, name, config, env, false)
+        Agent::spawn(dir, name, config, env, false, None)
+    }
+
+    /// Starts the agent with its soft limit of open files lowered to `soft` (the common
+    /// default of 1,024), so that it has to raise the limit itself.
+    pub fn start_with_fd_limit(dir: &Path, name: &str, config: &str, soft: u64) -> Agent {
+        Agent::spawn(dir, name, config, &[], false, Some(soft))
+    }
+
+    /// The agent's soft and hard limits of open files, from `/proc`.
+    pub fn fd_limits(&self) -> (u64, u64) {
+        let limits = std::fs::read_to_string(format!("/proc/{}/limits", self.child.id())).unwrap();
+        let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+        let n: Vec<u64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+        (n[0], n[1])
     }
 
     /// Starts the agent without reading its standard output: once the pipe is full its
     /// console sink blocks, as a slow sink would.
     pub fn start_stalled(dir: &Path, name: &str, config: &str) -> Agent {
-        Agent::spawn(dir, name, config, &[], true)
+        Agent::spawn(dir, name, config, &[], true, None)
     }
 
     /// Starts reading standard output (after [`Agent::start_stalled`]).
@@ -61,7 +75,14 @@ impl Agent {
         }
     }
 
-    fn spawn(dir: &Path, name: &str, config: &str, env: &[(&str, &str)], stalled: bool) -> Agent {
+    fn spawn(
+        dir: &Path,
+        name: &str,
+        config: &str,
+        env: &[(&str, &str)],
+        stalled: bool,
+        fd_soft: Option<u64>,
+    ) -> Agent {
         let path = dir.join(format!("{name}.toml"));
         std::fs::write(&path, config).unwrap();
         let mut cmd = Command::new(bin());
@@ -78,6 +99,21 @@ impl Agent {
             .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
+        }
+        if let Some(soft) = fd_soft {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: between fork and exec only getrlimit/setrlimit run: async-signal-safe
+            // system calls on a stack struct, no allocation, no locks.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+                    if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+                        lim.rlim_cur = soft.min(lim.rlim_max);
+                        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+                    }
+                    Ok(())
+                });
+            }
         }
         let mut child = cmd.spawn().expect("start sealtrail");
         let (tx, stdout) = mpsc::channel();

@@ -164,6 +164,23 @@ fn parse_address(s: &str, field: &str) -> anyhow::Result<Option<SocketAddr>> {
     }
 }
 
+/// The listen backlog: connections the kernel completes before the agent accepts them. The
+/// common default (1,024) overflows in a connection storm whenever the agent's threads are
+/// descheduled for a few milliseconds, and each overflow costs the client a one-second SYN
+/// retransmission; the kernel caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` with [`LISTEN_BACKLOG`].
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket =
+        if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    // As std and tokio do for `TcpListener::bind`: a restarted agent can bind at once while
+    // the previous one's connections sit in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// The compiled source: addresses checked, TLS loaded, nothing bound yet.
 struct OtlpSource {
     grpc: Option<SocketAddr>,
@@ -187,15 +204,13 @@ impl Source for OtlpSource {
             let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
             let mut listeners = Vec::new();
             if let Some(addr) = grpc {
-                let l = tokio::net::TcpListener::bind(addr)
-                    .await
+                let l = listen(addr)
                     .map_err(|e| anyhow::anyhow!("cannot listen for OTLP/gRPC on {addr}: {e}"))?;
                 tracing::info!(address = %l.local_addr()?, tls = acceptor.is_some(), "OTLP/gRPC listening");
                 listeners.push((l, server::Protocol::Grpc));
             }
             if let Some(addr) = http {
-                let l = tokio::net::TcpListener::bind(addr)
-                    .await
+                let l = listen(addr)
                     .map_err(|e| anyhow::anyhow!("cannot listen for OTLP/HTTP on {addr}: {e}"))?;
                 tracing::info!(address = %l.local_addr()?, tls = acceptor.is_some(), "OTLP/HTTP listening");
                 listeners.push((l, server::Protocol::Http));
