@@ -167,3 +167,40 @@ fn signal_mismatch_is_an_error() {
     let e = errors(text);
     assert!(e.iter().any(|e| e.starts_with("t.toml:7: sinks.out: accepts logs and spans but its inputs emit nothing")), "{e:?}");
 }
+
+#[test]
+fn telemetry_section_loads_and_its_errors_point_at_the_field() {
+    let ok = format!(
+        "{GOOD}\n[telemetry]\nenabled = true\nendpoint = \"http://c:4318\"\nheaders = {{ k = \"${{DATA}}\" }}\n"
+    );
+    let c = load_one(&ok).unwrap();
+    assert!(c.globals.telemetry.enabled);
+    assert_eq!(c.globals.telemetry.headers.0["k"], "/srv/data", "interpolated");
+    assert!(!load_one(GOOD).unwrap().globals.telemetry.enabled, "off by default");
+
+    let e = errors(&format!("{GOOD}\n[telemetry]\nenabled = true\ntimeout = \"5\"\n"));
+    // GOOD ends on line 10 and a blank line follows: `[telemetry]` is line 12.
+    assert_eq!(
+        e,
+        [
+            "t.toml:14: telemetry: `timeout` = \"5\" is not a duration such as \"500ms\", \"10s\" or \"1m\"",
+            "t.toml:13: telemetry: `endpoint` is required when `enabled = true` (e.g. \"http://127.0.0.1:4318\")",
+        ]
+    );
+    let e = errors(&format!("{GOOD}\n[telemetry]\nenable = true\n"));
+    assert_eq!(e.len(), 1);
+    assert!(e[0].starts_with("t.toml:13: telemetry: unknown field `enable`"), "{e:?}");
+}
+
+#[test]
+fn telemetry_set_in_two_files_is_an_error() {
+    let a = "[telemetry]\nenabled = false\n";
+    let files = [
+        Source { name: "a.toml".into(), text: GOOD },
+        Source { name: "b.toml".into(), text: a },
+        Source { name: "c.toml".into(), text: a },
+    ];
+    let e = load(&files, &Overrides::default(), &env).unwrap_err();
+    assert_eq!(e.0.len(), 1);
+    assert_eq!(e.0[0].to_string(), "c.toml:1: `[telemetry]` is already set in b.toml");
+}
