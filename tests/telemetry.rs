@@ -169,6 +169,10 @@ fn run_agent(dir: &std::path::Path, config: &str, stdin: &str) -> String {
     log
 }
 
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
     attrs.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref()).and_then(|v| v.value.as_ref())
 }
@@ -241,6 +245,23 @@ fn spans_and_counters_reach_an_http_collector_with_the_pipelines_numbers_and_no_
     assert!(!traces.is_empty() && !metrics.is_empty(), "traces {}, metrics {}", traces.len(), metrics.len());
     assert_no_canary(&traces);
     assert_no_canary(&metrics);
+    // Nor the key that sealed the segment, in any form.
+    let key: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("keys/default.json")).unwrap()).unwrap();
+    let material =
+        key["versions"][0]["material"].as_str().unwrap().strip_prefix("base64:").unwrap().to_owned();
+    use base64::Engine;
+    let raw = base64::engine::general_purpose::STANDARD.decode(&material).unwrap();
+    assert_eq!(raw.len(), 32);
+    for r in traces.iter().chain(&metrics) {
+        for needle in [material.as_bytes(), &raw[..], hex(&raw).as_bytes()] {
+            assert!(
+                !r.body.windows(needle.len()).any(|w| w == needle),
+                "key material in an export to {}",
+                r.path
+            );
+        }
+    }
     for r in traces.iter().chain(&metrics) {
         assert!(r.headers.contains(&("x-api-key".into(), API_KEY.into())), "{:?}", r.headers);
         assert_eq!(r.headers.iter().find(|(k, _)| k == "content-type").unwrap().1, "application/x-protobuf");
