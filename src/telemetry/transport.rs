@@ -43,11 +43,15 @@ impl Report {
     }
 
     fn result(&self, signal: &'static str, r: &OTelSdkResult) {
+        let (exported, failed) = match signal {
+            "traces" => ("exports.traces", "export_traces"),
+            _ => ("exports.metrics", "export_metrics"),
+        };
         let Err(e) = r else {
-            self.metrics.add(signal_counter(signal, "exports"), 1);
+            self.metrics.add(exported, 1);
             return;
         };
-        self.metrics.error(signal_counter(signal, "export"));
+        self.metrics.error(failed);
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         if last.is_none_or(|t| t.elapsed() >= self.every) {
             *last = Some(Instant::now());
@@ -58,15 +62,6 @@ impl Report {
                 self.every
             );
         }
-    }
-}
-
-fn signal_counter(signal: &str, what: &'static str) -> &'static str {
-    match (signal, what) {
-        ("traces", "exports") => "exports.traces",
-        ("traces", _) => "export_traces",
-        (_, "exports") => "exports.metrics",
-        _ => "export_metrics",
     }
 }
 
