@@ -172,7 +172,8 @@ pub async fn run(built: Built, registry: Registry, stop: impl Future<Output = Re
                 let Some(done) = done else { break };
                 if shutdown_span.is_none() {
                     let mut span = crate::telemetry::span("sealtrail.pipeline.shutdown");
-                    span.set_attribute(opentelemetry::KeyValue::new("sealtrail.shutdown.reason", "end of input"));
+                    // Usually a source at the end of its input; a failed component also ends up here.
+                    span.set_attribute(opentelemetry::KeyValue::new("sealtrail.shutdown.reason", "component finished"));
                     shutdown_span = Some(span);
                 }
                 match done {
