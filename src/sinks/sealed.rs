@@ -260,6 +260,10 @@ impl Writer {
     }
 
     fn key_of(&mut self, service: &str) -> usize {
+        // Without rules every event takes the default key: no lookup per event.
+        if self.sink.rules.is_empty() {
+            return 0;
+        }
         if let Some(&k) = self.route.get(service) {
             return k;
         }
