@@ -31,6 +31,7 @@ impl RunArgs {
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let config = config::load_files(&args.config, &args.overrides())?;
     let built = topology::build(&config)?;
+    limit_malloc_arenas();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("sealtrail")
@@ -60,4 +61,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // whether it came from the end of input or from a signal.
     let code = outcome.exit_code.map_or(exit_codes::OK, |c| c.clamp(0, 255) as u8);
     Ok(ExitCode::from(code))
+}
+
+/// Caps glibc's malloc at two arenas (one per core the agent uses). By default every thread
+/// that allocates gets an arena of its own, and the pipeline's threads (stdin reader, tokio
+/// workers, column builder, encoders) hand buffers to each other, so each arena keeps freed
+/// memory of its own: 6 MiB more peak RSS on the end-to-end run for no measurable speed.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; it is called before the runtime's
+    // threads start.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
 }

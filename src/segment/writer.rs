@@ -43,7 +43,7 @@ use crate::keys::{KeyError, KeyProvider};
 pub struct WriteOptions {
     /// zstd level (1–22).
     pub zstd_level: i32,
-    /// Flush a row group once this many encoded bytes are buffered (bounds memory).
+    /// End a row group once this many bytes of Arrow data went into it (bounds memory).
     pub row_group_bytes: usize,
     /// Maximum rows per row group.
     pub row_group_rows: usize,
@@ -51,7 +51,7 @@ pub struct WriteOptions {
 
 impl Default for WriteOptions {
     fn default() -> WriteOptions {
-        WriteOptions { zstd_level: 1, row_group_bytes: 8 << 20, row_group_rows: 128 * 1024 }
+        WriteOptions { zstd_level: 1, row_group_bytes: 4 << 20, row_group_rows: 128 * 1024 }
     }
 }
 
