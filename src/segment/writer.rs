@@ -6,12 +6,13 @@
 //! exists under its final name is complete. A writer dropped without `seal` leaves its file in
 //! `.inflight/`, where [`recover_inflight`] finds it on the next start.
 //!
-//! Row groups are encoded, compressed and encrypted on an encoder thread of the segment (the
-//! parquet crate's `ArrowRowGroupWriterFactory` gives each row group its own column writers,
-//! with the right encryption ordinals) while the caller builds the next batch, and appended
-//! to the file in order. One thread is enough: with the caller's side (reading, redaction,
-//! column building) it keeps two cores busy, and a second encoder would double the memory
-//! the row groups in progress hold (zstd contexts, compressed pages) for no throughput.
+//! Row groups are encoded, compressed and encrypted by the segment's `Encoder` while the
+//! caller builds the next batch (the parquet crate's `ArrowRowGroupWriterFactory` gives each
+//! row group its own column writers, with the right encryption ordinals), and appended to
+//! the file in order. The encoder splits a row group's columns over two threads, the
+//! free-text column on one and the rest on the other, and works on one row group at a time:
+//! two row groups in flight (as an earlier version did) overlapped only at row-group
+//! boundaries and doubled the memory held in zstd contexts and compressed pages.
 
 use std::collections::VecDeque;
 use std::fs::{self, File};
@@ -85,7 +86,7 @@ pub struct SegmentWriter {
     dest_dir: PathBuf,
     file: SerializedFileWriter<BufWriter<File>>,
     factory: ArrowRowGroupWriterFactory,
-    /// Row groups are encoded (and compressed, and encrypted) on this thread.
+    /// Encodes (and compresses, and encrypts) the row groups.
     encoder: Encoder,
     /// The raw sizes of the row groups finished by the caller whose column chunks are not
     /// yet in the file, oldest first.
