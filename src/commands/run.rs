@@ -33,6 +33,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let config = config::load_files(&args.config, &args.overrides())?;
     let built = topology::build(&config)?;
     raise_open_files_limit();
+    limit_malloc_arenas();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("sealtrail")
@@ -92,4 +93,17 @@ pub fn raise_open_files_limit() -> Option<libc::rlim_t> {
         }
     }
     Some(lim.rlim_cur)
+}
+
+/// Caps glibc's malloc at two arenas (one per core the agent uses). By default every thread
+/// that allocates gets an arena of its own, and the pipeline's threads (stdin reader, tokio
+/// workers, column builder, encoders) hand buffers to each other, so each arena keeps freed
+/// memory of its own: 6 MiB more peak RSS on the end-to-end run for no measurable speed.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; it is called before the runtime's
+    // threads start.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
 }

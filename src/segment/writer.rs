@@ -6,10 +6,13 @@
 //! exists under its final name is complete. A writer dropped without `seal` leaves its file in
 //! `.inflight/`, where [`recover_inflight`] finds it on the next start.
 //!
-//! Row groups are encoded by two encoder threads in turn (the parquet crate's
-//! `ArrowRowGroupWriterFactory` gives each row group its own column writers, with the right
-//! encryption ordinals), and appended to the file in order; zstd dominates the cost, so two
-//! row groups compress at once while the caller builds the next batch.
+//! Row groups are encoded, compressed and encrypted by the segment's `Encoder` while the
+//! caller builds the next batch (the parquet crate's `ArrowRowGroupWriterFactory` gives each
+//! row group its own column writers, with the right encryption ordinals), and appended to
+//! the file in order. The encoder splits a row group's columns over two threads, the
+//! free-text column on one and the rest on the other, and works on one row group at a time:
+//! two row groups in flight (as an earlier version did) overlapped only at row-group
+//! boundaries and doubled the memory held in zstd contexts and compressed pages.
 
 use std::collections::VecDeque;
 use std::fs::{self, File};
@@ -41,7 +44,7 @@ use crate::keys::{KeyError, KeyProvider};
 pub struct WriteOptions {
     /// zstd level (1–22).
     pub zstd_level: i32,
-    /// Flush a row group once this many encoded bytes are buffered (bounds memory).
+    /// End a row group once this many bytes of Arrow data went into it (bounds memory).
     pub row_group_bytes: usize,
     /// Maximum rows per row group.
     pub row_group_rows: usize,
@@ -49,7 +52,7 @@ pub struct WriteOptions {
 
 impl Default for WriteOptions {
     fn default() -> WriteOptions {
-        WriteOptions { zstd_level: 1, row_group_bytes: 8 << 20, row_group_rows: 128 * 1024 }
+        WriteOptions { zstd_level: 1, row_group_bytes: 4 << 20, row_group_rows: 128 * 1024 }
     }
 }
 
@@ -83,11 +86,10 @@ pub struct SegmentWriter {
     dest_dir: PathBuf,
     file: SerializedFileWriter<BufWriter<File>>,
     factory: ArrowRowGroupWriterFactory,
-    schema: SchemaRef,
-    /// Row groups are encoded (and compressed, and encrypted) on these threads, alternating,
-    /// so that two row groups compress at once; they are appended to the file in order.
-    encoders: [Encoder; 2],
-    /// Encoders holding a finished row group, oldest first (its result not yet appended).
+    /// Encodes (and compresses, and encrypts) the row groups.
+    encoder: Encoder,
+    /// The raw sizes of the row groups finished by the caller whose column chunks are not
+    /// yet in the file, oldest first.
     pending: VecDeque<usize>,
     /// The index of the row group being fed, and whether it has been started.
     next_rg: usize,
@@ -121,10 +123,14 @@ pub fn writer_properties(
         // Bloom filters are written unencrypted by the parquet crate: never.
         .set_bloom_filter_enabled(false)
         .set_max_row_group_row_count(Some(options.row_group_rows.max(1)))
+        // No dictionaries: hashing every value into one cost a tenth of the encoding time
+        // (`perf` on the end-to-end run), and zstd squeezes plain runs of repeated values
+        // (service, source, severity, times) just as small.
+        .set_dictionary_enabled(false)
         .set_created_by(format!("sealtrail {}", env!("CARGO_PKG_VERSION")));
     // String statistics are only kept where the reader prunes with them (trace ids): the
     // parquet crate's min/max over every string value cost a third of the encoding time in
-    // `benches/sealed.rs`. Free text gets no dictionary either, and ids are random.
+    // `benches/sealed.rs`.
     for col in [
         "body",
         "events",
@@ -138,9 +144,6 @@ pub fn writer_properties(
         "scope_name",
     ] {
         b = b.set_column_statistics_enabled(ColumnPath::from(col), EnabledStatistics::None);
-    }
-    for col in ["body", "events", "links", "trace_id", "span_id", "parent_span_id"] {
-        b = b.set_column_dictionary_enabled(ColumnPath::from(col), false);
     }
     if let Some(e) = encryption {
         b = b.with_file_encryption_properties(e);
@@ -182,12 +185,11 @@ impl SegmentWriter {
             ArrowWriter::try_new(BufWriter::with_capacity(256 * 1024, file), schema::of(signal), Some(props))
                 .map_err(pq)?;
         let (file, factory) = writer.into_serialized_writer().map_err(pq)?;
-        let encoders = [Encoder::spawn().map_err(io(&inflight))?, Encoder::spawn().map_err(io(&inflight))?];
+        let encoder = Encoder::spawn(signal, schema::of(signal)).map_err(io(&inflight))?;
         Ok(SegmentWriter {
             file,
             factory,
-            schema: schema::of(signal),
-            encoders,
+            encoder,
             pending: VecDeque::new(),
             next_rg: 0,
             rg_started: false,
@@ -232,30 +234,30 @@ impl SegmentWriter {
         self.opened
     }
 
-    /// Appends a record batch. A row group ends after `row_group_rows` rows or twice
-    /// `row_group_bytes` of Arrow data (two row groups are in flight: this bounds memory).
+    /// Appends a record batch. A row group ends after `row_group_rows` rows or
+    /// `row_group_bytes` of Arrow data. At most one finished row group waits for the file
+    /// while the next one is encoded: this bounds memory.
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), WriteError> {
         let pq = |path: &Path| {
             let path = path.to_owned();
             move |source| WriteError::Parquet { path, source }
         };
+        // Row groups the encoder has finished go to the file now, freeing their pages.
+        while self.append_oldest(false)? {}
         if !self.rg_started {
-            let w = self.next_rg % 2;
-            // The other encoder may hold the previous row group; this one must be free.
-            while self.pending.contains(&w) {
-                self.append_oldest()?;
-            }
             let writers = self.factory.create_column_writers(self.next_rg).map_err(pq(&self.inflight))?;
-            self.encoders[w].send(Job::Start(writers)).map_err(pq(&self.inflight))?;
+            self.encoder.start(writers).map_err(pq(&self.inflight))?;
             self.rg_started = true;
         }
-        let w = self.next_rg % 2;
-        self.encoders[w].send(Job::Batch(batch.clone(), self.schema.clone())).map_err(pq(&self.inflight))?;
+        self.encoder.batch(batch).map_err(pq(&self.inflight))?;
         self.rows += batch.num_rows() as u64;
         self.rg_rows += batch.num_rows();
         self.rg_bytes += batch.get_array_memory_size();
-        if self.rg_rows >= self.options.row_group_rows || self.rg_bytes >= self.options.row_group_bytes * 2 {
+        if self.rg_rows >= self.options.row_group_rows || self.rg_bytes >= self.options.row_group_bytes {
             self.end_row_group()?;
+            while self.pending.len() > 1 {
+                self.append_oldest(true)?;
+            }
         }
         Ok(())
     }
@@ -264,11 +266,10 @@ impl SegmentWriter {
         if !self.rg_started {
             return Ok(());
         }
-        let w = self.next_rg % 2;
-        self.encoders[w]
-            .send(Job::Finish)
+        self.encoder
+            .finish()
             .map_err(|source| WriteError::Parquet { path: self.inflight.clone(), source })?;
-        self.pending.push_back(w);
+        self.pending.push_back(self.rg_bytes);
         self.in_flight += self.rg_bytes;
         self.next_rg += 1;
         self.rg_started = false;
@@ -277,18 +278,23 @@ impl SegmentWriter {
         Ok(())
     }
 
-    /// Waits for the oldest finished row group and appends its column chunks to the file.
-    fn append_oldest(&mut self) -> Result<(), WriteError> {
+    /// Appends the column chunks of the oldest finished row group to the file, waiting for
+    /// the encoder when `wait`; returns whether one was appended.
+    fn append_oldest(&mut self, wait: bool) -> Result<bool, WriteError> {
         let pq = |source| WriteError::Parquet { path: self.inflight.clone(), source };
-        let Some(w) = self.pending.pop_front() else { return Ok(()) };
-        let (chunks, raw) = self.encoders[w].result().map_err(pq)?;
+        if self.pending.is_empty() {
+            return Ok(false);
+        }
+        let Some(encoded) = self.encoder.result(wait) else { return Ok(false) };
+        let raw = self.pending.pop_front().unwrap_or(0);
+        let chunks = encoded.map_err(pq)?;
         let mut rg = self.file.next_row_group().map_err(pq)?;
         for c in chunks {
             c.append_to_row_group(&mut rg).map_err(pq)?;
         }
         rg.close().map_err(pq)?;
         self.in_flight = self.in_flight.saturating_sub(raw);
-        Ok(())
+        Ok(true)
     }
 
     /// Finishes the file, fsyncs it and renames it into place.
@@ -302,10 +308,10 @@ impl SegmentWriter {
         let mut this = self;
         this.end_row_group()?;
         while !this.pending.is_empty() {
-            this.append_oldest()?;
+            this.append_oldest(true)?;
         }
-        let SegmentWriter { file, encoders, dest_dir, id, rows, key_id, .. } = this;
-        drop(encoders);
+        let SegmentWriter { file, encoder, dest_dir, id, rows, key_id, .. } = this;
+        drop(encoder);
         let buf = file.into_inner().map_err(pq)?;
         let file = buf
             .into_inner()
@@ -323,43 +329,68 @@ impl SegmentWriter {
 
 enum Job {
     Start(Vec<ArrowColumnWriter>),
-    Batch(RecordBatch, SchemaRef),
+    Batch(RecordBatch),
     Finish,
 }
 
-type Encoded = Result<(Vec<ArrowColumnChunk>, usize), ParquetError>;
+type Encoded = Result<Vec<ArrowColumnChunk>, ParquetError>;
 
-/// A thread that encodes one row group at a time: column writers in, column chunks out.
+/// The columns that take most of the encoding time (zstd over free text): they get an
+/// encoder thread of their own, the other columns share a second one.
+fn heavy(signal: Signal, field: &str) -> bool {
+    match signal {
+        Signal::Logs => field == "body",
+        Signal::Spans => matches!(field, "attributes" | "name"),
+    }
+}
+
+/// How many Parquet leaf columns an Arrow field becomes (a map: its keys and its values).
+fn leaf_count(t: &arrow_schema::DataType) -> usize {
+    use arrow_schema::DataType as D;
+    match t {
+        D::Struct(fields) => fields.iter().map(|f| leaf_count(f.data_type())).sum(),
+        D::Map(f, _) | D::List(f) | D::LargeList(f) | D::FixedSizeList(f, _) => leaf_count(f.data_type()),
+        _ => 1,
+    }
+}
+
+/// Encodes one row group at a time on two threads ("lanes"), the heavy columns on one and
+/// the rest on the other, so that compressing the text overlaps compressing everything
+/// else: column writers in, column chunks out, in schema order.
 struct Encoder {
+    lanes: [Lane; 2],
+    /// Per schema field: its lane and its number of leaf columns.
+    fields: Vec<(usize, usize)>,
+    /// Each lane's result for the oldest unfinished row group, once it came.
+    ready: [Option<Encoded>; 2],
+}
+
+struct Lane {
     jobs: Option<mpsc::SyncSender<Job>>,
     results: mpsc::Receiver<Encoded>,
     handle: Option<JoinHandle<()>>,
 }
 
-impl Encoder {
-    fn spawn() -> std::io::Result<Encoder> {
+impl Lane {
+    /// A lane that encodes the fields `mine` (schema indices) of every batch.
+    fn spawn(schema: SchemaRef, mine: Vec<usize>) -> std::io::Result<Lane> {
         // Two batches of slack: the builder side runs ahead without holding much memory.
         let (jobs, rx) = mpsc::sync_channel::<Job>(2);
         let (tx, results) = mpsc::channel::<Encoded>();
         let handle = std::thread::Builder::new().name("sealtrail-encode".into()).spawn(move || {
             let mut writers: Vec<ArrowColumnWriter> = Vec::new();
-            let mut raw = 0usize;
             let mut failed: Option<ParquetError> = None;
             while let Ok(job) = rx.recv() {
                 match job {
-                    Job::Start(w) => {
-                        writers = w;
-                        raw = 0;
-                    }
-                    Job::Batch(batch, schema) => {
+                    Job::Start(w) => writers = w,
+                    Job::Batch(batch) => {
                         if failed.is_some() {
                             continue;
                         }
-                        raw += batch.get_array_memory_size();
                         let mut it = writers.iter_mut();
                         let r = (|| -> Result<(), ParquetError> {
-                            for (field, col) in schema.fields().iter().zip(batch.columns()) {
-                                for leaf in compute_leaves(field, col)? {
+                            for &f in &mine {
+                                for leaf in compute_leaves(schema.field(f), batch.column(f))? {
                                     let w = it
                                         .next()
                                         .ok_or_else(|| ParquetError::General("column writer count".into()))?;
@@ -380,29 +411,92 @@ impl Encoder {
                                 .map(|w| w.close())
                                 .collect::<Result<Vec<_>, _>>(),
                         };
-                        if tx.send(r.map(|c| (c, raw))).is_err() {
+                        if tx.send(r).is_err() {
                             return;
                         }
                     }
                 }
             }
         })?;
-        Ok(Encoder { jobs: Some(jobs), results, handle: Some(handle) })
+        Ok(Lane { jobs: Some(jobs), results, handle: Some(handle) })
     }
 
     fn send(&self, job: Job) -> Result<(), ParquetError> {
-        let gone = || ParquetError::General("the row group encoder thread stopped".into());
-        self.jobs.as_ref().ok_or_else(gone)?.send(job).map_err(|_| gone())
-    }
-
-    fn result(&self) -> Encoded {
-        self.results
-            .recv()
-            .map_err(|_| ParquetError::General("the row group encoder thread stopped".into()))?
+        self.jobs.as_ref().ok_or_else(stopped)?.send(job).map_err(|_| stopped())
     }
 }
 
-impl Drop for Encoder {
+fn stopped() -> ParquetError {
+    ParquetError::General("the row group encoder thread stopped".into())
+}
+
+impl Encoder {
+    fn spawn(signal: Signal, schema: SchemaRef) -> std::io::Result<Encoder> {
+        let fields: Vec<(usize, usize)> = schema
+            .fields()
+            .iter()
+            .map(|f| (usize::from(!heavy(signal, f.name())), leaf_count(f.data_type())))
+            .collect();
+        let mine = |lane| fields.iter().enumerate().filter(|(_, f)| f.0 == lane).map(|(i, _)| i).collect();
+        let lanes = [Lane::spawn(schema.clone(), mine(0))?, Lane::spawn(schema, mine(1))?];
+        Ok(Encoder { lanes, fields, ready: [None, None] })
+    }
+
+    /// Starts a row group: hands each lane the column writers of its fields.
+    fn start(&self, writers: Vec<ArrowColumnWriter>) -> Result<(), ParquetError> {
+        let mut split: [Vec<ArrowColumnWriter>; 2] = [Vec::new(), Vec::new()];
+        let mut it = writers.into_iter();
+        for &(lane, leaves) in &self.fields {
+            split[lane].extend(it.by_ref().take(leaves));
+        }
+        let [a, b] = split;
+        self.lanes[0].send(Job::Start(a))?;
+        self.lanes[1].send(Job::Start(b))
+    }
+
+    fn batch(&self, batch: &RecordBatch) -> Result<(), ParquetError> {
+        self.lanes[0].send(Job::Batch(batch.clone()))?;
+        self.lanes[1].send(Job::Batch(batch.clone()))
+    }
+
+    fn finish(&self) -> Result<(), ParquetError> {
+        self.lanes[0].send(Job::Finish)?;
+        self.lanes[1].send(Job::Finish)
+    }
+
+    /// The column chunks of the next finished row group in schema order: waits for them when
+    /// `wait`, else `None` while a lane is not done with it.
+    fn result(&mut self, wait: bool) -> Option<Encoded> {
+        for (lane, slot) in self.lanes.iter().zip(self.ready.iter_mut()) {
+            if slot.is_some() {
+                continue;
+            }
+            *slot = if wait {
+                Some(lane.results.recv().unwrap_or_else(|_| Err(stopped())))
+            } else {
+                match lane.results.try_recv() {
+                    Ok(r) => Some(r),
+                    Err(mpsc::TryRecvError::Empty) => return None,
+                    Err(mpsc::TryRecvError::Disconnected) => Some(Err(stopped())),
+                }
+            };
+        }
+        let [Some(a), Some(b)] = [self.ready[0].take(), self.ready[1].take()] else {
+            return Some(Err(stopped()));
+        };
+        let mut got = match (a, b) {
+            (Ok(a), Ok(b)) => [a.into_iter(), b.into_iter()],
+            (Err(e), _) | (_, Err(e)) => return Some(Err(e)),
+        };
+        let mut out = Vec::new();
+        for &(lane, leaves) in &self.fields {
+            out.extend(got[lane].by_ref().take(leaves));
+        }
+        Some(Ok(out))
+    }
+}
+
+impl Drop for Lane {
     fn drop(&mut self) {
         // Closing the job channel ends the thread.
         self.jobs.take();

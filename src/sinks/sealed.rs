@@ -1,8 +1,9 @@
 //! The `sealed` sink: writes events into encrypted Parquet segments (see [`crate::segment`]).
 //!
-//! Encoding, compression and encryption run on a blocking thread fed through a small bounded
-//! channel, so the tokio workers keep redacting while the previous batches are compressed
-//! (the two overlap on two cores) and backpressure reaches the sources. Events are routed to
+//! Column building runs on a blocking thread fed through a small bounded channel, and
+//! encoding, compression and encryption on the segment writer's two encoder threads, so the
+//! tokio workers keep redacting while the previous batches are compressed (they overlap on
+//! two cores) and backpressure reaches the sources. Events are routed to
 //! one open segment per signal and key: the key comes from the first `[[keys.rules]]` glob
 //! matching the event's service, else `[keys] default`, so events of different keys never
 //! share a segment. Segments rotate by rows, bytes and age; on start, files a crash left in
@@ -49,8 +50,8 @@ pub struct SealedConfig {
     /// zstd compression level, 1 (fastest) to 22. Default 1.
     #[serde(default = "default_level")]
     pub compression_level: i32,
-    /// Flush a Parquet row group once this many encoded bytes are buffered; bounds memory.
-    /// Default 8 MiB.
+    /// End a Parquet row group once this many bytes of Arrow data went into it; bounds
+    /// memory (one row group is encoded while the next is built). Default 4 MiB.
     #[serde(default = "default_row_group_bytes")]
     pub row_group_bytes: usize,
 }
@@ -68,7 +69,7 @@ fn default_level() -> i32 {
     1
 }
 fn default_row_group_bytes() -> usize {
-    8 << 20
+    4 << 20
 }
 
 /// Parses `500ms`, `30s`, `5m`, `1h`, `2d`.
@@ -260,6 +261,10 @@ impl Writer {
     }
 
     fn key_of(&mut self, service: &str) -> usize {
+        // Without rules every event takes the default key: no lookup per event.
+        if self.sink.rules.is_empty() {
+            return 0;
+        }
         if let Some(&k) = self.route.get(service) {
             return k;
         }

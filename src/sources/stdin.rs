@@ -108,7 +108,8 @@ impl Source for ReaderSource {
                         break;
                     }
                 };
-                let mut events = Vec::new();
+                // Sized for lines of about 128 bytes, so the vector rarely grows (and copies).
+                let mut events = Vec::with_capacity(chunk.len() / 128 + 16);
                 builder.push(&mut splitter, &chunk, &mut events);
                 if cx.out.send_events(events).await.is_err() {
                     return Ok(());
