@@ -24,6 +24,7 @@ mod counters;
 mod transport;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
@@ -62,7 +63,23 @@ pub struct Telemetry {
     tracer: Option<SdkTracerProvider>,
     meter: Option<SdkMeterProvider>,
     timeout: Duration,
+    /// Set while a [`Telemetry::flush`] runs: a flush that outlived its caller's limit is
+    /// not joined by another one.
+    flushing: Arc<AtomicBool>,
     _counters: Vec<opentelemetry::metrics::ObservableCounter<u64>>,
+}
+
+/// How a bounded flush or shutdown ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flushed {
+    /// Everything was handed to the collector (or the exporters reported their failure,
+    /// which they have counted and logged).
+    Done,
+    /// The limit passed first; the export goes on in the background until its own
+    /// `timeout`, and nobody waits for it.
+    TimedOut,
+    /// A previous flush is still running (it outlived its limit); this one was skipped.
+    Busy,
 }
 
 impl Telemetry {
@@ -137,7 +154,50 @@ impl Telemetry {
             metrics = options.metrics,
             "exporting the agent's own telemetry"
         );
-        Ok(Some(Telemetry { tracer, meter, timeout: checked.timeout, _counters: counters }))
+        Ok(Some(Telemetry {
+            tracer,
+            meter,
+            timeout: checked.timeout,
+            flushing: Arc::new(AtomicBool::new(false)),
+            _counters: counters,
+        }))
+    }
+
+    /// Exports the queued spans and the counters' current values now, waiting at most
+    /// `limit`: for a process that may be frozen right after (a Lambda execution
+    /// environment between invokes), where the periodic exports cannot be relied on.
+    ///
+    /// The SDK's flush blocks, so it runs on a blocking thread; past `limit` the caller goes
+    /// on and the export finishes (or hits its own `timeout`) on its own. While it does,
+    /// further flushes are skipped ([`Flushed::Busy`]) rather than queued behind it.
+    pub async fn flush(&self, limit: Duration) -> Flushed {
+        if self.flushing.swap(true, Ordering::AcqRel) {
+            return Flushed::Busy;
+        }
+        let (tracer, meter, flushing) = (self.tracer.clone(), self.meter.clone(), self.flushing.clone());
+        let job = tokio::task::spawn_blocking(move || {
+            // Failures have been counted and logged by the guarded exporters.
+            if let Some(t) = &tracer {
+                let _ = t.force_flush();
+            }
+            if let Some(m) = &meter {
+                let _ = m.force_flush();
+            }
+            flushing.store(false, Ordering::Release);
+        });
+        match tokio::time::timeout(limit, job).await {
+            Ok(_) => Flushed::Done,
+            Err(_) => Flushed::TimedOut,
+        }
+    }
+
+    /// [`Telemetry::shutdown`] from async code, waiting at most `limit` (the exporters keep
+    /// their own, longer, limit on a blocking thread that nobody waits for past `limit`).
+    pub async fn shutdown_within(self, limit: Duration) -> Flushed {
+        match tokio::time::timeout(limit, tokio::task::spawn_blocking(move || self.shutdown())).await {
+            Ok(_) => Flushed::Done,
+            Err(_) => Flushed::TimedOut,
+        }
     }
 
     /// Exports what is left (queued spans, the final counter values) and stops, waiting at
