@@ -2,6 +2,12 @@
 //! subscribe the telemetry listener, loop on `event/next`, and on SHUTDOWN end the topology
 //! through its one shutdown path within the deadline.
 //!
+//! With `[telemetry]` enabled, the agent's own exporters start as in `sealtrail run`; each
+//! invoke gets a span, and since the environment may be frozen as soon as the extension is
+//! back in `event/next`, the spans and counters are flushed just before that call (bounded
+//! by [`INVOKE_FLUSH_LIMIT`]) and once more after the segments are sealed at SHUTDOWN, with
+//! what is left of the deadline.
+//!
 //! Failures are reported the way the platform expects: a configuration, listener or
 //! subscription failure during Init through `init/error`, a fatal failure afterwards
 //! through `exit/error`, each with an `Extension.<Reason>` type, and the process exits

@@ -4,7 +4,8 @@
 //!
 //! What is exported is fixed here and never comes from events:
 //! - **spans** ([`span`]): `sealtrail.pipeline.start`, `sealtrail.pipeline.shutdown`,
-//!   `sealtrail.segment.seal`, `sealtrail.key.wrap_dek`, `sealtrail.key.unwrap_dek`, whose
+//!   `sealtrail.segment.seal`, `sealtrail.key.wrap_dek`, `sealtrail.key.unwrap_dek`, and in
+//!   the Lambda extension `sealtrail.lambda.invoke` and `sealtrail.lambda.shutdown`, whose
 //!   attributes are counts, component ids, signals and key ids (`name#version`, never
 //!   material). The `tracing` log of the agent is *not* bridged: a debug line could hold event
 //!   contents, so the exported spans are made with the OpenTelemetry API directly.
@@ -18,6 +19,10 @@
 //! `telemetry` component) and logged at warn at most once per export interval
 //! ([`transport`]). The transports are the `otlp` sink's connector (TCP, rustls), driven
 //! by the agent's tokio runtime.
+//!
+//! A process that may be frozen between bursts of work (the Lambda extension between
+//! invokes) cannot wait for the periodic exports: it calls [`Telemetry::flush`] when a burst
+//! ends and [`Telemetry::shutdown_within`] at the end, each bounded by the caller's limit.
 
 pub mod config;
 mod counters;
