@@ -44,7 +44,8 @@ fn config(dir: &Path, telemetry: Option<&str>) -> Option<PathBuf> {
     let section = telemetry
         .map(|e| format!("[telemetry]\nenabled = true\nendpoint = \"{e}\"\nexport_interval = \"60s\"\n"))
         .unwrap_or_default();
-    Some(common::write(dir, "bench.toml", &format!("{section}{base}")))
+    // After the base: a section header would swallow its top-level keys (`data_dir`).
+    Some(common::write(dir, "bench.toml", &format!("{base}\n{section}")))
 }
 
 fn spawn(emu: &Emulator, dir: &Path, wrap_time: bool, telemetry: Option<&str>) -> Child {
