@@ -76,9 +76,9 @@ fn wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
 
 /// One invoke as the platform runs it: INVOKE, then its telemetry (start, `lines` function
 /// records, runtimeDone, report) once the extension is back in `next`. Returns the records.
-fn invoke(emu: &Emulator, rid: &str, lines: usize) -> usize {
+fn invoke(emu: &Emulator, rid: &str, lines: usize, limit: Duration) -> usize {
     emu.invoke(rid, None);
-    assert!(emu.wait_idle(INIT), "the extension did not take the INVOKE event");
+    assert!(emu.wait_idle(limit), "the extension was not back in `next` within {limit:?} of {rid}");
     let mut batch = vec![records::platform_start(rid, None)];
     for i in 0..lines {
         batch.push(records::function_text(&format!("{rid} line {i} {CANARY_WORD} paid with {CARD}")));
@@ -137,7 +137,7 @@ fn invokes_are_flushed_as_they_end_and_the_rest_at_shutdown_with_the_pipelines_n
     let mut total = 0;
     let rids = ["req-1", "req-2", "req-3"];
     for (n, rid) in rids.iter().enumerate() {
-        total += invoke(&emu, rid, 10 * (n + 1));
+        total += invoke(&emu, rid, 10 * (n + 1), INIT);
         // Before any SHUTDOWN and with no periodic export due: the invoke's own flush sent
         // its span and the counters (the invoke counter is already n + 1).
         let seen = common::eventually(Duration::from_secs(10), || {
@@ -202,15 +202,17 @@ fn invokes_are_flushed_as_they_end_and_the_rest_at_shutdown_with_the_pipelines_n
 fn a_collector_that_never_answers_does_not_hold_up_invokes_or_shutdown() {
     let dir = tempfile::tempdir().unwrap();
     let collector = Collector::start(true);
-    // The default export timeout (5 s) is far beyond the 500 ms SHUTDOWN budget below.
-    let cfg = config(dir.path(), &format!("http://{}", collector.addr), "");
+    // An export timeout far beyond both the 100 ms per-invoke flush limit and the 500 ms
+    // SHUTDOWN budget below: only those limits can keep the extension on time.
+    let cfg = config(dir.path(), &format!("http://{}", collector.addr), "timeout = \"20s\"");
     let emu = Emulator::start(Behaviour::default());
     let mut child = start(&emu, dir.path(), &cfg);
     emu.wait_subscribed(INIT).expect("subscribed");
     let mut total = 0;
     for rid in ["r-1", "r-2", "r-3"] {
-        // `invoke` waits until the extension is back in `next`: a hung flush would stop here.
-        total += invoke(&emu, rid, 20);
+        // Back in `next` within a bound far below the export timeout (a contract check with
+        // a generous bound, not a timing: the flush gives up after 100 ms).
+        total += invoke(&emu, rid, 20, Duration::from_secs(5));
     }
     let deadline = emu.shutdown("timeout", Duration::from_millis(500));
     let status = wait_until(&mut child, deadline);
