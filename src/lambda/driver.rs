@@ -131,7 +131,7 @@ async fn drive(opts: Options) -> anyhow::Result<ExitCode> {
     let built = built.and_then(|(b, t, options)| {
         Ok((b, t, Telemetry::start(&options, &registry, &tokio::runtime::Handle::current())?))
     });
-    let (built, telemetry, exporter) = match built {
+    let (built, telemetry, mut exporter) = match built {
         Ok(b) => b,
         Err(e) => {
             report_init(&client, &reg.id, "Extension.ConfigInvalid", &format!("{e:#}")).await;
@@ -191,6 +191,10 @@ async fn drive(opts: Options) -> anyhow::Result<ExitCode> {
                 // The pipeline ended before SHUTDOWN: a component failed, or a signal.
                 let outcome = done.map_err(|e| anyhow!("the pipeline task failed: {e}"))?;
                 registry.log_summary();
+                // What the agent can still say about it, within the platform's usual budget.
+                if let Some(t) = exporter.take() {
+                    let _ = t.shutdown_within(DEFAULT_SHUTDOWN_BUDGET - super::SHUTDOWN_MARGIN).await;
+                }
                 return match outcome.failures.first() {
                     Some((name, err)) => {
                         let msg = format!("{name}: {err}");
