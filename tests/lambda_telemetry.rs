@@ -18,7 +18,7 @@ use std::path::Path;
 use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use collector::{Collector, Received, metric_value, str_attr};
+use collector::{Collector, Received, hex, metric_value, str_attr};
 use emulator::{Behaviour, Emulator, records};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -76,8 +76,11 @@ fn wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
 
 /// One invoke as the platform runs it: INVOKE, then its telemetry (start, `lines` function
 /// records, runtimeDone, report) once the extension is back in `next`. Returns the records.
+/// An X-Ray header as Lambda passes it with INVOKE: the invoke span joins this trace.
+const TRACE: &str = "Root=1-5f35ae12-0c0fec141ab77a00bc047aa2;Parent=2be948a625588e32;Sampled=1";
+
 fn invoke(emu: &Emulator, rid: &str, lines: usize, limit: Duration) -> usize {
-    emu.invoke(rid, None);
+    emu.invoke(rid, (rid == "req-2").then_some(TRACE));
     assert!(emu.wait_idle(limit), "the extension was not back in `next` within {limit:?} of {rid}");
     let mut batch = vec![records::platform_start(rid, None)];
     for i in 0..lines {
@@ -91,6 +94,11 @@ fn invoke(emu: &Emulator, rid: &str, lines: usize, limit: Duration) -> usize {
 
 /// `(span name, faas.invocation_id)` of every exported span.
 fn spans(traces: &[Received]) -> Vec<(String, Option<String>)> {
+    spans_with_ids(traces).into_iter().map(|(n, id, _, _)| (n, id)).collect()
+}
+
+/// `(span name, faas.invocation_id, trace id, parent span id)` in hex.
+fn spans_with_ids(traces: &[Received]) -> Vec<(String, Option<String>, String, String)> {
     let mut out = Vec::new();
     for r in traces {
         let req = ExportTraceServiceRequest::decode(&r.body[..]).unwrap();
@@ -98,7 +106,12 @@ fn spans(traces: &[Received]) -> Vec<(String, Option<String>)> {
             let res = &rs.resource.as_ref().unwrap().attributes;
             assert_eq!(str_attr(res, "service.name"), Some("sealtrail-lambda-test"));
             for s in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
-                out.push((s.name.clone(), str_attr(&s.attributes, "faas.invocation_id").map(str::to_owned)));
+                out.push((
+                    s.name.clone(),
+                    str_attr(&s.attributes, "faas.invocation_id").map(str::to_owned),
+                    hex(&s.trace_id),
+                    hex(&s.parent_span_id),
+                ));
             }
         }
     }
@@ -168,6 +181,13 @@ fn invokes_are_flushed_as_they_end_and_the_rest_at_shutdown_with_the_pipelines_n
         let n =
             names.iter().filter(|(name, id)| name == "sealtrail.lambda.invoke" && id.as_deref() == Some(rid));
         assert_eq!(n.count(), 1, "{rid}: {names:?}");
+    }
+    // The invoke that came with an X-Ray header is a child of the function's span.
+    for (name, id, trace, parent) in spans_with_ids(&traces) {
+        if name == "sealtrail.lambda.invoke" {
+            let joined = trace == "5f35ae120c0fec141ab77a00bc047aa2" && parent == "2be948a625588e32";
+            assert_eq!(joined, id.as_deref() == Some("req-2"), "{id:?}: trace {trace}, parent {parent}");
+        }
     }
     for want in [
         "sealtrail.pipeline.start",

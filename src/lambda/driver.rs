@@ -210,7 +210,11 @@ async fn drive(opts: Options) -> anyhow::Result<ExitCode> {
                 tracing::debug!(request_id = %request_id, "invoke");
                 invokes.add("invokes", 1);
                 if exporter.is_some() {
-                    let mut span = telemetry::span("sealtrail.lambda.invoke");
+                    // Inside the function's X-Ray trace when the INVOKE carries one.
+                    let mut span = match trace.as_deref().map(super::parse_xray) {
+                        Some((Some(t), Some(p))) => telemetry::child_span("sealtrail.lambda.invoke", t, p),
+                        _ => telemetry::span("sealtrail.lambda.invoke"),
+                    };
                     // The platform's request id: an identifier, not event data.
                     span.set_attribute(KeyValue::new("faas.invocation_id", request_id.clone()));
                     invocation = Some(span);

@@ -54,6 +54,22 @@ pub fn span(name: &'static str) -> global::BoxedSpan {
     global::tracer(SCOPE).start(name)
 }
 
+/// Starts a span as a child of a remote span (the caller's trace, e.g. the X-Ray trace of a
+/// Lambda invoke), so a trace viewer shows the agent's work inside it. It is sampled
+/// whatever the remote side decided: whether the agent exports is `[telemetry]`'s call.
+pub fn child_span(name: &'static str, trace_id: [u8; 16], parent: [u8; 8]) -> global::BoxedSpan {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState};
+    let remote = SpanContext::new(
+        TraceId::from_bytes(trace_id),
+        SpanId::from_bytes(parent),
+        TraceFlags::SAMPLED,
+        true,
+        TraceState::default(),
+    );
+    let cx = opentelemetry::Context::new().with_remote_span_context(remote);
+    global::tracer(SCOPE).start_with_context(name, &cx)
+}
+
 /// Ends `span` with an error status when `r` is an error (the message is the error's
 /// `Display`, which in this crate never holds event contents or key material).
 pub fn end_with<T, E: std::fmt::Display>(mut span: global::BoxedSpan, r: &Result<T, E>) {
