@@ -2,6 +2,12 @@
 //! subscribe the telemetry listener, loop on `event/next`, and on SHUTDOWN end the topology
 //! through its one shutdown path within the deadline.
 //!
+//! With `[telemetry]` enabled, the agent's own exporters start as in `sealtrail run`; each
+//! invoke gets a span, and since the environment may be frozen as soon as the extension is
+//! back in `event/next`, the spans and counters are flushed just before that call (bounded
+//! by [`INVOKE_FLUSH_LIMIT`]) and once more after the segments are sealed at SHUTDOWN, with
+//! what is left of the deadline.
+//!
 //! Failures are reported the way the platform expects: a configuration, listener or
 //! subscription failure during Init through `init/error`, a fatal failure afterwards
 //! through `exit/error`, each with an `Extension.<Reason>` type, and the process exits
@@ -14,12 +20,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
+use opentelemetry::trace::Span as _;
+use opentelemetry::{KeyValue, global};
 
 use super::client::{Client, LifecycleEvent, Subscribed};
 use super::{FunctionInfo, Handle, Invoke, ShutdownInfo};
 use crate::config::{self, Config, Overrides};
 use crate::exit_codes;
 use crate::metrics::Registry;
+use crate::telemetry::{self, Flushed, Telemetry};
 use crate::topology::{self, Outcome, Reason};
 
 /// How the extension was started.
@@ -38,6 +47,12 @@ const DEFAULT_SHUTDOWN_BUDGET: Duration = Duration::from_millis(2000);
 
 /// How long the telemetry listener may take to come up during Init (which has 10 s).
 const LISTENER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The most the end-of-invoke telemetry flush may delay the return to `event/next` (and so
+/// the end of the invoke as Lambda bills it). An export to a collector in the same region
+/// takes a few milliseconds; a slower one finishes in the background, and the next flush
+/// is skipped while it runs.
+pub const INVOKE_FLUSH_LIMIT: Duration = Duration::from_millis(100);
 
 /// Runs the extension to the end and returns the exit code.
 pub fn run(opts: Options) -> anyhow::Result<ExitCode> {
@@ -107,13 +122,16 @@ async fn drive(opts: Options) -> anyhow::Result<ExitCode> {
             n <= 1,
             "{n} `lambda_telemetry` sources: an extension has one Telemetry API subscription"
         );
-        if c.globals.telemetry.enabled {
-            // Its final export would eat into the 300 ms after SHUTDOWN; not wired here yet.
-            tracing::warn!("`[telemetry]` is not supported by the Lambda extension yet; ignored");
-        }
-        Ok((topology::build(&c)?, n == 1))
+        Ok((topology::build(&c)?, n == 1, c.globals.telemetry))
     });
-    let (built, telemetry) = match built {
+    let registry = Registry::default();
+    // Registered before the exporters start, so the invoke counter is exported from the first.
+    let invokes = registry.component("lambda");
+    // The agent's own telemetry starts as in `sealtrail run`; it is flushed per invoke below.
+    let built = built.and_then(|(b, t, options)| {
+        Ok((b, t, Telemetry::start(&options, &registry, &tokio::runtime::Handle::current())?))
+    });
+    let (built, telemetry, mut exporter) = match built {
         Ok(b) => b,
         Err(e) => {
             report_init(&client, &reg.id, "Extension.ConfigInvalid", &format!("{e:#}")).await;
@@ -121,7 +139,6 @@ async fn drive(opts: Options) -> anyhow::Result<ExitCode> {
         }
     };
 
-    let registry = Registry::default();
     let stop_handle = handle.clone();
     let stop = async move {
         tokio::select! {
@@ -161,13 +178,23 @@ async fn drive(opts: Options) -> anyhow::Result<ExitCode> {
         "registered and subscribed; waiting for events"
     );
 
+    // The span of the invoke in progress: it ends when the extension goes back to
+    // `event/next`, i.e. when it is done with the invoke.
+    let mut invocation: Option<global::BoxedSpan> = None;
     let shutdown = loop {
+        if let Some(span) = invocation.take() {
+            end_invoke(span, exporter.as_ref()).await;
+        }
         let event = tokio::select! {
             e = client.next(&reg.id) => e,
             done = &mut topo => {
                 // The pipeline ended before SHUTDOWN: a component failed, or a signal.
                 let outcome = done.map_err(|e| anyhow!("the pipeline task failed: {e}"))?;
                 registry.log_summary();
+                // What the agent can still say about it, within the platform's usual budget.
+                if let Some(t) = exporter.take() {
+                    let _ = t.shutdown_within(DEFAULT_SHUTDOWN_BUDGET - super::SHUTDOWN_MARGIN).await;
+                }
                 return match outcome.failures.first() {
                     Some((name, err)) => {
                         let msg = format!("{name}: {err}");
@@ -181,6 +208,17 @@ async fn drive(opts: Options) -> anyhow::Result<ExitCode> {
         match event {
             Ok(LifecycleEvent::Invoke { request_id, deadline_ms, trace }) => {
                 tracing::debug!(request_id = %request_id, "invoke");
+                invokes.add("invokes", 1);
+                if exporter.is_some() {
+                    // Inside the function's X-Ray trace when the INVOKE carries one.
+                    let mut span = match trace.as_deref().map(super::parse_xray) {
+                        Some((Some(t), Some(p))) => telemetry::child_span("sealtrail.lambda.invoke", t, p),
+                        _ => telemetry::span("sealtrail.lambda.invoke"),
+                    };
+                    // The platform's request id: an identifier, not event data.
+                    span.set_attribute(KeyValue::new("faas.invocation_id", request_id.clone()));
+                    invocation = Some(span);
+                }
                 handle.set_invoke(Invoke { request_id, deadline_ms, trace });
             }
             Ok(LifecycleEvent::Shutdown { reason, deadline_ms }) => {
@@ -203,9 +241,13 @@ async fn drive(opts: Options) -> anyhow::Result<ExitCode> {
     let received = Instant::now();
     let left = shutdown.deadline.saturating_duration_since(received);
     tracing::info!(reason = %shutdown.reason, left_ms = left.as_millis() as u64, "SHUTDOWN: sealing");
+    let mut span = telemetry::span("sealtrail.lambda.shutdown");
+    span.set_attribute(KeyValue::new("sealtrail.shutdown.reason", shutdown.reason.clone()));
+    span.set_attribute(KeyValue::new("sealtrail.shutdown.budget_ms", left.as_millis() as i64));
     // Aim to be done a margin before the kill; with less time than the margin left, use
     // half of what is left rather than giving up at once.
     let limit = left.saturating_sub(super::SHUTDOWN_MARGIN).max(left / 2);
+    let deadline = shutdown.deadline;
     handle.begin_shutdown(shutdown);
     let outcome = match tokio::time::timeout(limit, &mut topo).await {
         Ok(Ok(o)) => o,
@@ -220,7 +262,31 @@ async fn drive(opts: Options) -> anyhow::Result<ExitCode> {
     };
     registry.log_summary();
     tracing::info!(elapsed_ms = received.elapsed().as_secs_f64() * 1e3, "sealed; exiting");
+    span.end();
+    // The segments are sealed; the telemetry gets what is left of the budget.
+    if let Some(t) = exporter {
+        let budget =
+            deadline.saturating_duration_since(Instant::now()).saturating_sub(super::SHUTDOWN_MARGIN);
+        if t.shutdown_within(budget).await != Flushed::Done {
+            tracing::warn!(
+                budget_ms = budget.as_millis() as u64,
+                "the agent's own telemetry was not exported within the SHUTDOWN deadline; abandoned"
+            );
+        }
+    }
     finish(outcome)
+}
+
+/// Ends the span of an invoke and exports what the agent has to say about it before the
+/// environment may be frozen, waiting at most [`INVOKE_FLUSH_LIMIT`].
+async fn end_invoke(mut span: global::BoxedSpan, exporter: Option<&Telemetry>) {
+    span.end();
+    if let Some(t) = exporter {
+        match t.flush(INVOKE_FLUSH_LIMIT).await {
+            Flushed::Done => {}
+            r => tracing::debug!(result = ?r, "telemetry flush at the end of the invoke did not finish"),
+        }
+    }
 }
 
 fn finish(outcome: Outcome) -> anyhow::Result<ExitCode> {

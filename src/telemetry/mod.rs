@@ -4,7 +4,8 @@
 //!
 //! What is exported is fixed here and never comes from events:
 //! - **spans** ([`span`]): `sealtrail.pipeline.start`, `sealtrail.pipeline.shutdown`,
-//!   `sealtrail.segment.seal`, `sealtrail.key.wrap_dek`, `sealtrail.key.unwrap_dek`, whose
+//!   `sealtrail.segment.seal`, `sealtrail.key.wrap_dek`, `sealtrail.key.unwrap_dek`, and in
+//!   the Lambda extension `sealtrail.lambda.invoke` and `sealtrail.lambda.shutdown`, whose
 //!   attributes are counts, component ids, signals and key ids (`name#version`, never
 //!   material). The `tracing` log of the agent is *not* bridged: a debug line could hold event
 //!   contents, so the exported spans are made with the OpenTelemetry API directly.
@@ -18,12 +19,17 @@
 //! `telemetry` component) and logged at warn at most once per export interval
 //! ([`transport`]). The transports are the `otlp` sink's connector (TCP, rustls), driven
 //! by the agent's tokio runtime.
+//!
+//! A process that may be frozen between bursts of work (the Lambda extension between
+//! invokes) cannot wait for the periodic exports: it calls [`Telemetry::flush`] when a burst
+//! ends and [`Telemetry::shutdown_within`] at the end, each bounded by the caller's limit.
 
 pub mod config;
 mod counters;
 mod transport;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
@@ -48,6 +54,22 @@ pub fn span(name: &'static str) -> global::BoxedSpan {
     global::tracer(SCOPE).start(name)
 }
 
+/// Starts a span as a child of a remote span (the caller's trace, e.g. the X-Ray trace of a
+/// Lambda invoke), so a trace viewer shows the agent's work inside it. It is sampled
+/// whatever the remote side decided: whether the agent exports is `[telemetry]`'s call.
+pub fn child_span(name: &'static str, trace_id: [u8; 16], parent: [u8; 8]) -> global::BoxedSpan {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState};
+    let remote = SpanContext::new(
+        TraceId::from_bytes(trace_id),
+        SpanId::from_bytes(parent),
+        TraceFlags::SAMPLED,
+        true,
+        TraceState::default(),
+    );
+    let cx = opentelemetry::Context::new().with_remote_span_context(remote);
+    global::tracer(SCOPE).start_with_context(name, &cx)
+}
+
 /// Ends `span` with an error status when `r` is an error (the message is the error's
 /// `Display`, which in this crate never holds event contents or key material).
 pub fn end_with<T, E: std::fmt::Display>(mut span: global::BoxedSpan, r: &Result<T, E>) {
@@ -62,7 +84,23 @@ pub struct Telemetry {
     tracer: Option<SdkTracerProvider>,
     meter: Option<SdkMeterProvider>,
     timeout: Duration,
+    /// Set while a [`Telemetry::flush`] runs: a flush that outlived its caller's limit is
+    /// not joined by another one.
+    flushing: Arc<AtomicBool>,
     _counters: Vec<opentelemetry::metrics::ObservableCounter<u64>>,
+}
+
+/// How a bounded flush or shutdown ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flushed {
+    /// Everything was handed to the collector (or the exporters reported their failure,
+    /// which they have counted and logged).
+    Done,
+    /// The limit passed first; the export goes on in the background until its own
+    /// `timeout`, and nobody waits for it.
+    TimedOut,
+    /// A previous flush is still running (it outlived its limit); this one was skipped.
+    Busy,
 }
 
 impl Telemetry {
@@ -137,7 +175,50 @@ impl Telemetry {
             metrics = options.metrics,
             "exporting the agent's own telemetry"
         );
-        Ok(Some(Telemetry { tracer, meter, timeout: checked.timeout, _counters: counters }))
+        Ok(Some(Telemetry {
+            tracer,
+            meter,
+            timeout: checked.timeout,
+            flushing: Arc::new(AtomicBool::new(false)),
+            _counters: counters,
+        }))
+    }
+
+    /// Exports the queued spans and the counters' current values now, waiting at most
+    /// `limit`: for a process that may be frozen right after (a Lambda execution
+    /// environment between invokes), where the periodic exports cannot be relied on.
+    ///
+    /// The SDK's flush blocks, so it runs on a blocking thread; past `limit` the caller goes
+    /// on and the export finishes (or hits its own `timeout`) on its own. While it does,
+    /// further flushes are skipped ([`Flushed::Busy`]) rather than queued behind it.
+    pub async fn flush(&self, limit: Duration) -> Flushed {
+        if self.flushing.swap(true, Ordering::AcqRel) {
+            return Flushed::Busy;
+        }
+        let (tracer, meter, flushing) = (self.tracer.clone(), self.meter.clone(), self.flushing.clone());
+        let job = tokio::task::spawn_blocking(move || {
+            // Failures have been counted and logged by the guarded exporters.
+            if let Some(t) = &tracer {
+                let _ = t.force_flush();
+            }
+            if let Some(m) = &meter {
+                let _ = m.force_flush();
+            }
+            flushing.store(false, Ordering::Release);
+        });
+        match tokio::time::timeout(limit, job).await {
+            Ok(_) => Flushed::Done,
+            Err(_) => Flushed::TimedOut,
+        }
+    }
+
+    /// [`Telemetry::shutdown`] from async code, waiting at most `limit` (the exporters keep
+    /// their own, longer, limit on a blocking thread that nobody waits for past `limit`).
+    pub async fn shutdown_within(self, limit: Duration) -> Flushed {
+        match tokio::time::timeout(limit, tokio::task::spawn_blocking(move || self.shutdown())).await {
+            Ok(_) => Flushed::Done,
+            Err(_) => Flushed::TimedOut,
+        }
     }
 
     /// Exports what is left (queued spans, the final counter values) and stops, waiting at
