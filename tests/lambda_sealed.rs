@@ -3,7 +3,7 @@
 //! secrets (string and JSON records) and SHUTDOWN; then `sealtrail query` must show every
 //! function log line, redacted, with its request id, and no segment byte may hold a secret.
 //! The second test checks the `flush = "end"` policy: the sealed sink honours
-//! `sealtrail::lambda::seal_requests()` and seals a segment per invoke.
+//! the seal markers of the `lambda_telemetry` source and seals a segment per invoke.
 
 mod common;
 #[path = "common/lambda_emulator.rs"]

@@ -12,7 +12,7 @@
 pub mod client;
 pub mod driver;
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -165,26 +165,6 @@ pub fn install(handle: Arc<Handle>) {
 /// The process-wide handle, when running as a Lambda extension.
 pub fn current() -> Option<Arc<Handle>> {
     CURRENT.lock().unwrap_or_else(|p| p.into_inner()).clone()
-}
-
-fn seal_sender() -> &'static watch::Sender<u64> {
-    static SEAL: OnceLock<watch::Sender<u64>> = OnceLock::new();
-    SEAL.get_or_init(|| watch::Sender::new(0))
-}
-
-/// Asks sinks that hold open segments to seal them (see [`seal_requests`]).
-pub fn request_seal() {
-    seal_sender().send_modify(|n| *n += 1);
-}
-
-/// Seal requests of the `lambda_telemetry` flush policy (`end`, `periodic`): the counter
-/// goes up by one per request. A sink that holds open segments (the `sealed` sink) watches
-/// it and seals its open segments shortly after it sees a new value (the request is made
-/// once the source has handed the records to the pipeline; records still passing through
-/// transforms need a moment to reach the sink, so the sink waits ~50 ms before sealing).
-/// SHUTDOWN needs no request, since the normal end of input seals everything.
-pub fn seal_requests() -> watch::Receiver<u64> {
-    seal_sender().subscribe()
 }
 
 /// How long before the SHUTDOWN deadline the agent must be done: time for the last fsync

@@ -23,7 +23,7 @@ use crate::keys::{Keyring, LocalProvider};
 use crate::metrics::ComponentMetrics;
 use crate::segment::columns::Columns;
 use crate::segment::writer::{SegmentWriter, WriteOptions, recover_inflight};
-use crate::topology::{SinkContext, SinkInput};
+use crate::topology::{Received, SinkContext, SinkInput};
 
 pub const KIND: SinkKind = SinkKind {
     name: "sealed",
@@ -151,17 +151,6 @@ enum Msg {
     SealAll,
 }
 
-/// How long after a seal request the sink seals (see the run loop).
-const SEAL_REQUEST_DELAY: Duration = Duration::from_millis(50);
-
-/// Sleeps until `at`, or forever when there is no deadline.
-async fn sleep_until_some(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
 impl Sink for SealedSink {
     fn run(self: Box<Self>, mut input: SinkInput, cx: SinkContext) -> BoxFuture<anyhow::Result<()>> {
         Box::pin(async move {
@@ -187,23 +176,16 @@ impl Sink for SealedSink {
             let worker = tokio::task::spawn_blocking(move || Writer::new(*self, provider, metrics).run(rx));
             let mut interval = tokio::time::interval(tick);
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            // Seal requests come from the `lambda_telemetry` source's flush policy. The sink waits
-            // a moment after a request so that records still passing through transforms land
-            // in the segments being sealed.
-            let mut seals = crate::lambda::seal_requests();
-            let mut seal_at: Option<tokio::time::Instant> = None;
+            // Seal markers come from the `lambda_telemetry` source's flush policy, in order
+            // behind the records they cover, so those records are in the segments sealed.
             loop {
                 let msg = tokio::select! {
-                    b = input.recv() => match b { Some(b) => Msg::Batch(b), None => break },
+                    r = input.recv_or_seal() => match r {
+                        Some(Received::Batch(b)) => Msg::Batch(b),
+                        Some(Received::Seal) => Msg::SealAll,
+                        None => break,
+                    },
                     _ = interval.tick() => Msg::Tick,
-                    Ok(()) = seals.changed() => {
-                        seal_at.get_or_insert(tokio::time::Instant::now() + SEAL_REQUEST_DELAY);
-                        continue;
-                    }
-                    _ = sleep_until_some(seal_at) => {
-                        seal_at = None;
-                        Msg::SealAll
-                    }
                 };
                 if tx.send(msg).await.is_err() {
                     break; // the writer failed; its error comes from the join below

@@ -444,7 +444,9 @@ async fn forward(
         let item = tokio::select! {
             item = rx.recv() => item,
             _ = async { tick.as_mut().expect("guarded").tick().await }, if tick.is_some() => {
-                lambda::request_seal();
+                if out.send_seal().await.is_err() {
+                    return;
+                }
                 continue;
             }
         };
@@ -454,8 +456,10 @@ async fn forward(
             // Every consumer stopped (a sink failed); the topology reports that failure.
             return;
         }
-        if seal {
-            lambda::request_seal();
+        // The seal marker follows the invoke's records through the pipeline, so the sink
+        // seals them and not a moment earlier.
+        if seal && out.send_seal().await.is_err() {
+            return;
         }
     }
 }
@@ -864,7 +868,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn end_policy_requests_a_seal_after_the_report_and_shutdown_drains() {
+    async fn end_policy_sends_a_seal_marker_after_the_report_and_shutdown_drains() {
         use crate::topology::shutdown;
         let handle = Arc::new(Handle::new(lambda::FunctionInfo { name: "fn".into(), ..Default::default() }));
         lambda::install(handle.clone());
@@ -885,9 +889,6 @@ mod tests {
         };
         let task = tokio::spawn(built.run(cx));
         let port = handle.wait_listener().await.unwrap().port;
-        let mut seals = lambda::seal_requests();
-        let before = *seals.borrow_and_update();
-
         let status = post(
             port,
             r#"[{"type":"platform.start","record":{"requestId":"r1"}},{"type":"function","record":"hi"}]"#,
@@ -896,7 +897,7 @@ mod tests {
         assert_eq!(status, 200);
         let b = rx.recv().await.unwrap();
         assert_eq!(b.len(), 2);
-        assert_eq!(*seals.borrow(), before, "no seal before the end of the invoke");
+        assert!(rx.try_recv().is_err(), "no seal marker before the end of the invoke");
 
         assert_eq!(
             post(port, r#"[{"type":"platform.report","record":{"requestId":"r1","status":"success"}}]"#)
@@ -904,8 +905,9 @@ mod tests {
             200
         );
         assert_eq!(rx.recv().await.unwrap().len(), 1);
-        tokio::time::timeout(Duration::from_secs(5), seals.changed()).await.unwrap().unwrap();
-        assert!(*seals.borrow() > before);
+        // The seal marker (an empty batch) follows the report's batch.
+        let marker = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
+        assert!(marker.is_empty(), "expected the seal marker, got {} events", marker.len());
 
         let big = format!("[{{\"type\":\"function\",\"record\":\"{}\"}}]", "x".repeat(600_000));
         assert_eq!(post(port, &big).await, 413);

@@ -53,6 +53,26 @@ impl Fanout {
         if self.senders.is_empty() { Err(Closed) } else { Ok(()) }
     }
 
+    /// Sends a seal marker to every consumer, in order with the batches sent before it:
+    /// transforms pass it on untouched and a sink that holds open segments seals them when
+    /// it arrives (see [`Received::Seal`]). The marker is an empty batch, which
+    /// [`Fanout::send`] never sends, so nothing else can be mistaken for one.
+    ///
+    /// # Errors
+    /// [`Closed`] when no consumer is left.
+    pub async fn send_seal(&mut self) -> Result<(), Closed> {
+        let marker: Batch = Arc::new(Vec::new());
+        let mut i = 0;
+        while i < self.senders.len() {
+            if self.senders[i].send(marker.clone()).await.is_err() {
+                self.senders.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        if self.senders.is_empty() { Err(Closed) } else { Ok(()) }
+    }
+
     /// Sends a vector of events as one batch (see [`Fanout::send`]).
     pub async fn send_events(&mut self, events: Vec<Event>) -> Result<(), Closed> {
         self.send(Arc::new(events)).await
@@ -105,32 +125,64 @@ pub struct SinkInput {
     metrics: Arc<ComponentMetrics>,
 }
 
+/// What a sink receives: a batch of events, or a seal marker from [`Fanout::send_seal`].
+#[derive(Debug)]
+pub enum Received {
+    Batch(Batch),
+    /// Every batch sent before the marker on its path has been received: seal open segments.
+    Seal,
+}
+
 impl SinkInput {
     pub fn new(rx: mpsc::Receiver<Batch>, metrics: Arc<ComponentMetrics>) -> SinkInput {
         SinkInput { rx, metrics }
     }
 
-    /// The next batch, or `None` once every upstream component has finished.
-    pub async fn recv(&mut self) -> Option<Batch> {
+    /// The next batch or seal marker, or `None` once every upstream component has finished.
+    /// Only sinks that hold data across batches (the `sealed` sink) need the markers.
+    pub async fn recv_or_seal(&mut self) -> Option<Received> {
         let b = self.rx.recv().await?;
-        let bytes: usize = b.iter().map(Event::size_estimate).sum();
-        self.metrics.add_in(b.len(), bytes);
-        Some(b)
+        Some(self.received(b))
     }
 
-    /// The next batch if one is ready now (`Err` tells empty from finished).
+    /// The next batch, or `None` once every upstream component has finished. Seal markers
+    /// are skipped.
+    pub async fn recv(&mut self) -> Option<Batch> {
+        loop {
+            if let Received::Batch(b) = self.recv_or_seal().await? {
+                return Some(b);
+            }
+        }
+    }
+
+    /// The next batch if one is ready now (`Err` tells empty from finished). Seal markers
+    /// are skipped.
     pub fn try_recv(&mut self) -> Result<Batch, mpsc::error::TryRecvError> {
-        let b = self.rx.try_recv()?;
-        let bytes: usize = b.iter().map(Event::size_estimate).sum();
-        self.metrics.add_in(b.len(), bytes);
-        Ok(b)
+        loop {
+            let b = self.rx.try_recv()?;
+            if let Received::Batch(b) = self.received(b) {
+                return Ok(b);
+            }
+        }
     }
 
-    /// Blocking receive, for sinks that run on a thread of their own.
+    /// Blocking receive, for sinks that run on a thread of their own. Seal markers are
+    /// skipped.
     pub fn blocking_recv(&mut self) -> Option<Batch> {
-        let b = self.rx.blocking_recv()?;
+        loop {
+            let b = self.rx.blocking_recv()?;
+            if let Received::Batch(b) = self.received(b) {
+                return Some(b);
+            }
+        }
+    }
+
+    fn received(&self, b: Batch) -> Received {
+        if b.is_empty() {
+            return Received::Seal;
+        }
         let bytes: usize = b.iter().map(Event::size_estimate).sum();
         self.metrics.add_in(b.len(), bytes);
-        Some(b)
+        Received::Batch(b)
     }
 }

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-pub use context::{Closed, Fanout, Full, SinkContext, SinkInput, SourceContext};
+pub use context::{Closed, Fanout, Full, Received, SinkContext, SinkInput, SourceContext};
 pub use shutdown::{Reason, Shutdown, ShutdownTrigger};
 
 use crate::config::component::{BuildContext, Sink, Source, Transform, TransformContext};
@@ -212,6 +212,11 @@ async fn run_transform(
     cx: TransformContext,
 ) -> anyhow::Result<()> {
     while let Some(batch) = rx.recv().await {
+        if batch.is_empty() {
+            // A seal marker (`Fanout::send_seal`): passed on in order, never transformed.
+            out.send_seal().await?;
+            continue;
+        }
         let bytes: usize = batch.iter().map(crate::event::Event::size_estimate).sum();
         cx.metrics.add_in(batch.len(), bytes);
         if let Some(b) = transform.transform(batch, &cx) {
@@ -235,5 +240,79 @@ pub async fn signals() -> Reason {
     tokio::select! {
         _ = int.recv() => Reason::Signal(libc::SIGINT),
         _ = term.recv() => Reason::Signal(libc::SIGTERM),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::component::Transform;
+    use crate::event::{Event, LogRecord};
+    use crate::metrics::ComponentMetrics;
+
+    /// Drops every batch, as a filter that keeps nothing does.
+    struct DropAll;
+
+    struct PassThrough;
+
+    impl Transform for PassThrough {
+        fn transform(&mut self, batch: Batch, _: &TransformContext) -> Option<Batch> {
+            Some(batch)
+        }
+    }
+
+    impl Transform for DropAll {
+        fn transform(&mut self, _: Batch, _: &TransformContext) -> Option<Batch> {
+            None
+        }
+    }
+
+    fn log(body: &str) -> Event {
+        Event::Log(LogRecord { body: body.into(), ..Default::default() })
+    }
+
+    /// A seal marker reaches the sink behind the batches sent before it, through a transform,
+    /// even one that drops those batches; `recv` never returns it.
+    #[tokio::test]
+    async fn seal_markers_pass_transforms_in_order() {
+        let metrics = Arc::new(ComponentMetrics::new("t"));
+        let (src_tx, src_rx) = mpsc::channel(4);
+        let (sink_tx, sink_rx) = mpsc::channel(4);
+        let mut source = Fanout::new(vec![src_tx], metrics.clone());
+        let cx = TransformContext { id: "t".into(), metrics: metrics.clone() };
+        let task = tokio::spawn(run_transform(
+            Box::new(PassThrough),
+            src_rx,
+            Fanout::new(vec![sink_tx], metrics.clone()),
+            cx,
+        ));
+        source.send_events(vec![log("a")]).await.unwrap();
+        source.send_seal().await.unwrap();
+        source.send_events(vec![log("b")]).await.unwrap();
+        drop(source);
+        task.await.unwrap().unwrap();
+        let mut input = SinkInput::new(sink_rx, metrics.clone());
+        assert!(matches!(input.recv_or_seal().await, Some(Received::Batch(b)) if b.len() == 1));
+        assert!(matches!(input.recv_or_seal().await, Some(Received::Seal)));
+        assert!(matches!(input.recv_or_seal().await, Some(Received::Batch(b)) if b.len() == 1));
+        assert!(input.recv_or_seal().await.is_none());
+
+        // Dropped batches: only the marker comes through, and `recv` skips it.
+        let (src_tx, src_rx) = mpsc::channel(4);
+        let (sink_tx, sink_rx) = mpsc::channel(4);
+        let mut source = Fanout::new(vec![src_tx], metrics.clone());
+        let cx = TransformContext { id: "t".into(), metrics: metrics.clone() };
+        let task = tokio::spawn(run_transform(
+            Box::new(DropAll),
+            src_rx,
+            Fanout::new(vec![sink_tx], metrics.clone()),
+            cx,
+        ));
+        source.send_events(vec![log("a")]).await.unwrap();
+        source.send_seal().await.unwrap();
+        drop(source);
+        task.await.unwrap().unwrap();
+        let mut input = SinkInput::new(sink_rx, metrics);
+        assert!(input.recv().await.is_none());
     }
 }
