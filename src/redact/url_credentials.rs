@@ -5,7 +5,8 @@
 //!   backslash, whitespace or control byte, or at most [`MAX_AUTHORITY`] bytes. If it holds an
 //!   `@`, everything before the last `@` is the user-info: `user:password` keeps `user:` and
 //!   masks the password; a user-info without `:` is a token standing alone and is masked
-//!   whole. `https://api.example.com:8443/x` and `alice@example.com` have no user-info.
+//!   whole, and so is `user:password` when the user name holds [`USER_DIGITS`] or more digits
+//!   (a card number as a user name would otherwise pass through as the kept part). `https://api.example.com:8443/x` and `alice@example.com` have no user-info.
 //! - **Credential parameters.** `?` or `&`, then a parameter name from the list (ASCII case
 //!   ignored), then `=`: the value up to the next `&`, `#`, quote, bracket, `,`, `;`,
 //!   whitespace or control byte is masked. The value has no length limit; a stream that has
@@ -258,9 +259,19 @@ fn userinfo(buf: &[u8], u: usize, eof: bool) -> Userinfo {
     match memchr::memchr(b':', &buf[u..at]) {
         None => Userinfo::Found { end: at, keep: 0 },
         Some(c) if u + c + 1 == at => Userinfo::None,
-        Some(c) => Userinfo::Found { end: at, keep: c + 1 },
+        Some(c) => Userinfo::Found { end: at, keep: if keeps_user(&buf[u..u + c]) { c + 1 } else { 0 } },
     }
 }
+
+/// Whether the user name of `user:password@` stays readable: not when it holds
+/// [`USER_DIGITS`] or more digits, since it may itself be a card or account number (kept, it
+/// would hide inside the kept part of the match, out of reach of the other detectors).
+pub(crate) fn keeps_user(user: &[u8]) -> bool {
+    user.iter().filter(|b| b.is_ascii_digit()).count() < USER_DIGITS
+}
+
+/// The fewest digits that make a URL user name secret too (the shortest account number).
+pub const USER_DIGITS: usize = 6;
 
 #[cfg(test)]
 mod tests {
@@ -280,6 +291,10 @@ mod tests {
         assert_eq!(found("\"https://u:p%40ss@h/\""), ["p%40ss"]);
         // The last `@` of the authority ends the user-info.
         assert_eq!(found("https://u:p@ss@host/"), ["p@ss"]);
+        // A user name with 6 or more digits goes with the password.
+        assert_eq!(found("https://4111111111111111:pw@h/"), ["4111111111111111:pw"]);
+        assert_eq!(found("https://a1b2c3d4e5f6:pw@h/"), ["a1b2c3d4e5f6:pw"]);
+        assert_eq!(found("https://svc12345:pw@h/"), ["pw"]);
     }
 
     #[test]
