@@ -1,22 +1,33 @@
-//! Fuzzes the redaction engine: no panic on any input, the stream equals the whole-input
-//! result for cuts chosen by the fuzzer, the fast engine equals the naive reference, and the
-//! stream holds back a bounded number of bytes.
+//! Fuzzes the redaction engine. Beyond "no panic", every input checks four properties:
+//! - **stream = whole**: the stream, fed chunks of sizes drawn from a seed in the input
+//!   (empty chunks, single bytes and large chunks mixed), writes exactly what the whole-input
+//!   call returns, with the same counts;
+//! - **fast = naive**: on inputs up to 512 bytes, the engine equals the slow reference in
+//!   `redact::naive`;
+//! - **no card survives**: with the built-in detectors alone, the output holds no ungrouped
+//!   card number: no maximal run of 13–19 digits, not touching a letter, that passes the
+//!   issuer and Luhn checks (unless it is the value of a trace/span id key, which the card
+//!   detector deliberately skips);
+//! - **bounded hold-back**: after every chunk the stream holds back at most a URL authority
+//!   plus the engine's lookahead, whatever the chunk size (plus one pattern window when
+//!   custom patterns are on).
 //!
 //! ```text
-//! cargo install cargo-fuzz
+//! cargo install cargo-fuzz --locked
 //! cd fuzz && cargo +nightly fuzz run redact -- -max_len=4096
 //! ```
-//! The first two input bytes choose the options and the cut positions; the rest is the text.
+//! The first three input bytes choose the options and seed the chunk sizes; the rest is the
+//! text.
 
 #![no_main]
 
 use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
-use sealtrail::redact::{Counts, Mask, Options, Redactor, naive, url_credentials};
+use sealtrail_fuzz::redact::{Counts, Mask, Options, PATTERN_WINDOW, Redactor, card, naive, url_credentials};
 
-fn options(custom: bool) -> Options {
-    let mut o = Options { mask: Mask::Hmac, hmac_key: Some([7; 32]), ..Options::default() };
+fn options(custom: bool, mask: Mask) -> Options {
+    let mut o = Options { mask, hmac_key: Some([7; 32]), ..Options::default() };
     if custom {
         o.keywords = vec!["Falcon".into(), "1111".into()];
         o.patterns = vec!["EMP-[0-9]+".into()];
@@ -24,32 +35,94 @@ fn options(custom: bool) -> Options {
     o
 }
 
-fuzz_target!(|data: &[u8]| {
-    static ENGINES: OnceLock<[(Options, Arc<Redactor>); 2]> = OnceLock::new();
-    let engines = ENGINES.get_or_init(|| {
-        [false, true].map(|c| {
-            let o = options(c);
-            let r = Arc::new(Redactor::new(&o).expect("options compile"));
-            (o, r)
+/// The first ungrouped card number left in `out`, if any.
+fn surviving_card(out: &[u8]) -> Option<&[u8]> {
+    let n = out.len();
+    let mut i = 0;
+    while i < n {
+        if !out[i].is_ascii_digit() {
+            i += 1;
+            continue;
+        }
+        let s = i;
+        while i < n && out[i].is_ascii_digit() {
+            i += 1;
+        }
+        let run = &out[s..i];
+        let bounded =
+            (s == 0 || !out[s - 1].is_ascii_alphabetic()) && (i == n || !out[i].is_ascii_alphanumeric());
+        if (13..=19).contains(&run.len())
+            && bounded
+            && card::valid(run.iter().copied())
+            && !card::after_id_key(out, s)
+        {
+            return Some(run);
+        }
+    }
+    None
+}
+
+/// Chunk sizes from a seed: a xorshift walk over 0..=2·`scale`, with an occasional 0 and
+/// an occasional chunk far bigger than the lookahead.
+struct Cuts(u64, usize);
+
+impl Iterator for Cuts {
+    type Item = usize;
+    fn next(&mut self) -> Option<usize> {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        Some(match self.0 % 16 {
+            0 => 0,
+            1 => 1,
+            2 => 4096,
+            _ => (self.0 >> 8) as usize % (2 * self.1 + 1),
         })
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    static ENGINES: OnceLock<Vec<(Options, Arc<Redactor>)>> = OnceLock::new();
+    let engines = ENGINES.get_or_init(|| {
+        [(false, Mask::Mask), (false, Mask::Hmac), (true, Mask::Hmac), (false, Mask::Last4)]
+            .into_iter()
+            .map(|(c, m)| {
+                let o = options(c, m);
+                let r = Arc::new(Redactor::new(&o).expect("options compile"));
+                (o, r)
+            })
+            .collect()
     });
-    let Some((&[sel, step], text)) = data.split_first_chunk::<2>() else { return };
-    let (opts, r) = &engines[(sel & 1) as usize];
+    let Some((&[sel, seed, scale], text)) = data.split_first_chunk::<3>() else { return };
+    let which = (sel & 3) as usize;
+    let custom = which == 2;
+    let (opts, r) = &engines[which];
 
     let mut counts = Counts::default();
     let whole = r.redact(text, &mut counts).into_owned();
     if text.len() <= 512 {
         assert_eq!((whole.clone(), counts), naive::redact(opts, text), "fast != naive");
     }
+    if !custom {
+        if let Some(card) = surviving_card(&whole) {
+            panic!("card number survived: {:?}", String::from_utf8_lossy(card));
+        }
+    }
 
-    let step = (step as usize % 97) + 1;
+    let bound = url_credentials::MAX_AUTHORITY + 512 + if custom { PATTERN_WINDOW } else { 0 };
+    let mut cuts = Cuts(u64::from(seed) << 32 | u64::from(sel) << 8 | 0x9E37, scale as usize + 1);
     let mut s = r.stream();
     let mut out = Vec::new();
-    for chunk in text.chunks(step) {
+    let mut rest = text;
+    while !rest.is_empty() {
+        let k = cuts.next().unwrap_or(1).min(rest.len());
+        let (chunk, tail) = rest.split_at(k);
         s.push(chunk, &mut out);
-        assert!(s.pending() <= step + url_credentials::MAX_AUTHORITY + 256 + sealtrail::redact::PATTERN_WINDOW);
+        rest = tail;
+        assert!(s.pending() <= bound, "stream holds back {} bytes (bound {bound})", s.pending());
     }
     s.finish(&mut out);
+    assert_eq!(s.pending(), 0, "finish leaves bytes behind");
     assert_eq!(out, whole, "stream != whole");
     assert_eq!(s.counts(), counts);
 });

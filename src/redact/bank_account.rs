@@ -82,6 +82,10 @@ pub(crate) struct BankAccount {
     ends: Option<Box<[u64; 1024]>>,
     /// `last[b]`: some keyword spelling ends with byte `b` (ASCII case folded).
     last: [bool; 256],
+    /// When every keyword ends with an ASCII letter or this one other byte (`#` for the
+    /// built-in list), the gap is screened 32 positions at a time ([`word_ends`]); `None`
+    /// means a byte-by-byte screen.
+    other_last: Option<u8>,
 }
 
 /// The 16-bit hash of three bytes, ASCII case folded.
@@ -147,7 +151,14 @@ impl BankAccount {
                 last[b.to_ascii_uppercase() as usize] = true;
             }
         }
-        Ok(BankAccount { ac, max_kw, ends, last })
+        let mut others = (0..=255u8).filter(|&b| last[b as usize] && !b.is_ascii_alphabetic());
+        let other_last = match (others.next(), others.next()) {
+            (Some(b), None) => Some(b),
+            // No keyword ends with a non-letter: a letter is a never-matching stand-in.
+            (None, _) => Some(b'a'),
+            _ => None,
+        };
+        Ok(BankAccount { ac, max_kw, ends, last, other_last })
     }
 
     /// Bytes before the digits that decide a candidate: the gap, the longest keyword and the
@@ -162,6 +173,34 @@ impl BankAccount {
             return;
         }
         // Could any keyword end in the gap before the digits (on this line)?
+        #[cfg(target_arch = "x86_64")]
+        if let (Some(t), Some(other), Some(win)) =
+            (&self.ends, self.other_last, s.checked_sub(32).and_then(|w| buf.get(w..=s)))
+        {
+            if s > 32 {
+                // Bit k stands for the keyword end `s - 31 + k`: a non-letter after a letter
+                // or `other`, in the gap, after the last newline.
+                let (mut ends, nl) = word_ends(win, other);
+                ends &= !1 & (u32::MAX << (32 - nl.leading_zeros()).min(31));
+                let possible = std::iter::from_fn(|| {
+                    (ends != 0).then(|| {
+                        let ke = s - 31 + ends.trailing_zeros() as usize;
+                        ends &= ends - 1;
+                        ke
+                    })
+                })
+                .any(|ke| {
+                    self.last[buf[ke - 1] as usize] && {
+                        let i = tri(buf[ke - 3], buf[ke - 2], buf[ke - 1]);
+                        t[i / 64] & (1 << (i % 64)) != 0
+                    }
+                });
+                if !possible {
+                    return;
+                }
+                return self.search(buf, s, e, out);
+            }
+        }
         let mut lo = s.saturating_sub(MAX_GAP);
         if let Some(nl) = memchr::memrchr(b'\n', &buf[lo..s]) {
             lo += nl + 1;
@@ -180,6 +219,12 @@ impl BankAccount {
                 return;
             }
         }
+        self.search(buf, s, e, out)
+    }
+
+    /// The automaton over the window before `buf[s..e]`: reports the run when a keyword,
+    /// not touching a letter, ends in the gap on the same line.
+    fn search(&self, buf: &[u8], s: usize, e: usize, out: &mut Vec<Cand>) {
         let w0 = s.saturating_sub(MAX_GAP + self.max_kw);
         let window = &buf[w0..s];
         for m in self.ac.find_overlapping_iter(window) {
@@ -196,6 +241,40 @@ impl BankAccount {
             }
         }
     }
+}
+
+/// For `win = buf[s - 32..=s]`: bit `k` of the first mask is set when `buf[s - 31 + k]` is not
+/// an ASCII letter and the byte before it is a letter or `other` (where a keyword can end);
+/// bit `k` of the second when `buf[s - 31 + k]` is a newline.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn word_ends(win: &[u8], other: u8) -> (u32, u32) {
+    use std::arch::x86_64::*;
+    debug_assert_eq!(win.len(), 33);
+    let (mut ends, mut nl) = (0u32, 0u32);
+    for half in 0..2 {
+        let at = 16 * half;
+        let (Some(prev), Some(cur)) = (win.get(at..at + 16), win.get(at + 1..at + 17)) else {
+            return (u32::MAX, 0);
+        };
+        // SAFETY: SSE2 is part of the x86_64 baseline; both slices are 16 readable bytes and
+        // `_mm_loadu_si128` accepts any alignment.
+        let (e, n) = unsafe {
+            let alpha = |v: __m128i| {
+                let t = _mm_sub_epi8(_mm_or_si128(v, _mm_set1_epi8(0x20)), _mm_set1_epi8(b'a' as i8));
+                _mm_cmpeq_epi8(_mm_min_epu8(t, _mm_set1_epi8(25)), t)
+            };
+            let p = _mm_loadu_si128(prev.as_ptr().cast());
+            let c = _mm_loadu_si128(cur.as_ptr().cast());
+            let after = _mm_or_si128(alpha(p), _mm_cmpeq_epi8(p, _mm_set1_epi8(other as i8)));
+            let e = _mm_movemask_epi8(_mm_andnot_si128(alpha(c), after));
+            let n = _mm_movemask_epi8(_mm_cmpeq_epi8(c, _mm_set1_epi8(b'\n' as i8)));
+            (e, n)
+        };
+        ends |= (e as u32 & 0xFFFF) << at;
+        nl |= (n as u32 & 0xFFFF) << at;
+    }
+    (ends, nl)
 }
 
 #[cfg(test)]

@@ -34,29 +34,44 @@ pub(crate) fn next_digit(h: &[u8], mut i: usize) -> Option<usize> {
     h.get(i..)?.iter().position(u8::is_ascii_digit).map(|k| i + k)
 }
 
-/// Bit masks of the ASCII digits and of the capital letters in `block` (at most 64 bytes):
-/// bit `k` is set when `block[k]` is one.
+/// Bit masks of `block` (at most 64 bytes): bit `k` of the first is set when `block[k]` is an
+/// ASCII digit, of the second when it is a capital letter, of the third when it is a URL
+/// credential trigger (see [`triggers`] and [`super::url_credentials`]). One pass over the
+/// bytes gives every detector its trigger positions.
 #[inline]
-pub(crate) fn masks(block: &[u8]) -> (u64, u64) {
+pub(crate) fn masks(block: &[u8]) -> (u64, u64, u64) {
     #[cfg(target_arch = "x86_64")]
     {
         if let Ok(b) = <&[u8; 64]>::try_from(block) {
+            if std::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2 (checked just above; the check is a cached load).
+                return unsafe { masks_avx2(b) };
+            }
             return masks_sse2(b);
         }
-        // A short block (the end of a log line): pad it with zeros, which are neither digits
-        // nor capitals, so short inputs take the vector path too.
+        // A short block (a short log line): pad it with zeros, which are none of the bytes
+        // looked for, so short inputs take the vector path too.
         let mut padded = [0u8; 64];
         let len = block.len().min(64);
         padded[..len].copy_from_slice(&block[..len]);
         return masks_sse2(&padded);
     }
     #[allow(unreachable_code)]
-    let (mut d, mut u) = (0u64, 0u64);
+    masks_scalar(block)
+}
+
+/// [`masks`] a byte at a time: the definition the vector versions are tested against.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+fn masks_scalar(block: &[u8]) -> (u64, u64, u64) {
+    let (mut d, mut u, mut t) = (0u64, 0u64, [0u64; 3]);
     for (k, &x) in block.iter().enumerate().take(64) {
         d |= ((x.wrapping_sub(b'0') < 10) as u64) << k;
         u |= ((x.wrapping_sub(b'A') < 26) as u64) << k;
+        t[0] |= (matches!(x, b'?' | b'&') as u64) << k;
+        t[1] |= ((x == b':') as u64) << k;
+        t[2] |= ((x == b'/') as u64) << k;
     }
-    (d, u)
+    (d, u, triggers(t))
 }
 
 /// The digit mask alone (see [`masks`]).
@@ -65,28 +80,78 @@ pub(crate) fn digit_mask(block: &[u8]) -> u64 {
     masks(block).0
 }
 
-/// [`masks`] of a full block, 16 bytes per step: subtract the first byte of the range and keep
-/// the bytes that are at most its width minus one as unsigned numbers (`min(x, w) == x`).
+/// [`masks`] of a full block, 16 bytes per step: for the ranges, subtract the first byte of
+/// the range and keep the bytes that are at most its width minus one as unsigned numbers
+/// (`min(x, w) == x`); the triggers are three equality tests.
 #[cfg(target_arch = "x86_64")]
 #[inline]
-fn masks_sse2(b: &[u8; 64]) -> (u64, u64) {
+fn masks_sse2(b: &[u8; 64]) -> (u64, u64, u64) {
     use std::arch::x86_64::*;
-    let (mut d, mut u) = (0u64, 0u64);
+    let (mut d, mut u, mut t) = (0u64, 0u64, [0u64; 3]);
     for (k, chunk) in b.chunks_exact(16).enumerate() {
         // SAFETY: SSE2 is part of the x86_64 baseline, so these instructions always exist;
         // `chunk` is exactly 16 readable bytes and `_mm_loadu_si128` accepts any alignment.
-        let (dm, um) = unsafe {
+        let (dm, um, tm) = unsafe {
             let v = _mm_loadu_si128(chunk.as_ptr().cast());
-            let t = _mm_sub_epi8(v, _mm_set1_epi8(b'0' as i8));
-            let dm = _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(t, _mm_set1_epi8(9)), t));
-            let t = _mm_sub_epi8(v, _mm_set1_epi8(b'A' as i8));
-            let um = _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(t, _mm_set1_epi8(25)), t));
-            (dm, um)
+            let x = _mm_sub_epi8(v, _mm_set1_epi8(b'0' as i8));
+            let dm = _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(x, _mm_set1_epi8(9)), x));
+            let x = _mm_sub_epi8(v, _mm_set1_epi8(b'A' as i8));
+            let um = _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(x, _mm_set1_epi8(25)), x));
+            let qa = _mm_or_si128(
+                _mm_cmpeq_epi8(v, _mm_set1_epi8(b'?' as i8)),
+                _mm_cmpeq_epi8(v, _mm_set1_epi8(b'&' as i8)),
+            );
+            let cm = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b':' as i8)));
+            let sm = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'/' as i8)));
+            (dm, um, [_mm_movemask_epi8(qa), cm, sm])
         };
         d |= (dm as u16 as u64) << (16 * k);
         u |= (um as u16 as u64) << (16 * k);
+        for (acc, m) in t.iter_mut().zip(tm) {
+            *acc |= (m as u16 as u64) << (16 * k);
+        }
     }
-    (d, u)
+    (d, u, triggers(t))
+}
+
+/// [`masks_sse2`] 32 bytes per step.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn masks_avx2(b: &[u8; 64]) -> (u64, u64, u64) {
+    use std::arch::x86_64::*;
+    let (mut d, mut u, mut t) = (0u64, 0u64, [0u64; 3]);
+    for (k, chunk) in b.chunks_exact(32).enumerate() {
+        // SAFETY: the caller guarantees AVX2; `chunk` is exactly 32 readable bytes and
+        // `_mm256_loadu_si256` accepts any alignment.
+        let (dm, um, tm) = unsafe {
+            let v = _mm256_loadu_si256(chunk.as_ptr().cast());
+            let x = _mm256_sub_epi8(v, _mm256_set1_epi8(b'0' as i8));
+            let dm = _mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_min_epu8(x, _mm256_set1_epi8(9)), x));
+            let x = _mm256_sub_epi8(v, _mm256_set1_epi8(b'A' as i8));
+            let um = _mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_min_epu8(x, _mm256_set1_epi8(25)), x));
+            let qa = _mm256_or_si256(
+                _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'?' as i8)),
+                _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'&' as i8)),
+            );
+            let cm = _mm256_movemask_epi8(_mm256_cmpeq_epi8(v, _mm256_set1_epi8(b':' as i8)));
+            let sm = _mm256_movemask_epi8(_mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'/' as i8)));
+            (dm, um, [_mm256_movemask_epi8(qa), cm, sm])
+        };
+        d |= (dm as u32 as u64) << (32 * k);
+        u |= (um as u32 as u64) << (32 * k);
+        for (acc, m) in t.iter_mut().zip(tm) {
+            *acc |= (m as u32 as u64) << (32 * k);
+        }
+    }
+    (d, u, triggers(t))
+}
+
+/// The trigger mask from the masks of `?`/`&`, `:` and `/`: every `?` and `&`, and every `:`
+/// that starts `://` (or sits in the last two lanes, whose following bytes the block cannot
+/// see), so the many `:` of timestamps and JSON are never visited.
+#[inline]
+fn triggers([qa, colon, slash]: [u64; 3]) -> u64 {
+    qa | colon & ((slash >> 1) & (slash >> 2) | 0b11 << 62)
 }
 
 /// Reports the card candidate that starts with the digit run `buf[s..e]`, if any.
@@ -328,6 +393,45 @@ mod tests {
             let mut b = [b'x'; 64];
             b[33] = v;
             assert_eq!(masks(&b).1, if v.is_ascii_uppercase() { 1 << 33 } else { 0 }, "byte {v}");
+            let trigger = matches!(v, b'?' | b'&');
+            assert_eq!(masks(&b).2, if trigger { 1 << 33 } else { 0 }, "byte {v}");
         }
+        // The vector versions against the scalar definition, on blocks dense in every byte
+        // class the masks look at.
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let alphabet = b"09AZaz:/?&#-@ \x80\xff";
+        for _ in 0..2000 {
+            let mut b = [0u8; 64];
+            for slot in &mut b {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *slot =
+                    if x % 4 == 0 { (x >> 8) as u8 } else { alphabet[(x >> 8) as usize % alphabet.len()] };
+            }
+            let want = masks_scalar(&b);
+            #[cfg(target_arch = "x86_64")]
+            {
+                assert_eq!(masks_sse2(&b), want, "{b:?}");
+                if std::is_x86_feature_detected!("avx2") {
+                    // SAFETY: AVX2 was just detected.
+                    assert_eq!(unsafe { masks_avx2(&b) }, want, "{b:?}");
+                }
+            }
+            assert_eq!(masks(&b), want);
+            assert_eq!(masks(&b[..37]), masks_scalar(&b[..37]));
+        }
+        // `:` only before `//`, or where the block cannot see what follows.
+        let colons = |places: &[(usize, &[u8])]| {
+            let mut b = [b'x'; 64];
+            for (at, text) in places {
+                b[*at..*at + text.len()].copy_from_slice(text);
+            }
+            masks(&b).2
+        };
+        assert_eq!(colons(&[(10, b"://")]), 1 << 10);
+        assert_eq!(colons(&[(10, b":/x"), (20, b":x/"), (30, b"::/")]), 0);
+        assert_eq!(colons(&[(62, b"::")]), 0b11 << 62);
+        assert_eq!(colons(&[(61, b"://")]), 1 << 61);
     }
 }

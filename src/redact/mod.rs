@@ -311,11 +311,8 @@ impl Redactor {
     /// candidate starting before it is complete. Bytes before `from` are context only.
     pub(crate) fn candidates(&self, buf: &[u8], from: usize, eof: bool, out: &mut Vec<Cand>) -> usize {
         let mut limit = if eof { buf.len() } else { buf.len().saturating_sub(self.lookahead) };
-        if self.on[0] || self.on[1] || self.on[2] {
-            self.digit_runs(buf, from, out);
-        }
-        if self.on[3] {
-            limit = limit.min(self.url.candidates(buf, from, eof, out));
+        if self.on[..4].iter().any(|&on| on) {
+            limit = limit.min(self.scan(buf, from, eof, out));
         }
         if let Some(k) = &self.keywords {
             k.candidates(buf, from, out);
@@ -323,20 +320,33 @@ impl Redactor {
         limit
     }
 
-    /// Walks the maximal runs of ASCII digits that start at or after `from` and can matter to
-    /// the digit detectors, and hands them over.
+    /// The one pass over `buf` for the built-in detectors: walks the maximal runs of ASCII
+    /// digits that start at or after `from` and can matter to the digit detectors, and the
+    /// URL credential triggers (`:`, `?`, `&`), and hands them over. Returns the start of a
+    /// URL user-info that cannot be decided yet (`usize::MAX` if none).
     ///
     /// Log text is full of short digit runs (timestamps, ports, hex ids), so the walk works on
     /// 64-byte blocks without visiting them one by one: one vectorised pass makes bit masks of
-    /// the digits `d` and capital letters `u`; run starts are `d & !(d << 1)`; a run of at least
-    /// 4 digits starts where `d & d >> 1 & d >> 2 & d >> 3` is set; IBAN check digits follow
-    /// two capitals (`u << 1 & u << 2`). Only starts in either set are looked at (plus the
-    /// block edges, where the masks cannot see the neighbours), and the run's length is the
-    /// count of trailing ones from its start.
-    fn digit_runs(&self, buf: &[u8], from: usize, out: &mut Vec<Cand>) {
+    /// the digits `d`, capital letters `u` and triggers `t`; run starts are `d & !(d << 1)`; a
+    /// run of at least 4 digits starts where `d & d >> 1 & d >> 2 & d >> 3` is set; IBAN check
+    /// digits follow two capitals (`u << 1 & u << 2`). Only starts in either set are looked at
+    /// (plus the block edges, where the masks cannot see the neighbours), and the run's length
+    /// is the count of trailing ones from its start.
+    fn scan(&self, buf: &[u8], from: usize, eof: bool, out: &mut Vec<Cand>) -> usize {
         let n = buf.len();
+        let digits = self.on[0] || self.on[1] || self.on[2];
+        let url = self.on[3];
+        let mut st = url_credentials::Scan::new(from, eof);
+        if url {
+            // Triggers in the left context (a `?name=` whose value starts at `from` or later).
+            for y in self.url.scan_start(from)..from.min(n) {
+                if matches!(buf[y], b':' | b'?' | b'&') {
+                    self.url.trigger(&mut st, buf, y, out);
+                }
+            }
+        }
         let mut i = from;
-        // A run that began before `from` is not a run start.
+        // A run that began before `from` is not a run start (and holds no trigger).
         while i < n && i > 0 && buf[i].is_ascii_digit() && buf[i - 1].is_ascii_digit() {
             i += 1;
         }
@@ -344,7 +354,26 @@ impl Redactor {
         const EDGE_HIGH: u64 = 0b111 << 61;
         'blocks: while i < n {
             let block_end = (i + 64).min(n);
-            let (d, u) = card::masks(&buf[i..block_end]);
+            let (d, u, t) = if block_end - i < 64 && n >= 64 {
+                // The last, short block: the masks of the last 64 bytes, shifted so that bit 0
+                // is `i` (no copy into a padded block).
+                let shift = 64 - (block_end - i);
+                let (d, u, t) = card::masks(&buf[n - 64..]);
+                (d >> shift, u >> shift, t >> shift)
+            } else {
+                card::masks(&buf[i..block_end])
+            };
+            if url {
+                let mut t = t;
+                while t != 0 {
+                    self.url.trigger(&mut st, buf, i + t.trailing_zeros() as usize, out);
+                    t &= t - 1;
+                }
+            }
+            if !digits {
+                i = block_end;
+                continue;
+            }
             // Invariant: `buf[i - 1]` is not a digit, so bit 0 may start a run.
             let long = d & (d >> 1) & (d >> 2) & (d >> 3) | EDGE_HIGH;
             let after_caps = if self.on[1] { (u << 1) & (u << 2) | EDGE_LOW } else { 0 };
@@ -354,6 +383,8 @@ impl Redactor {
                 let s = i + k;
                 let mut e = s + (d >> k).trailing_ones() as usize;
                 if e == block_end {
+                    // The run reaches the end of the block: the next block starts after it
+                    // (digits only in between, so no trigger is skipped).
                     while e < n && buf[e].is_ascii_digit() {
                         e += 1;
                     }
@@ -366,6 +397,7 @@ impl Redactor {
             }
             i = block_end;
         }
+        st.undecided
     }
 
     /// One maximal digit run `buf[s..e]`.

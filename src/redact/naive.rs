@@ -4,7 +4,7 @@
 //! candidates. The fast engine must give the same output on every input.
 
 use super::mask::Masker;
-use super::url_credentials::{MAX_AUTHORITY, QUERY_PARAMS, ends_authority, ends_value};
+use super::url_credentials::{MAX_AUTHORITY, QUERY_PARAMS, USER_DIGITS, ends_authority, ends_value};
 use super::{Counts, Detector, Options, bank_account, card, is_alnum};
 
 /// Redacts `input` the slow way. Panics on options the engine would reject.
@@ -195,6 +195,7 @@ fn naive_userinfo(b: &[u8], u: usize) -> Option<(usize, usize)> {
         _ if info.is_empty() => None,
         None => Some((at, 0)),
         Some(c) if c + 1 == info.len() => None,
+        Some(c) if info[..c].iter().filter(|b| b.is_ascii_digit()).count() >= USER_DIGITS => Some((at, 0)),
         Some(c) => Some((at, c + 1)),
     }
 }

@@ -209,6 +209,29 @@ fn secrets_at_every_block_offset() {
     }
 }
 
+#[test]
+fn card_as_url_user_name_is_masked() {
+    // Found by reasoning about the fuzz target's no-card-survives property: the user name of
+    // `user:password@` was kept, so a card number there passed through untouched.
+    let opts = Options::default();
+    let r = Arc::new(Redactor::new(&opts).unwrap());
+    for (input, want) in [
+        ("https://4111111111111111:pw@host/x", "https://****@host/x"),
+        // A space ends the authority: no user-info, but the card is found.
+        ("https://4111 1111 1111 1111:pw@host/x", "https://****:pw@host/x"),
+        ("ftp://acct12345678:pw@host", "ftp://****@host"),
+        ("https://svc2024:pw@host", "https://svc2024:****@host"),
+        ("https://u:pw@4111111111111111/", "https://u:****@****/"),
+    ] {
+        assert_eq!(red(&r, input), want);
+        let (out, counts) = whole(&r, input.as_bytes());
+        assert_eq!((out.clone(), counts), naive::redact(&opts, input.as_bytes()), "{input}");
+        for cut in 0..=input.len() {
+            assert_eq!(streamed(&r, input.as_bytes(), &[cut]), (out.clone(), counts), "{input} cut at {cut}");
+        }
+    }
+}
+
 /// Fragments that build inputs full of near-misses for every detector.
 const FRAGMENTS: &[&str] = &[
     "4111",
@@ -246,6 +269,7 @@ const FRAGMENTS: &[&str] = &[
     "https://",
     "u:p@",
     "tok@",
+    ":p@",
     "@",
     ":",
     "/",

@@ -5,7 +5,8 @@
 //!   backslash, whitespace or control byte, or at most [`MAX_AUTHORITY`] bytes. If it holds an
 //!   `@`, everything before the last `@` is the user-info: `user:password` keeps `user:` and
 //!   masks the password; a user-info without `:` is a token standing alone and is masked
-//!   whole. `https://api.example.com:8443/x` and `alice@example.com` have no user-info.
+//!   whole, and so is `user:password` when the user name holds [`USER_DIGITS`] or more digits
+//!   (a card number as a user name would otherwise pass through as the kept part). `https://api.example.com:8443/x` and `alice@example.com` have no user-info.
 //! - **Credential parameters.** `?` or `&`, then a parameter name from the list (ASCII case
 //!   ignored), then `=`: the value up to the next `&`, `#`, quote, bracket, `,`, `;`,
 //!   whitespace or control byte is masked. The value has no length limit; a stream that has
@@ -93,7 +94,6 @@ pub(crate) struct UrlCredentials {
     /// Lower-case names.
     params: Vec<Vec<u8>>,
     max_param: usize,
-    finder: memchr::memmem::Finder<'static>,
 }
 
 impl UrlCredentials {
@@ -110,7 +110,7 @@ impl UrlCredentials {
             params.push(p.to_ascii_lowercase().into_bytes());
         }
         let max_param = params.iter().map(Vec::len).max().unwrap_or(0);
-        Ok(UrlCredentials { params, max_param, finder: memchr::memmem::Finder::new(b"://").into_owned() })
+        Ok(UrlCredentials { params, max_param })
     }
 
     pub(crate) fn max_param_len(&self) -> usize {
@@ -129,70 +129,101 @@ impl UrlCredentials {
 
     /// Reports user-info and credential values starting at or after `from`; returns the start
     /// of a user-info that cannot be decided before the end of `buf` (`usize::MAX` if none).
+    ///
+    /// The engine does not call this: it finds the trigger bytes in its own one pass over the
+    /// input and hands them to [`UrlCredentials::trigger`]. This is the same walk, byte by
+    /// byte, for the detector's own tests.
+    #[cfg(test)]
     pub(crate) fn candidates(&self, buf: &[u8], from: usize, eof: bool, out: &mut Vec<Cand>) -> usize {
-        let mut undecided = usize::MAX;
-        let n = buf.len();
-        // User-info after `://`.
-        let mut at = from.saturating_sub(3);
-        while let Some(k) = self.finder.find(&buf[at..]) {
-            let u = at + k + 3;
-            at = at + k + 1;
-            if u < from {
-                continue;
+        let mut st = Scan::new(from, eof);
+        for y in self.scan_start(from)..buf.len() {
+            if matches!(buf[y], b':' | b'?' | b'&') {
+                self.trigger(&mut st, buf, y, out);
             }
-            match userinfo(buf, u, eof) {
+        }
+        st.undecided
+    }
+
+    /// Where a scan for candidates starting at or after `from` must begin looking for
+    /// triggers: `?name=` before a value may start up to the longest name + 2 bytes earlier.
+    pub(crate) fn scan_start(&self, from: usize) -> usize {
+        from.saturating_sub(self.max_param + 2)
+    }
+
+    /// Handles the trigger byte (`:`, `?` or `&`) at `y`. A scan feeds every trigger from
+    /// [`UrlCredentials::scan_start`] on, in increasing order.
+    #[inline]
+    pub(crate) fn trigger(&self, st: &mut Scan, buf: &[u8], y: usize, out: &mut Vec<Cand>) {
+        let n = buf.len();
+        if buf[y] == b':' {
+            // User-info after `://`.
+            let u = y + 3;
+            if st.userinfo_done || u < st.from || u > n || &buf[y + 1..u] != b"//" {
+                return;
+            }
+            match userinfo(buf, u, st.eof) {
                 Userinfo::Undecided => {
-                    undecided = undecided.min(u);
-                    break;
+                    // The authority runs to the end of `buf`, so no `://` follows.
+                    st.undecided = u;
+                    st.userinfo_done = true;
                 }
                 Userinfo::None => {}
                 Userinfo::Found { end, keep } => {
                     out.push(Cand { start: u, end, keep, det: Detector::UrlCredentials, open: false })
                 }
             }
+            return;
         }
-        // Credential parameters after `?` or `&`.
-        let mut i = from.saturating_sub(self.max_param + 2);
-        // The end of the last value found: a value starting before it ends there too (no
-        // delimiter in between), which keeps `?token=a?token=a…` linear.
-        let mut last_end: Option<usize> = None;
-        while let Some(k) = memchr::memchr2(b'?', b'&', &buf[i..]) {
-            let y = i + k;
-            i = y + 1;
-            let name_start = y + 1;
-            let mut j = name_start;
-            while j < n && j - name_start <= self.max_param && is_name_byte(buf[j]) {
-                j += 1;
+        // A credential parameter after `?` or `&`.
+        let name_start = y + 1;
+        let mut j = name_start;
+        while j < n && j - name_start <= self.max_param && is_name_byte(buf[j]) {
+            j += 1;
+        }
+        if j >= n || buf[j] != b'=' || j == name_start || !self.is_param(&buf[name_start..j]) {
+            return;
+        }
+        let v = j + 1;
+        if v < st.from {
+            return;
+        }
+        let end = match st.last_end {
+            Some(e) if v < e => Some(e - v),
+            Some(e) if v == e && e == n => None,
+            _ => find_value_end(&buf[v..]),
+        };
+        st.last_end = Some(v + end.unwrap_or(n - v));
+        match end {
+            Some(0) => {}
+            Some(len) => {
+                out.push(Cand { start: v, end: v + len, keep: 0, det: Detector::UrlCredentials, open: false })
             }
-            if j >= n || buf[j] != b'=' || j == name_start || !self.is_param(&buf[name_start..j]) {
-                continue;
-            }
-            let v = j + 1;
-            if v < from {
-                continue;
-            }
-            let end = match last_end {
-                Some(e) if v < e => Some(e - v),
-                Some(e) if v == e && e == n => None,
-                _ => find_value_end(&buf[v..]),
-            };
-            last_end = Some(v + end.unwrap_or(n - v));
-            match end {
-                Some(0) => {}
-                Some(len) => out.push(Cand {
-                    start: v,
-                    end: v + len,
-                    keep: 0,
-                    det: Detector::UrlCredentials,
-                    open: false,
-                }),
-                None if v == n => {}
-                None => {
-                    out.push(Cand { start: v, end: n, keep: 0, det: Detector::UrlCredentials, open: !eof })
-                }
+            None if v == n => {}
+            None => {
+                out.push(Cand { start: v, end: n, keep: 0, det: Detector::UrlCredentials, open: !st.eof })
             }
         }
-        undecided
+    }
+}
+
+/// The state of one scan of a buffer for URL credentials.
+#[derive(Debug)]
+pub(crate) struct Scan {
+    from: usize,
+    eof: bool,
+    /// The start of a user-info that runs past the end of the buffer (`usize::MAX`: none).
+    pub(crate) undecided: usize,
+    /// An undecided user-info was seen: no `://` can follow it.
+    userinfo_done: bool,
+    /// The end of the last value found: a value starting before it ends there too (no
+    /// delimiter in between), which keeps `?token=a?token=a…` linear.
+    last_end: Option<usize>,
+}
+
+impl Scan {
+    /// A scan for candidates starting at or after `from`; `eof` when the buffer ends the input.
+    pub(crate) fn new(from: usize, eof: bool) -> Scan {
+        Scan { from, eof, undecided: usize::MAX, userinfo_done: false, last_end: None }
     }
 }
 
@@ -228,9 +259,19 @@ fn userinfo(buf: &[u8], u: usize, eof: bool) -> Userinfo {
     match memchr::memchr(b':', &buf[u..at]) {
         None => Userinfo::Found { end: at, keep: 0 },
         Some(c) if u + c + 1 == at => Userinfo::None,
-        Some(c) => Userinfo::Found { end: at, keep: c + 1 },
+        Some(c) => Userinfo::Found { end: at, keep: if keeps_user(&buf[u..u + c]) { c + 1 } else { 0 } },
     }
 }
+
+/// Whether the user name of `user:password@` stays readable: not when it holds
+/// [`USER_DIGITS`] or more digits, since it may itself be a card or account number (kept, it
+/// would hide inside the kept part of the match, out of reach of the other detectors).
+pub(crate) fn keeps_user(user: &[u8]) -> bool {
+    user.iter().filter(|b| b.is_ascii_digit()).count() < USER_DIGITS
+}
+
+/// The fewest digits that make a URL user name secret too (the shortest account number).
+pub const USER_DIGITS: usize = 6;
 
 #[cfg(test)]
 mod tests {
@@ -250,6 +291,10 @@ mod tests {
         assert_eq!(found("\"https://u:p%40ss@h/\""), ["p%40ss"]);
         // The last `@` of the authority ends the user-info.
         assert_eq!(found("https://u:p@ss@host/"), ["p@ss"]);
+        // A user name with 6 or more digits goes with the password.
+        assert_eq!(found("https://4111111111111111:pw@h/"), ["4111111111111111:pw"]);
+        assert_eq!(found("https://a1b2c3d4e5f6:pw@h/"), ["a1b2c3d4e5f6:pw"]);
+        assert_eq!(found("https://svc12345:pw@h/"), ["pw"]);
     }
 
     #[test]
