@@ -4,12 +4,12 @@
 //! the validation at load time and names the field at fault, so the loader can point at its
 //! line. Nothing here connects anywhere.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::otlp::tls::ClientTls;
+pub use crate::sinks::otlp::Headers;
 use crate::sinks::sealed::parse_duration;
 
 /// The `[telemetry]` section. Off unless `enabled = true`.
@@ -92,18 +92,6 @@ pub enum TelemetryProtocol {
     HttpProtobuf,
     #[serde(rename = "grpc")]
     Grpc,
-}
-
-/// Header names and values; `Debug` shows the names only, so a configuration dump never
-/// prints an API key.
-#[derive(Clone, Default, Deserialize)]
-#[serde(transparent)]
-pub struct Headers(pub BTreeMap<String, String>);
-
-impl std::fmt::Debug for Headers {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_map().entries(self.0.keys().map(|k| (k, "<redacted>"))).finish()
-    }
 }
 
 /// A validation failure: the field at fault and what is wrong with it.
