@@ -207,13 +207,14 @@ impl BankAccount {
         }
         if let Some(t) = &self.ends {
             // A keyword ends before a non-letter (the boundary rule) and with one of the
-            // keywords' last bytes; only then is the three-byte table consulted.
-            let possible = (lo..=s).any(|ke| {
-                ke < 3
-                    || (!buf[ke].is_ascii_alphabetic() && self.last[buf[ke - 1] as usize]) && {
-                        let i = tri(buf[ke - 3], buf[ke - 2], buf[ke - 1]);
-                        t[i / 64] & (1 << (i % 64)) != 0
-                    }
+            // keywords' last bytes; only then is the three-byte table consulted. Every keyword
+            // is at least three bytes long (else there is no table), so none ends before 3:
+            // digits near the start of a line (`ts=1795…`) stop here too.
+            let possible = (lo.max(3)..=s).any(|ke| {
+                (!buf[ke].is_ascii_alphabetic() && self.last[buf[ke - 1] as usize]) && {
+                    let i = tri(buf[ke - 3], buf[ke - 2], buf[ke - 1]);
+                    t[i / 64] & (1 << (i % 64)) != 0
+                }
             });
             if !possible {
                 return;

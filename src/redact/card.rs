@@ -158,11 +158,16 @@ fn triggers([qa, colon, slash]: [u64; 3]) -> u64 {
 pub(crate) fn candidate(buf: &[u8], s: usize, e: usize, out: &mut Vec<Cand>) {
     let n = buf.len();
     let first = e - s;
-    // Cheap rejections first: most digit runs in logs are short and stand alone.
-    if s > 0 && buf[s - 1].is_ascii_alphabetic() {
+    // Cheap rejections first: most digit runs in logs are short and stand alone, and every
+    // issuer prefix starts with 2 to 6 (epochs start with 1, so they stop here).
+    if !(b'2'..=b'6').contains(&buf[s]) || (s > 0 && buf[s - 1].is_ascii_alphabetic()) {
         return;
     }
-    let grouped = first == 4 && e + 1 < n && matches!(buf[e], b' ' | b'-') && buf[e + 1].is_ascii_digit();
+    // A second group has at least 3 digits (`2026-11-27` is a date, not a card).
+    let grouped = first == 4
+        && e + 3 < n
+        && matches!(buf[e], b' ' | b'-')
+        && buf[e + 1..e + 4].iter().all(u8::is_ascii_digit);
     if !grouped {
         if (MIN_DIGITS..=MAX_DIGITS).contains(&first) && (e == n || !is_alnum(buf[e])) {
             let digits = &buf[s..e];

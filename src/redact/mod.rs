@@ -309,6 +309,7 @@ impl Redactor {
     /// Collects the candidates that start at or after `from` in `buf` into `out`, and returns
     /// the position from which candidates are not known yet (`buf.len()` with `eof`): a
     /// candidate starting before it is complete. Bytes before `from` are context only.
+    #[inline(always)] // into `redact`, with the scan: per-line calls must not pay for calls
     pub(crate) fn candidates(&self, buf: &[u8], from: usize, eof: bool, out: &mut Vec<Cand>) -> usize {
         let mut limit = if eof { buf.len() } else { buf.len().saturating_sub(self.lookahead) };
         if self.on[..4].iter().any(|&on| on) {
@@ -332,6 +333,7 @@ impl Redactor {
     /// digits follow two capitals (`u << 1 & u << 2`). Only starts in either set are looked at
     /// (plus the block edges, where the masks cannot see the neighbours), and the run's length
     /// is the count of trailing ones from its start.
+    #[inline(always)]
     fn scan(&self, buf: &[u8], from: usize, eof: bool, out: &mut Vec<Cand>) -> usize {
         let n = buf.len();
         let digits = self.on[0] || self.on[1] || self.on[2];
@@ -401,15 +403,29 @@ impl Redactor {
     }
 
     /// One maximal digit run `buf[s..e]`.
-    #[inline]
+    ///
+    /// Most runs visited are 4 or 5 digits (years, times, ports), which only matter as IBAN
+    /// check digits or as a card's first group (4 digits, then a separator): those are
+    /// rejected here, inlined in the scan, without a call.
+    #[inline(always)]
     fn digit_run(&self, buf: &[u8], from: usize, s: usize, e: usize, out: &mut Vec<Cand>) {
         let len = e - s;
-        if self.on[1]
+        let after_caps = self.on[1]
             && s >= 2
             && s - 2 >= from
             && buf[s - 1].is_ascii_uppercase()
-            && buf[s - 2].is_ascii_uppercase()
-        {
+            && buf[s - 2].is_ascii_uppercase();
+        let first_group = len == 4 && e < buf.len() && matches!(buf[e], b' ' | b'-');
+        if after_caps || first_group || (6..=19).contains(&len) {
+            self.digit_run_checks(buf, s, e, after_caps, out);
+        }
+    }
+
+    /// [`Redactor::digit_run`] past the cheap rejections.
+    #[inline(never)]
+    fn digit_run_checks(&self, buf: &[u8], s: usize, e: usize, after_caps: bool, out: &mut Vec<Cand>) {
+        let len = e - s;
+        if after_caps {
             iban::candidate(buf, s, out);
         }
         if len < 4 {
