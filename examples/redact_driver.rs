@@ -1,7 +1,7 @@
 //! Redacts the bench corpus (loggen seed 1, 8 MiB) once, for instruction counting:
 //!
 //! ```text
-//! cargo build --release --example redact_driver
+//! CARGO_PROFILE_RELEASE_STRIP=none cargo build --release --example redact_driver
 //! valgrind --tool=callgrind --toggle-collect='redact_driver::run*' \
 //!     target/release/examples/redact_driver lines   # or: whole
 //! ```
