@@ -8,6 +8,7 @@
 
 pub mod json;
 mod value;
+pub mod visit;
 
 pub use value::{KeyValue, Value, attrs_to_json, find_attr};
 
@@ -32,6 +33,56 @@ pub mod attr {
     pub const CONTINUED: &str = "sealtrail.continued";
     /// Set when a line held invalid UTF-8 that was replaced by U+FFFD.
     pub const INVALID_UTF8: &str = "sealtrail.invalid_utf8";
+    /// On a log record from OTLP whose body is not a string: the body with its type (the
+    /// `body` field holds its text form).
+    pub const OTLP_BODY: &str = "sealtrail.otlp.body";
+
+    /// The prefix of every attribute key the agent itself sets. The components act on these
+    /// keys (`sealtrail.continued` joins records into one redaction stream, the
+    /// `sealtrail.otlp.*` keys become OTLP fields in the forward), so data from outside must
+    /// never carry them: network sources remove them with [`strip_reserved`].
+    pub const RESERVED_PREFIX: &str = "sealtrail.";
+
+    use super::{Event, KeyValue};
+
+    /// Whether `key` is reserved for the agent (starts with [`RESERVED_PREFIX`], in any letter
+    /// case, so that a look-alike cannot pass for one either).
+    pub fn is_reserved(key: &str) -> bool {
+        key.len() >= RESERVED_PREFIX.len()
+            && key.as_bytes()[..RESERVED_PREFIX.len()].eq_ignore_ascii_case(RESERVED_PREFIX.as_bytes())
+    }
+
+    /// Removes the reserved keys from one attribute list (top level: nested map keys are plain
+    /// data that no component interprets); returns how many were removed.
+    pub fn strip_reserved(attrs: &mut Vec<KeyValue>) -> u64 {
+        let before = attrs.len();
+        attrs.retain(|kv| !is_reserved(&kv.key));
+        (before - attrs.len()) as u64
+    }
+
+    /// Removes the reserved keys from every attribute list of events that came from the
+    /// network, before the agent adds its own; returns how many were removed (for the
+    /// `stripped.reserved_attributes` counter).
+    pub fn strip_reserved_events(events: &mut [Event]) -> u64 {
+        let mut n = 0;
+        for e in events {
+            match e {
+                Event::Log(l) => {
+                    n += strip_reserved(&mut l.attributes) + strip_reserved(&mut l.resource);
+                }
+                Event::Span(s) => {
+                    n += strip_reserved(&mut s.attributes) + strip_reserved(&mut s.resource);
+                    for ev in &mut s.events {
+                        n += strip_reserved(&mut ev.attributes);
+                    }
+                    for l in &mut s.links {
+                        n += strip_reserved(&mut l.attributes);
+                    }
+                }
+            }
+        }
+        n
+    }
 }
 
 /// One event: a log record or a span.

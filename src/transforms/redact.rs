@@ -1,20 +1,27 @@
 //! The `redact` transform: runs the redaction engine ([`crate::redact`]) over every string of
 //! every event, so that what comes out of it is safe for any sink.
 //!
-//! It redacts log bodies, attribute keys and values (recursively through arrays and maps, and
-//! integer values, which a card number can be), resource attributes, span names, trace
-//! states, scope names, status messages, span event names and attributes, and link
-//! attributes. It adds the number of redactions to the event's `redactions` and counts them
-//! per detector in the component's metrics (`redactions.card`, …).
+//! Which strings: exactly those [`crate::event::visit`] hands out (its documentation lists
+//! every field and why the others are not text): bodies, severity texts, services, span names,
+//! trace states, scope names, status messages, span event names, every attribute key and
+//! value (recursively through arrays and maps) of attributes, resources, span events and
+//! links, and integer, double and bytes values in their text form (replaced by the masked
+//! string when something matched). The transform is a loop over that visitor with one call
+//! site, [`visit_value`]. It adds the number of redactions to the event's `redactions` and
+//! counts them per detector in the component's metrics (`redactions.card`, …).
 //!
 //! A line longer than a line source's `max_line_bytes` arrives as several log records; every
 //! piece but the last carries `sealtrail.continued = true`. The transform redacts such a line
 //! as one stream per (source, `log.iostream`, `log.file.path`): bytes that a match in progress
 //! needs are held back and move into the next record's body, so a card number cut in two by
-//! the split is still caught.
+//! the split is still caught. That state is bounded (`max_open_lines`, `max_held_bytes`):
+//! the least recently used line is evicted, its held-back bytes become one masked record and
+//! its later pieces are masked whole (counted in `redact.lines_evicted`), so eviction never
+//! lets part of a secret through. Network sources cannot set `sealtrail.continued` (they strip
+//! every `sealtrail.*` key), so only local line sources open such streams.
 
 use std::collections::HashMap;
-use std::io::Write as _;
+use std::hash::BuildHasher as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -25,7 +32,8 @@ use zeroize::Zeroizing;
 use crate::config::component::{
     BuildContext, Transform, TransformConfig, TransformContext, TransformKind, parse_transform,
 };
-use crate::event::{Batch, Event, KeyValue, LogRecord, SourceId, Span, Value, attr, find_attr};
+use crate::event::visit::{Field, Place, TextVisitor, visit_event};
+use crate::event::{Batch, Event, KeyValue, LogRecord, SourceId, Value, attr, find_attr};
 use crate::redact::{Counts, Detector, Mask, Options, Redactor, Stream};
 
 pub const KIND: TransformKind = TransformKind {
@@ -35,7 +43,7 @@ pub const KIND: TransformKind = TransformKind {
 };
 
 /// Configuration for the `redact` transform (also read by `sealtrail redact --config`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedactConfig {
     /// The built-in detectors to run: any of `card`, `iban`, `bank_account`,
@@ -68,6 +76,32 @@ pub struct RedactConfig {
     /// tokens change when the key is rotated. Exclusive with `hmac_key_file`.
     #[serde(default)]
     pub hmac_key: Option<String>,
+    /// Lines in progress at once: a line longer than a line source's `max_line_bytes` is
+    /// redacted as one stream until its last piece comes. Past this, the least recently used
+    /// line is evicted: what it held back and its later pieces are masked. Default 1024.
+    #[serde(default = "default_max_open_lines")]
+    pub max_open_lines: usize,
+    /// Bytes that lines in progress may hold (held-back text, stream keys and 256 bytes per
+    /// line); eviction as for `max_open_lines`. Default 8 MiB.
+    #[serde(default = "default_max_held_bytes")]
+    pub max_held_bytes: usize,
+}
+
+impl Default for RedactConfig {
+    fn default() -> RedactConfig {
+        RedactConfig {
+            detectors: None,
+            mask: Mask::default(),
+            keywords: Vec::new(),
+            patterns: Vec::new(),
+            bank_account_keywords: Vec::new(),
+            query_params: Vec::new(),
+            hmac_key_file: None,
+            hmac_key: None,
+            max_open_lines: default_max_open_lines(),
+            max_held_bytes: default_max_held_bytes(),
+        }
+    }
 }
 
 impl RedactConfig {
@@ -106,6 +140,19 @@ impl RedactConfig {
             query_params: self.query_params.clone(),
         };
         Ok(Redactor::new(&opts)?)
+    }
+}
+
+impl RedactConfig {
+    /// The bounds of the per-line state, checked.
+    pub fn stream_limits(&self) -> anyhow::Result<StreamLimits> {
+        anyhow::ensure!(self.max_open_lines >= 1, "`max_open_lines` must be at least 1");
+        anyhow::ensure!(
+            self.max_held_bytes >= 128 * 1024,
+            "`max_held_bytes` must be at least 131072 (one line in progress can hold about 66 KiB), got {}",
+            self.max_held_bytes
+        );
+        Ok(StreamLimits { max_open_lines: self.max_open_lines, max_held_bytes: self.max_held_bytes })
     }
 }
 
@@ -162,18 +209,76 @@ impl TransformConfig for RedactConfig {
     }
 
     fn build(&self, cx: &BuildContext<'_>) -> anyhow::Result<Box<dyn Transform>> {
-        Ok(Box::new(RedactTransform::new(Arc::new(self.redactor(&cx.globals.keys_dir())?))))
+        let limits = self.stream_limits()?;
+        Ok(Box::new(RedactTransform::with_limits(Arc::new(self.redactor(&cx.globals.keys_dir())?), limits)))
     }
 }
 
 /// Identifies one line stream: the source, `log.iostream` and `log.file.path`.
 type StreamKey = (SourceId, String, String);
 
+/// What an evicted line's held-back bytes and its later pieces become: the default mask,
+/// whatever the configured one, since what they held is unknown.
+const EVICTED_MASK: &str = "****";
+
+/// Fixed bytes counted per open line on top of its key and held-back text (the stream's own
+/// state), so that many empty lines still count against `max_held_bytes`.
+const STREAM_OVERHEAD: usize = 256;
+
+/// How many evicted lines are remembered (per open line allowed) so that their later pieces
+/// are masked: 8 bytes of hash each.
+const TOMBSTONES_PER_LINE: usize = 16;
+
+/// The bounds of the per-line redaction state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// Lines in progress at once (continued records whose last piece has not come).
+    pub max_open_lines: usize,
+    /// Bytes held by lines in progress: held-back text, keys and a fixed overhead per line.
+    pub max_held_bytes: usize,
+}
+
+impl Default for StreamLimits {
+    fn default() -> StreamLimits {
+        StreamLimits { max_open_lines: default_max_open_lines(), max_held_bytes: default_max_held_bytes() }
+    }
+}
+
+fn default_max_open_lines() -> usize {
+    1024
+}
+
+fn default_max_held_bytes() -> usize {
+    8 * 1024 * 1024
+}
+
+/// One line in progress.
+struct OpenLine {
+    stream: Stream,
+    /// What this line counts against `max_held_bytes` (as of its last record).
+    held: usize,
+    /// When it was last used (a tick of the transform), for least-recently-used eviction.
+    used: u64,
+}
+
 /// The running transform.
 pub struct RedactTransform {
     r: Arc<Redactor>,
+    limits: StreamLimits,
     /// Lines in progress (a continued record came, its last piece has not).
-    streams: HashMap<StreamKey, Stream>,
+    streams: HashMap<StreamKey, OpenLine>,
+    /// Sum of `OpenLine::held`.
+    held: usize,
+    /// Lines evicted before their last piece, by keyed hash of their stream key, with the tick
+    /// of eviction: their later pieces are masked whole, because their start (which may be the
+    /// rest of a secret) can no longer be matched.
+    evicted: HashMap<u64, u64>,
+    hasher: std::collections::hash_map::RandomState,
+    tick: u64,
+    /// Evictions not yet added to the metrics.
+    evictions: u64,
+    /// Records emitted for evicted lines, not yet handed out.
+    extra: Vec<Event>,
     out: Vec<u8>,
 }
 
@@ -187,118 +292,222 @@ const COUNTERS: [&str; 6] = [
     "redactions.pattern",
 ];
 
+/// The one place where a string of an event is redacted. `key` is the attribute or map key
+/// the text is the value of ([`Place::key`]); the engine's key-aware entry point takes it
+/// here when it lands.
+fn visit_value(r: &Redactor, key: Option<&str>, text: &mut String, c: &mut Counts) {
+    let _ = key;
+    if let std::borrow::Cow::Owned(o) = r.redact_str(text, c) {
+        *text = o;
+    }
+}
+
+/// Redacts every string the event visitor hands it; the body is skipped when it went
+/// through a line stream already.
+struct Redacting<'a> {
+    r: &'a Redactor,
+    counts: &'a mut Counts,
+    skip_body: bool,
+}
+
+impl TextVisitor for Redacting<'_> {
+    fn visit(&mut self, place: Place<'_>, text: &mut String) {
+        if self.skip_body && place == Place::Field(Field::Body) {
+            return;
+        }
+        visit_value(self.r, place.key(), text, self.counts);
+    }
+}
+
 impl RedactTransform {
     pub fn new(r: Arc<Redactor>) -> RedactTransform {
-        RedactTransform { r, streams: HashMap::new(), out: Vec::new() }
+        RedactTransform::with_limits(r, StreamLimits::default())
+    }
+
+    pub fn with_limits(r: Arc<Redactor>, limits: StreamLimits) -> RedactTransform {
+        RedactTransform {
+            r,
+            limits: StreamLimits {
+                max_open_lines: limits.max_open_lines.max(1),
+                max_held_bytes: limits.max_held_bytes,
+            },
+            streams: HashMap::new(),
+            held: 0,
+            evicted: HashMap::new(),
+            hasher: Default::default(),
+            tick: 0,
+            evictions: 0,
+            extra: Vec::new(),
+            out: Vec::new(),
+        }
     }
 
     /// Redacts one event in place; returns its redactions.
     pub fn redact_event(&mut self, e: &mut Event) -> Counts {
         let mut c = Counts::default();
+        let skip_body = match e {
+            Event::Log(l) => self.line(l, &mut c),
+            Event::Span(_) => false,
+        };
+        visit_event(e, &mut Redacting { r: &self.r, counts: &mut c, skip_body });
         match e {
             Event::Log(l) => {
-                self.log(l, &mut c);
+                typed_body(&self.r, l, &mut c);
                 l.redactions = l.redactions.saturating_add(c.total() as u32);
             }
-            Event::Span(s) => {
-                span(&self.r, s, &mut c);
-                s.redactions = s.redactions.saturating_add(c.total() as u32);
-            }
+            Event::Span(s) => s.redactions = s.redactions.saturating_add(c.total() as u32),
         }
         c
     }
 
-    fn log(&mut self, l: &mut LogRecord, c: &mut Counts) {
-        let r = &*self.r;
+    /// Takes a record's body through its line stream when it continues a line or ends one
+    /// that an earlier record continued; returns whether it did (the body is then redacted).
+    fn line(&mut self, l: &mut LogRecord, c: &mut Counts) -> bool {
         let continued = matches!(find_attr(&l.attributes, attr::CONTINUED), Some(Value::Bool(true)));
-        // A record goes through a stream when it continues a line, or ends one that an earlier
-        // record continued; the key is only computed while some line is in progress.
-        let key = if continued || !self.streams.is_empty() {
-            Some(stream_key(l)).filter(|k| continued || self.streams.contains_key(k))
-        } else {
-            None
-        };
-        match key {
-            None => string(r, &mut l.body, c),
-            Some(k) => {
-                let s = self.streams.entry(k.clone()).or_insert_with(|| Stream::new(self.r.clone()));
-                let before = s.counts();
-                self.out.clear();
-                s.push(l.body.as_bytes(), &mut self.out);
+        // The key is only computed while some line is in progress or remembered.
+        if !continued && self.streams.is_empty() && self.evicted.is_empty() {
+            return false;
+        }
+        let key = stream_key(l);
+        self.tick += 1;
+        if !self.streams.contains_key(&key) {
+            let h = self.hasher.hash_one(&key);
+            if self.evicted.contains_key(&h) {
+                // The rest of an evicted line: its head may finish a secret whose start was
+                // masked at eviction.
                 if !continued {
-                    s.finish(&mut self.out);
-                }
-                let after = s.counts();
-                for (i, n) in c.0.iter_mut().enumerate() {
-                    *n += after.0[i] - before.0[i];
-                }
-                if !continued {
-                    self.streams.remove(&k);
+                    self.evicted.remove(&h);
                 }
                 l.body.clear();
-                l.body.push_str(&String::from_utf8_lossy(&self.out));
+                l.body.push_str(EVICTED_MASK);
+                return true;
+            }
+            if !continued {
+                return false;
+            }
+            self.make_room(&key, None);
+            self.streams
+                .insert(key.clone(), OpenLine { stream: Stream::new(self.r.clone()), held: 0, used: 0 });
+        }
+        let Some(open) = self.streams.get_mut(&key) else { return false };
+        open.used = self.tick;
+        let s = &mut open.stream;
+        let before = s.counts();
+        self.out.clear();
+        s.push(l.body.as_bytes(), &mut self.out);
+        if !continued {
+            s.finish(&mut self.out);
+        }
+        let after = s.counts();
+        for (i, n) in c.0.iter_mut().enumerate() {
+            *n += after.0[i] - before.0[i];
+        }
+        let held = footprint(&key, s);
+        self.held = self.held - open.held + held;
+        open.held = held;
+        l.body.clear();
+        l.body.push_str(&String::from_utf8_lossy(&self.out));
+        if !continued {
+            if let Some(gone) = self.streams.remove(&key) {
+                self.held -= gone.held;
+            }
+        } else if self.held > self.limits.max_held_bytes {
+            self.make_room(&key, Some(&key));
+        }
+        true
+    }
+
+    /// Evicts least recently used lines (never `keep`) until one more line fits
+    /// (`keep == None`) or the held bytes are within bounds again.
+    fn make_room(&mut self, key: &StreamKey, keep: Option<&StreamKey>) {
+        let new_line = keep.is_none();
+        let extra = if new_line { key.1.len() + key.2.len() + STREAM_OVERHEAD } else { 0 };
+        while (new_line && self.streams.len() >= self.limits.max_open_lines)
+            || self.held + extra > self.limits.max_held_bytes
+        {
+            let victim = self
+                .streams
+                .iter()
+                .filter(|(k, _)| Some(*k) != keep)
+                .min_by_key(|(_, o)| o.used)
+                .map(|(k, _)| k.clone());
+            let Some(victim) = victim else { break };
+            self.evict(victim);
+        }
+    }
+
+    /// Drops a line in progress: what it held back is masked, never written raw (it may be
+    /// the start of a secret), and its later pieces will be masked too.
+    fn evict(&mut self, key: StreamKey) {
+        let Some(open) = self.streams.remove(&key) else { return };
+        self.held -= open.held;
+        self.evictions += 1;
+        if self.evicted.len() >= self.limits.max_open_lines.saturating_mul(TOMBSTONES_PER_LINE) {
+            if let Some(oldest) = self.evicted.iter().min_by_key(|(_, t)| **t).map(|(h, _)| *h) {
+                self.evicted.remove(&oldest);
             }
         }
-        attrs(r, &mut l.attributes, c);
-        attrs(r, &mut l.resource, c);
+        self.evicted.insert(self.hasher.hash_one(&key), self.tick);
+        if open.stream.pending() > 0 {
+            let (source, iostream, path) = key;
+            self.extra.push(line_record(source, iostream, path, EVICTED_MASK.to_owned(), 0));
+        }
+        tracing::warn!(
+            open_lines = self.streams.len(),
+            held_bytes = self.held,
+            "redact: a line in progress was evicted (max_open_lines or max_held_bytes); its held-back text and its later pieces are masked"
+        );
     }
+
+    /// Lines in progress and the bytes they hold (for tests and metrics).
+    pub fn open_lines(&self) -> (usize, usize) {
+        (self.streams.len(), self.held)
+    }
+}
+
+/// What a line in progress counts against `max_held_bytes`.
+fn footprint(key: &StreamKey, s: &Stream) -> usize {
+    key.1.len() + key.2.len() + s.pending() + STREAM_OVERHEAD
+}
+
+/// A record that ends a line whose last piece did not come (flush, eviction).
+fn line_record(source: SourceId, iostream: String, path: String, body: String, redactions: u32) -> Event {
+    let mut attributes = Vec::new();
+    if !iostream.is_empty() {
+        attributes.push(KeyValue::new(attr::IOSTREAM, iostream));
+    }
+    if !path.is_empty() {
+        attributes.push(KeyValue::new(attr::FILE_PATH, path));
+    }
+    Event::Log(LogRecord {
+        observed_time: crate::event::now_nanos(),
+        body,
+        attributes,
+        source,
+        redactions,
+        ..LogRecord::default()
+    })
+}
+
+/// Keeps the typed copy of a non-string OTLP body (`sealtrail.otlp.body`) in agreement with
+/// the redacted body. Both were redacted, the copy value by value and the body as one text;
+/// when their texts differ, one caught what the other did not: the body becomes the copy's
+/// text redacted once more as text (so it has both), and the copy goes (the forward then
+/// sends the body as a string: redaction wins over the type).
+fn typed_body(r: &Redactor, l: &mut LogRecord, c: &mut Counts) {
+    let Some(i) = l.attributes.iter().position(|kv| kv.key == attr::OTLP_BODY) else { return };
+    let mut text = l.attributes[i].value.to_text();
+    if text == l.body {
+        return;
+    }
+    visit_value(r, None, &mut text, c);
+    l.body = text;
+    l.attributes.remove(i);
 }
 
 fn stream_key(l: &LogRecord) -> StreamKey {
     let text = |k: &str| find_attr(&l.attributes, k).map(Value::to_text).unwrap_or_default();
     (l.source.clone(), text(attr::IOSTREAM), text(attr::FILE_PATH))
-}
-
-fn span(r: &Redactor, s: &mut Span, c: &mut Counts) {
-    string(r, &mut s.name, c);
-    string(r, &mut s.trace_state, c);
-    string(r, &mut s.status_message, c);
-    string(r, &mut s.scope_name, c);
-    attrs(r, &mut s.attributes, c);
-    attrs(r, &mut s.resource, c);
-    for e in &mut s.events {
-        string(r, &mut e.name, c);
-        attrs(r, &mut e.attributes, c);
-    }
-    for l in &mut s.links {
-        string(r, &mut l.trace_state, c);
-        attrs(r, &mut l.attributes, c);
-    }
-}
-
-fn string(r: &Redactor, s: &mut String, c: &mut Counts) {
-    if let std::borrow::Cow::Owned(o) = r.redact_str(s, c) {
-        *s = o;
-    }
-}
-
-fn attrs(r: &Redactor, kvs: &mut [KeyValue], c: &mut Counts) {
-    for kv in kvs {
-        string(r, &mut kv.key, c);
-        value(r, &mut kv.value, c);
-    }
-}
-
-fn value(r: &Redactor, v: &mut Value, c: &mut Counts) {
-    match v {
-        Value::Str(s) => string(r, s, c),
-        Value::Array(a) => a.iter_mut().for_each(|x| value(r, x, c)),
-        Value::Map(m) => attrs(r, m, c),
-        // An integer attribute can hold a card or account number: check its digits (formatted
-        // on the stack) and replace it with the masked text if anything matched.
-        Value::Int(i) => {
-            let mut buf = [0u8; 24];
-            let len = {
-                let mut w = &mut buf[..];
-                let _ = write!(w, "{i}");
-                24 - w.len()
-            };
-            if let std::borrow::Cow::Owned(o) = r.redact(&buf[..len], c) {
-                *v = Value::Str(String::from_utf8_lossy(&o).into_owned());
-            }
-        }
-        Value::Empty | Value::Bool(_) | Value::Double(_) | Value::Bytes(_) => {}
-    }
 }
 
 impl Transform for RedactTransform {
@@ -313,18 +522,25 @@ impl Transform for RedactTransform {
         for (d, n) in total.iter() {
             cx.metrics.add(COUNTERS[d as usize], n);
         }
+        if self.evictions > 0 {
+            cx.metrics.add("redact.lines_evicted", std::mem::take(&mut self.evictions));
+        }
+        // Evicted lines' masked remains go after the batch that evicted them.
+        events.append(&mut self.extra);
         Some(Arc::new(events))
     }
 
     /// A line whose last piece never came (the input ended inside it): what the streams still
     /// hold becomes one last record per stream.
     fn flush(&mut self, cx: &TransformContext) -> Option<Batch> {
-        if self.streams.is_empty() {
+        self.evicted.clear();
+        if self.streams.is_empty() && self.extra.is_empty() {
             return None;
         }
-        let mut events = Vec::new();
+        let mut events = std::mem::take(&mut self.extra);
         let mut total = Counts::default();
-        for ((source, iostream, path), mut s) in self.streams.drain() {
+        for ((source, iostream, path), mut open) in self.streams.drain() {
+            let s = &mut open.stream;
             let before = s.counts();
             let mut out = Vec::new();
             s.finish(&mut out);
@@ -333,22 +549,10 @@ impl Transform for RedactTransform {
                 *n -= before.0[i];
             }
             total.add(&c);
-            let mut attributes = Vec::new();
-            if !iostream.is_empty() {
-                attributes.push(KeyValue::new(attr::IOSTREAM, iostream));
-            }
-            if !path.is_empty() {
-                attributes.push(KeyValue::new(attr::FILE_PATH, path));
-            }
-            events.push(Event::Log(LogRecord {
-                observed_time: crate::event::now_nanos(),
-                body: String::from_utf8_lossy(&out).into_owned(),
-                attributes,
-                source,
-                redactions: c.total() as u32,
-                ..LogRecord::default()
-            }));
+            let body = String::from_utf8_lossy(&out).into_owned();
+            events.push(line_record(source, iostream, path, body, c.total() as u32));
         }
+        self.held = 0;
         for (d, n) in total.iter() {
             cx.metrics.add(COUNTERS[d as usize], n);
         }
@@ -359,7 +563,7 @@ impl Transform for RedactTransform {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{SpanEvent, SpanLink};
+    use crate::event::{Span, SpanEvent, SpanLink};
     use crate::metrics::ComponentMetrics;
 
     fn cx() -> TransformContext {
@@ -430,6 +634,62 @@ mod tests {
         assert_eq!(c.metrics.get("redactions.url_credentials"), 2);
         // The other consumer's batch is untouched.
         assert!(keep[0].to_json().to_string().contains(card));
+    }
+
+    /// Issue 11, defect 1: metadata derived from OTLP (`service` from `service.name`,
+    /// `severity_text`), double and bytes attribute values and the typed copy of a non-string
+    /// body all passed the transform unredacted.
+    #[test]
+    fn issue_11_metadata_scalars_and_typed_body_are_redacted() {
+        use crate::otlp::ExportLogsServiceRequest;
+        use crate::otlp::proto::common::{AnyValue, KeyValue as PKv, any_value::Value as V};
+        use crate::otlp::proto::{logs as pl, resource as pr};
+        let card = "4111111111111111";
+        let any = |v: V| AnyValue { value: Some(v) };
+        let pkv = |k: &str, v: V| PKv { key: k.into(), value: Some(any(v)), key_strindex: 0 };
+        // Hex of these bytes is the card number.
+        let card_bytes = hex::decode(card).unwrap();
+        let req = ExportLogsServiceRequest {
+            resource_logs: vec![pl::ResourceLogs {
+                resource: Some(pr::Resource {
+                    attributes: vec![pkv("service.name", V::StringValue(format!("pay-{card}")))],
+                    ..Default::default()
+                }),
+                scope_logs: vec![pl::ScopeLogs {
+                    log_records: vec![pl::LogRecord {
+                        severity_text: format!("ERROR {card}"),
+                        body: Some(any(V::DoubleValue(4111111111111111.0))),
+                        attributes: vec![
+                            pkv("amount", V::DoubleValue(4111111111111111.0)),
+                            pkv("raw", V::BytesValue(card_bytes)),
+                        ],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let mut events = Vec::new();
+        crate::otlp::convert::logs_to_events(req, &SourceId::from("otlp"), 1, &mut events);
+        let mut t = transform(&RedactConfig::default());
+        let out = t.transform(Arc::new(events), &cx()).unwrap();
+        let Event::Log(l) = &out[0] else { panic!("a log record") };
+        assert_eq!(l.service, "pay-****");
+        assert_eq!(l.severity_text, "ERROR ****");
+        assert_eq!(l.body, "****");
+        for kv in &l.attributes {
+            let text = kv.value.to_text();
+            assert!(!text.contains(card), "{} = {text}", kv.key);
+        }
+        // Every output renders these as text: the JSON form (console, tail, query) and the
+        // OTLP forward.
+        let json = out[0].to_json().to_string();
+        assert!(!json.contains(card), "{json}");
+        let fwd = crate::otlp::convert::logs_from_events(out.iter());
+        assert!(!format!("{fwd:?}").contains(card), "{fwd:?}");
+        let body = fwd.resource_logs[0].scope_logs[0].log_records[0].body.clone();
+        assert!(!format!("{body:?}").contains("4111111111111111") && !format!("{body:?}").contains("4.111"));
     }
 
     #[test]
