@@ -334,6 +334,30 @@ mod tests {
         assert_eq!(severity::parse_level("loud"), None);
     }
 
+    /// Issue 13: the Lambda Telemetry mapping turns a function's JSON log fields into
+    /// attributes; this is what removes the reserved ones from every list of an event.
+    #[test]
+    fn reserved_keys_are_stripped_from_every_attribute_list() {
+        let forged = || vec![KeyValue::new(attr::CONTINUED, true), KeyValue::new("keep", "v")];
+        let mut events = vec![
+            Event::Log(LogRecord { attributes: forged(), resource: forged(), ..LogRecord::default() }),
+            Event::Span(Span {
+                attributes: forged(),
+                resource: forged(),
+                events: vec![SpanEvent { attributes: forged(), ..SpanEvent::default() }],
+                links: vec![SpanLink { attributes: forged(), ..SpanLink::default() }],
+                ..Span::default()
+            }),
+        ];
+        assert_eq!(attr::strip_reserved_events(&mut events), 6);
+        assert!(events.iter().all(|e| !e.to_json().to_string().contains("sealtrail.")));
+        assert!(
+            attr::is_reserved("SEALTRAIL.x")
+                && !attr::is_reserved("sealtrail")
+                && !attr::is_reserved("x.sealtrail.y")
+        );
+    }
+
     #[test]
     fn signals_intersect() {
         assert!(Signals::ALL.intersects(Signals::LOGS));

@@ -8,6 +8,11 @@
 //! attributes rather than new event fields so that they reach every sink (sealed segments store
 //! attributes) without a schema change.
 //!
+//! Attributes that arrive with a reserved key (`sealtrail.*`, [`crate::event::attr::is_reserved`])
+//! are removed on the way in and counted ([`Rejected::stripped`]): a client must not be able to
+//! set the agent's internal markers (`sealtrail.continued` would splice its text into another
+//! record's redaction stream; `sealtrail.otlp.*` would forge OTLP fields in the forward).
+//!
 //! Items whose ids have the wrong length cannot be represented (the model holds fixed-size
 //! ids) and would be meaningless downstream: they are rejected one by one and counted, which
 //! the source reports to the client as a partial success.
@@ -36,7 +41,7 @@ pub mod keys {
     pub const DROPPED_EVENTS: &str = "sealtrail.otlp.dropped_events_count";
     pub const DROPPED_LINKS: &str = "sealtrail.otlp.dropped_links_count";
     /// A log body that is not a string, with its type (the `body` field holds its text form).
-    pub const BODY: &str = "sealtrail.otlp.body";
+    pub const BODY: &str = crate::event::attr::OTLP_BODY;
     /// The `event_name` of a log record.
     pub const EVENT_NAME: &str = "sealtrail.otlp.event_name";
 
@@ -50,6 +55,9 @@ pub mod keys {
 pub struct Rejected {
     pub count: u64,
     pub first: Option<String>,
+    /// Attributes removed because their key is reserved for the agent (`sealtrail.*`); the
+    /// items themselves are kept.
+    pub stripped: u64,
 }
 
 impl Rejected {
@@ -88,20 +96,22 @@ pub fn count_logs(req: &ExportLogsServiceRequest) -> usize {
 pub fn spans_to_events(req: ExportTraceServiceRequest, source: &SourceId, out: &mut Vec<Event>) -> Rejected {
     let _ = source; // spans have no `source` column; the parameter keeps both signals alike
     let mut rejected = Rejected::default();
+    let mut st = 0;
     for (ri, rs) in req.resource_spans.into_iter().enumerate() {
-        let resource = resource_attrs(rs.resource, rs.schema_url);
+        let resource = resource_attrs(rs.resource, rs.schema_url, &mut st);
         let service = service_of(&resource);
         for (si, ss) in rs.scope_spans.into_iter().enumerate() {
-            let (scope_name, scope_attrs) = scope_attrs(ss.scope, ss.schema_url, false);
+            let (scope_name, scope_attrs) = scope_attrs(ss.scope, ss.schema_url, false, &mut st);
             for (i, s) in ss.spans.into_iter().enumerate() {
                 let at = || format!("resourceSpans[{ri}].scopeSpans[{si}].spans[{i}]");
-                match span_from(s, &resource, &service, &scope_name, &scope_attrs) {
+                match span_from(s, &resource, &service, &scope_name, &scope_attrs, &mut st) {
                     Ok(span) => out.push(Event::Span(span)),
                     Err(why) => rejected.add(|| format!("{}: {why}", at())),
                 }
             }
         }
     }
+    rejected.stripped = st;
     rejected
 }
 
@@ -114,27 +124,29 @@ pub fn logs_to_events(
     out: &mut Vec<Event>,
 ) -> Rejected {
     let mut rejected = Rejected::default();
+    let mut st = 0;
     for (ri, rl) in req.resource_logs.into_iter().enumerate() {
-        let resource = resource_attrs(rl.resource, rl.schema_url);
+        let resource = resource_attrs(rl.resource, rl.schema_url, &mut st);
         let service = service_of(&resource);
         for (si, sl) in rl.scope_logs.into_iter().enumerate() {
-            let (_, scope_attrs) = scope_attrs(sl.scope, sl.schema_url, true);
+            let (_, scope_attrs) = scope_attrs(sl.scope, sl.schema_url, true, &mut st);
             for (i, l) in sl.log_records.into_iter().enumerate() {
                 let at = || format!("resourceLogs[{ri}].scopeLogs[{si}].logRecords[{i}]");
-                match log_from(l, &resource, &service, &scope_attrs, source, observed_time) {
+                match log_from(l, &resource, &service, &scope_attrs, source, observed_time, &mut st) {
                     Ok(rec) => out.push(Event::Log(rec)),
                     Err(why) => rejected.add(|| format!("{}: {why}", at())),
                 }
             }
         }
     }
+    rejected.stripped = st;
     rejected
 }
 
-fn resource_attrs(r: Option<resource::Resource>, schema_url: String) -> Vec<KeyValue> {
+fn resource_attrs(r: Option<resource::Resource>, schema_url: String, stripped: &mut u64) -> Vec<KeyValue> {
     let mut attrs = Vec::new();
     if let Some(r) = r {
-        attrs = attrs_from(r.attributes);
+        attrs = network_attrs(r.attributes, stripped);
         push_count(&mut attrs, keys::RESOURCE_DROPPED_ATTRIBUTES, r.dropped_attributes_count);
     }
     push_str(&mut attrs, keys::RESOURCE_SCHEMA_URL, schema_url);
@@ -147,6 +159,7 @@ fn scope_attrs(
     scope: Option<common::InstrumentationScope>,
     schema_url: String,
     name_as_attr: bool,
+    stripped: &mut u64,
 ) -> (String, Vec<KeyValue>) {
     let mut attrs = Vec::new();
     let mut name = String::new();
@@ -157,7 +170,10 @@ fn scope_attrs(
         }
         push_str(&mut attrs, keys::SCOPE_VERSION, s.version);
         if !s.attributes.is_empty() {
-            attrs.push(KeyValue::new(keys::SCOPE_ATTRIBUTES, Value::Map(attrs_from(s.attributes))));
+            let scope_attrs = network_attrs(s.attributes, stripped);
+            if !scope_attrs.is_empty() {
+                attrs.push(KeyValue::new(keys::SCOPE_ATTRIBUTES, Value::Map(scope_attrs)));
+            }
         }
         push_count(&mut attrs, keys::SCOPE_DROPPED_ATTRIBUTES, s.dropped_attributes_count);
     }
@@ -181,13 +197,14 @@ fn span_from(
     service: &str,
     scope_name: &str,
     scope_attrs: &[KeyValue],
+    stripped: &mut u64,
 ) -> Result<Span, String> {
     let trace_id = id16(&s.trace_id, "traceId")?;
     let span_id = id8(&s.span_id, "spanId")?;
     let parent_span_id = opt_id8(&s.parent_span_id, "parentSpanId")?;
     let mut links = Vec::with_capacity(s.links.len());
     for (i, l) in s.links.into_iter().enumerate() {
-        let mut attributes = attrs_from(l.attributes);
+        let mut attributes = network_attrs(l.attributes, stripped);
         push_count(&mut attributes, keys::FLAGS, l.flags);
         push_count(&mut attributes, keys::DROPPED_ATTRIBUTES, l.dropped_attributes_count);
         links.push(SpanLink {
@@ -197,7 +214,7 @@ fn span_from(
             attributes,
         });
     }
-    let mut attributes = attrs_from(s.attributes);
+    let mut attributes = network_attrs(s.attributes, stripped);
     attributes.extend_from_slice(scope_attrs);
     push_count(&mut attributes, keys::FLAGS, s.flags);
     push_count(&mut attributes, keys::DROPPED_ATTRIBUTES, s.dropped_attributes_count);
@@ -207,7 +224,7 @@ fn span_from(
         .events
         .into_iter()
         .map(|e| {
-            let mut attributes = attrs_from(e.attributes);
+            let mut attributes = network_attrs(e.attributes, stripped);
             push_count(&mut attributes, keys::DROPPED_ATTRIBUTES, e.dropped_attributes_count);
             SpanEvent { time: nanos_in(e.time_unix_nano), name: e.name, attributes }
         })
@@ -241,10 +258,11 @@ fn log_from(
     scope_attrs: &[KeyValue],
     source: &SourceId,
     observed_now: i64,
+    stripped: &mut u64,
 ) -> Result<LogRecord, String> {
     let trace_id = if l.trace_id.is_empty() { None } else { Some(id16(&l.trace_id, "traceId")?) };
     let span_id = if l.span_id.is_empty() { None } else { Some(id8(&l.span_id, "spanId")?) };
-    let mut attributes = attrs_from(l.attributes);
+    let mut attributes = network_attrs(l.attributes, stripped);
     attributes.extend_from_slice(scope_attrs);
     push_count(&mut attributes, keys::FLAGS, l.flags);
     push_count(&mut attributes, keys::DROPPED_ATTRIBUTES, l.dropped_attributes_count);
@@ -318,6 +336,14 @@ fn push_str(attrs: &mut Vec<KeyValue>, key: &str, s: String) {
     if !s.is_empty() {
         attrs.push(KeyValue::new(key, Value::Str(s)));
     }
+}
+
+/// Converts a list of attributes that came from a client, without the reserved keys (counted
+/// in `stripped`), before the converter adds its own.
+fn network_attrs(kvs: Vec<common::KeyValue>, stripped: &mut u64) -> Vec<KeyValue> {
+    let mut attrs = attrs_from(kvs);
+    *stripped += crate::event::attr::strip_reserved(&mut attrs);
+    attrs
 }
 
 /// Converts OTLP attributes.

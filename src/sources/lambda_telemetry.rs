@@ -509,6 +509,8 @@ impl Ingest {
             let invoke = self.handle.as_ref().and_then(|h| h.invoke());
             self.mapper.map(envelopes, &mut st, invoke.as_ref(), &mut events)
         };
+        self.metrics
+            .add("stripped.reserved_attributes", crate::event::attr::strip_reserved_events(&mut events));
         let dropped_by_platform = events.iter().filter_map(platform_drops).sum::<u64>();
         self.metrics.add("dropped.platform", dropped_by_platform);
         let bytes: usize = events.iter().map(Event::size_estimate).sum();

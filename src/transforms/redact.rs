@@ -719,6 +719,70 @@ mod tests {
         assert!(t.streams.is_empty());
     }
 
+    /// Issue 13: a unique `log.file.path` per record opened one stream each, without bound.
+    /// Hundreds of lines in progress now stay within `max_open_lines` and `max_held_bytes`,
+    /// and eviction never lets a piece of a secret through: the held-back start of a card
+    /// number is masked, and so is the evicted line's next piece that ends it.
+    #[test]
+    fn issue_13_open_lines_are_bounded_and_eviction_masks() {
+        let limits = StreamLimits { max_open_lines: 50, max_held_bytes: 40 * 1024 };
+        let r = Arc::new(Redactor::with_defaults());
+        let mut t = RedactTransform::with_limits(r, limits);
+        let c = cx();
+        let piece = |path: usize, body: &str, continued: bool| {
+            let mut attributes = vec![KeyValue::new(attr::FILE_PATH, format!("/var/log/app-{path}.log"))];
+            if continued {
+                attributes.push(KeyValue::new(attr::CONTINUED, true));
+            }
+            Event::Log(LogRecord {
+                body: body.into(),
+                attributes,
+                source: "files".into(),
+                ..LogRecord::default()
+            })
+        };
+        let mut outputs = Vec::new();
+        // 400 lines in progress, each holding the start of a card number.
+        for i in 0..400 {
+            let out = t.transform(Arc::new(vec![piece(i, "paid 4111 1111 ", true)]), &c).unwrap();
+            let (open, held) = t.open_lines();
+            assert!(open <= 50 && held <= 40 * 1024, "{open} lines, {held} bytes");
+            outputs.extend(out.iter().cloned());
+        }
+        // Their ends, in the same order.
+        for i in 0..400 {
+            let out = t.transform(Arc::new(vec![piece(i, "1111 1111 done", false)]), &c).unwrap();
+            outputs.extend(out.iter().cloned());
+        }
+        outputs.extend(t.flush(&c).map(|b| b.to_vec()).unwrap_or_default());
+        assert_eq!(t.open_lines(), (0, 0));
+        assert!(c.metrics.get("redact.lines_evicted") >= 350, "{}", c.metrics.get("redact.lines_evicted"));
+        for e in &outputs {
+            assert!(!body(e).contains("1111"), "{}", body(e));
+        }
+        // The lines that were never evicted are whole and redacted as one text.
+        let whole = |i: usize| {
+            let path = format!("/var/log/app-{i}.log");
+            outputs
+                .iter()
+                .filter(|e| matches!(e, Event::Log(l) if find_attr(&l.attributes, attr::FILE_PATH) == Some(&Value::Str(path.clone()))))
+                .map(body)
+                .collect::<String>()
+        };
+        assert_eq!(whole(399), "paid **** done");
+        assert_eq!(whole(0), "********");
+    }
+
+    #[test]
+    fn max_limits_are_checked() {
+        let cfg: RedactConfig = toml::from_str("max_open_lines = 0").unwrap();
+        assert!(format!("{:#}", cfg.stream_limits().unwrap_err()).contains("`max_open_lines`"));
+        let cfg: RedactConfig = toml::from_str("max_held_bytes = 1000").unwrap();
+        assert!(format!("{:#}", cfg.stream_limits().unwrap_err()).contains("`max_held_bytes`"));
+        let cfg: RedactConfig = toml::from_str("max_open_lines = 8\nmax_held_bytes = 1048576").unwrap();
+        assert_eq!(cfg.stream_limits().unwrap(), StreamLimits { max_open_lines: 8, max_held_bytes: 1 << 20 });
+    }
+
     #[test]
     fn unfinished_line_is_flushed() {
         let mut t = transform(&RedactConfig::default());

@@ -228,3 +228,65 @@ fn counts_items() {
     assert_eq!(count_spans(&rich_traces()), 4);
     assert_eq!(count_logs(&rich_logs()), 3);
 }
+
+/// Issue 13: a client could set the agent's internal markers (`sealtrail.continued`, the
+/// `sealtrail.otlp.*` fields) as attributes. Every reserved key is removed from every
+/// attribute list of a request, counted, and only the converter's own keys remain.
+#[test]
+fn reserved_attribute_keys_from_a_client_are_stripped_and_counted() {
+    use crate::event::attr;
+    let forged = || {
+        vec![
+            kv(attr::CONTINUED, AnyValue { value: Some(any_value::Value::BoolValue(true)) }),
+            kv("sealtrail.otlp.flags", AnyValue { value: Some(any_value::Value::IntValue(1)) }),
+            kv("SealTrail.Invalid_UTF8", s("x")),
+            kv("kept", s("v")),
+        ]
+    };
+    let mut req = rich_traces();
+    let rs = &mut req.resource_spans[0];
+    rs.resource.as_mut().unwrap().attributes.extend(forged());
+    let sc = &mut rs.scope_spans[0];
+    sc.scope.as_mut().unwrap().attributes.extend(forged());
+    let span = &mut sc.spans[0];
+    span.attributes.extend(forged());
+    span.events.push(trace::span::Event { name: "e".into(), attributes: forged(), ..Default::default() });
+    span.links.push(trace::span::Link {
+        trace_id: vec![3; 16],
+        span_id: vec![4; 8],
+        attributes: forged(),
+        ..Default::default()
+    });
+    let mut events = Vec::new();
+    let rejected = spans_to_events(req, &SourceId::from("otlp"), &mut events);
+    // Three forged keys in each of five lists (resource, scope, span, event, link).
+    assert_eq!(rejected.stripped, 15);
+    assert_eq!(rejected.count, 0);
+    let Event::Span(s0) = &events[0] else { panic!("not a span") };
+    let lists = [
+        &s0.resource,
+        &s0.attributes,
+        &s0.events.last().unwrap().attributes,
+        &s0.links.last().unwrap().attributes,
+    ];
+    for list in lists {
+        assert!(list.iter().any(|kv| kv.key == "kept"));
+        assert!(
+            !list
+                .iter()
+                .any(|kv| kv.key == attr::CONTINUED || kv.key.eq_ignore_ascii_case("sealtrail.invalid_utf8"))
+        );
+        // The flags that remain are the span's own, never the forged value 1.
+        assert!(!list.iter().any(|kv| kv.key == keys::FLAGS && kv.value == Value::Int(1)), "{list:?}");
+    }
+
+    let mut req = rich_logs();
+    req.resource_logs[0].scope_logs[0].log_records[0].attributes.extend(forged());
+    req.resource_logs[0].scope_logs[0].log_records[0].attributes.push(kv(attr::OTLP_BODY, s("forged body")));
+    let mut events = Vec::new();
+    let rejected = logs_to_events(req, &SourceId::from("otlp"), 1, &mut events);
+    assert_eq!(rejected.stripped, 4);
+    let Event::Log(l) = &events[0] else { panic!("not a log") };
+    assert!(find_attr(&l.attributes, attr::CONTINUED).is_none());
+    assert_ne!(find_attr(&l.attributes, attr::OTLP_BODY), Some(&Value::from("forged body")));
+}

@@ -1,6 +1,7 @@
 //! Where decoded requests become events in the pipeline, for both protocols: the per-request
-//! item limit, the conversion, the non-blocking hand-off, and the counters of what was
-//! refused or rejected.
+//! item limit, the conversion (which strips the reserved `sealtrail.*` attribute keys a client
+//! must not set), the non-blocking hand-off, and the counters of what was refused, rejected or
+//! stripped (`stripped.reserved_attributes`).
 
 use std::sync::{Arc, Mutex};
 
@@ -100,6 +101,7 @@ impl Ingest {
         let rejected = convert::spans_to_events(req, &self.source, &mut events);
         self.send(events)?;
         self.metrics.add("rejected.spans", rejected.count);
+        self.metrics.add("stripped.reserved_attributes", rejected.stripped);
         Ok(rejected)
     }
 
@@ -111,6 +113,7 @@ impl Ingest {
         let rejected = convert::logs_to_events(req, &self.source, now_nanos(), &mut events);
         self.send(events)?;
         self.metrics.add("rejected.logs", rejected.count);
+        self.metrics.add("stripped.reserved_attributes", rejected.stripped);
         Ok(rejected)
     }
 
