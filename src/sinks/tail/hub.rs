@@ -399,6 +399,13 @@ fn notice(out: &mut Vec<u8>, n: u64) {
     let _ = writeln!(out, "{{\"dropped\": {n}}}");
 }
 
+/// Appends an event's line of the tail stream: its JSON form and a newline.
+pub fn encode_line(e: &Event, buf: &mut Vec<u8>) {
+    // Serializing a serde_json::Value into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *buf, &e.to_json());
+    buf.push(b'\n');
+}
+
 /// The JSON lines of the events of one batch, each encoded once, on first use.
 #[derive(Default)]
 struct Encoded {
@@ -418,9 +425,7 @@ impl Encoded {
         let (s, t) = self.ranges[i];
         if s > t {
             let start = self.buf.len();
-            // Serializing a serde_json::Value into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut self.buf, &e.to_json());
-            self.buf.push(b'\n');
+            encode_line(e, &mut self.buf);
             self.ranges[i] = (start, self.buf.len());
         }
         let (s, t) = self.ranges[i];
