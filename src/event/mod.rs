@@ -37,19 +37,26 @@ pub mod attr {
     /// `body` field holds its text form).
     pub const OTLP_BODY: &str = "sealtrail.otlp.body";
 
-    /// The prefix of every attribute key the agent itself sets. The components act on these
-    /// keys (`sealtrail.continued` joins records into one redaction stream, the
-    /// `sealtrail.otlp.*` keys become OTLP fields in the forward), so data from outside must
-    /// never carry them: network sources remove them with [`strip_reserved`].
-    pub const RESERVED_PREFIX: &str = "sealtrail.";
+    /// The prefix of the attribute keys that carry OTLP fields the event model has no column
+    /// for (`sealtrail.otlp.flags`, [`OTLP_BODY`], …; see `otlp::convert::keys`).
+    pub const OTLP_PREFIX: &str = "sealtrail.otlp.";
+
+    /// The internal markers outside [`OTLP_PREFIX`]. Every key a component acts on must be
+    /// here or under that prefix (a test checks the constants of this module).
+    pub const MARKERS: [&str; 2] = [CONTINUED, INVALID_UTF8];
 
     use super::{Event, KeyValue};
 
-    /// Whether `key` is reserved for the agent (starts with [`RESERVED_PREFIX`], in any letter
-    /// case, so that a look-alike cannot pass for one either).
+    /// Whether `key` is reserved for the agent: an internal marker that components act on
+    /// (`sealtrail.continued` joins records into one redaction stream, the `sealtrail.otlp.*`
+    /// keys become OTLP fields in the forward), so data from outside must never carry it.
+    /// Compared ignoring letter case, so that a look-alike cannot pass for one either.
+    /// Other `sealtrail.*` keys (the agent's own telemetry attributes, `sealtrail.rows`, …) are
+    /// data: one agent's telemetry spans keep them on the way into another agent.
     pub fn is_reserved(key: &str) -> bool {
-        key.len() >= RESERVED_PREFIX.len()
-            && key.as_bytes()[..RESERVED_PREFIX.len()].eq_ignore_ascii_case(RESERVED_PREFIX.as_bytes())
+        let p = OTLP_PREFIX.len();
+        (key.len() >= p && key.as_bytes()[..p].eq_ignore_ascii_case(OTLP_PREFIX.as_bytes()))
+            || MARKERS.iter().any(|m| key.eq_ignore_ascii_case(m))
     }
 
     /// Removes the reserved keys from one attribute list (top level: nested map keys are plain
@@ -351,11 +358,12 @@ mod tests {
         ];
         assert_eq!(attr::strip_reserved_events(&mut events), 6);
         assert!(events.iter().all(|e| !e.to_json().to_string().contains("sealtrail.")));
-        assert!(
-            attr::is_reserved("SEALTRAIL.x")
-                && !attr::is_reserved("sealtrail")
-                && !attr::is_reserved("x.sealtrail.y")
-        );
+        assert!(attr::is_reserved("SEALTRAIL.Continued") && attr::is_reserved("sealtrail.otlp.x"));
+        assert!(!attr::is_reserved("sealtrail.rows") && !attr::is_reserved("x.sealtrail.otlp.y"));
+        // Every marker constant is reserved.
+        for key in [attr::CONTINUED, attr::INVALID_UTF8, attr::OTLP_BODY] {
+            assert!(attr::is_reserved(key), "{key}");
+        }
     }
 
     #[test]

@@ -8,9 +8,10 @@
 //! attributes rather than new event fields so that they reach every sink (sealed segments store
 //! attributes) without a schema change.
 //!
-//! Attributes that arrive with a reserved key (`sealtrail.*`, [`crate::event::attr::is_reserved`])
-//! are removed on the way in and counted ([`Rejected::stripped`]): a client must not be able to
-//! set the agent's internal markers (`sealtrail.continued` would splice its text into another
+//! Attributes that arrive with a reserved key (`sealtrail.otlp.*`, `sealtrail.continued`,
+//! `sealtrail.invalid_utf8`: [`crate::event::attr::is_reserved`]) are removed on the way in and
+//! counted ([`Rejected::stripped`]): a client must not be able to set the agent's internal
+//! markers (`sealtrail.continued` would splice its text into another
 //! record's redaction stream; `sealtrail.otlp.*` would forge OTLP fields in the forward).
 //!
 //! Items whose ids have the wrong length cannot be represented (the model holds fixed-size
@@ -46,7 +47,7 @@ pub mod keys {
     pub const EVENT_NAME: &str = "sealtrail.otlp.event_name";
 
     /// The prefix of every key above.
-    pub const PREFIX: &str = "sealtrail.otlp.";
+    pub const PREFIX: &str = crate::event::attr::OTLP_PREFIX;
 }
 
 /// What a conversion rejected: the count and the first reason (for the partial-success
@@ -55,8 +56,8 @@ pub mod keys {
 pub struct Rejected {
     pub count: u64,
     pub first: Option<String>,
-    /// Attributes removed because their key is reserved for the agent (`sealtrail.*`); the
-    /// items themselves are kept.
+    /// Attributes removed because their key is reserved for the agent
+    /// ([`crate::event::attr::is_reserved`]); the items themselves are kept.
     pub stripped: u64,
 }
 

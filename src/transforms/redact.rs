@@ -18,7 +18,8 @@
 //! the least recently used line is evicted, its held-back bytes become one masked record and
 //! its later pieces are masked whole (counted in `redact.lines_evicted`), so eviction never
 //! lets part of a secret through. Network sources cannot set `sealtrail.continued` (they strip
-//! every `sealtrail.*` key), so only local line sources open such streams.
+//! the reserved keys, [`crate::event::attr::is_reserved`]), so only local line sources open
+//! such streams.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher as _;
