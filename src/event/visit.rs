@@ -98,12 +98,6 @@ pub fn visit_event<V: TextVisitor + ?Sized>(e: &mut Event, v: &mut V) {
     }
 }
 
-/// Visits every key and value of an attribute list (the same walk as for an event's lists).
-pub fn visit_attributes<V: TextVisitor + ?Sized>(attrs: &mut [KeyValue], v: &mut V) {
-    let mut w = Walker { v, scratch: String::new(), original: String::new() };
-    w.attrs(attrs);
-}
-
 /// The walk, with two buffers reused for scalars rendered as text.
 struct Walker<'v, V: TextVisitor + ?Sized> {
     v: &'v mut V,
