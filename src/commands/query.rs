@@ -465,8 +465,9 @@ pub fn sanitize(s: &str) -> String {
 /// One CSV cell: control characters and bidi overrides escaped, a leading `'` on what a
 /// spreadsheet would run as a formula, quoted when needed (RFC 4180).
 fn csv_cell(s: &str) -> String {
+    let formula = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
     let mut s = sanitize(s);
-    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+    if formula {
         s.insert(0, '\'');
     }
     if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s }
