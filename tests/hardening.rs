@@ -219,3 +219,48 @@ fn issue_13_concurrent_rotate_processes_keep_every_version() {
         .collect();
     assert!(leftovers.is_empty());
 }
+
+/// Issue 13: a running agent takes SIGHUP as "re-read the keys" (it does not die), and seals
+/// the segments after a `keys rotate` under the new version.
+#[test]
+fn issue_13_sighup_rereads_keys_in_a_running_agent() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = write(
+        dir.path(),
+        "c.toml",
+        "[sources.in]\ntype = \"stdin\"\n[sinks.vault]\ntype = \"sealed\"\ninputs = [\"in\"]\nallow_unredacted = true\nmax_rows = 1\n",
+    );
+    let mut child = cmd(dir.path())
+        .args(["run", "--config", cfg.to_str().unwrap(), "--data-dir", data.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let sealed = |n: usize| {
+        eventually(std::time::Duration::from_secs(30), || {
+            let o = cmd(dir.path()).args(["segments", data.to_str().unwrap()]).output().unwrap();
+            stdout(&o).matches(".parquet").count() >= n
+        })
+    };
+    stdin.write_all(b"before\nrotation\n").unwrap();
+    stdin.flush().unwrap();
+    assert!(sealed(1), "no segment sealed");
+    let o = cmd(dir.path()).args(["keys", "rotate", "default"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    signal(child.id(), 1); // SIGHUP
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    stdin.write_all(b"after\n").unwrap();
+    drop(stdin);
+    let out = wait_output(child, std::time::Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "SIGHUP must not stop the agent: {}", stderr(&out));
+    let o = cmd(dir.path()).args(["segments", data.to_str().unwrap()]).output().unwrap();
+    let listing = stdout(&o);
+    assert!(listing.contains("default#1") && listing.contains("default#2"), "{listing}");
+    let q = cmd(dir.path()).args(["query", data.to_str().unwrap(), "--format", "jsonl"]).output().unwrap();
+    let text = stdout(&q);
+    assert!(text.contains("\"before\"") && text.contains("\"after\""), "{text}");
+}
