@@ -187,6 +187,20 @@ fn environment_key_encrypts_and_decrypts() {
     std::fs::write(&cfg, format!("{sink}\n[keys]\ndefault = \"lambda-key\"\n")).unwrap();
     env.run_agent_env(&cfg, &lines(10, "envkey"), &[("SEALTRAIL_KEY_LAMBDA_KEY", &material)]);
     assert!(!env.keys.join("lambda-key.json").exists(), "an environment key is never written to disk");
+    // A query needs a keyring directory for its audit record, and never creates one (issue 13).
+    let query_env_key = || {
+        std::process::Command::new(BIN)
+            .args(["query", env.data.to_str().unwrap(), "--format", "jsonl", "--keys"])
+            .arg(&env.keys)
+            .env("SEALTRAIL_KEY_LAMBDA_KEY", &material)
+            .output()
+            .unwrap()
+    };
+    let q = query_env_key();
+    assert_eq!(q.status.code(), Some(1), "{}", stderr(&q));
+    assert!(stderr(&q).contains("refusing to decrypt") && stdout(&q).is_empty(), "{}", stderr(&q));
+    assert!(!env.keys.exists());
+    std::fs::create_dir(&env.keys).unwrap();
     let q = std::process::Command::new(BIN)
         .args(["query", env.data.to_str().unwrap(), "--format", "jsonl", "--keys"])
         .arg(&env.keys)

@@ -208,3 +208,41 @@ async fn trace_id_query_prunes_row_groups_and_reads_little() {
     assert_eq!(n, 100);
     assert!(seg.bytes_read() * 4 < total, "read {} of {total}", seg.bytes_read());
 }
+
+/// Issue 13: after `keys rotate`, a running sink seals its next segment under the new version
+/// without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_13_rotation_reaches_a_running_sink() {
+    let d = tempfile::tempdir().unwrap();
+    let mut g = globals(d.path());
+    g.keys.rules.clear();
+    let (tx, h) = start(&config("max_rows = 1"), &g);
+    let t = 1_795_000_000_000_000_000;
+    tx.send(Arc::new(vec![log("web", "before rotation", t)])).await.unwrap();
+    let data = d.path().join("data");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while find_segments(&data).map(|s| s.len()).unwrap_or(0) < 1 {
+        assert!(std::time::Instant::now() < deadline, "the first segment was never sealed");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // Another process (here: another keyring) rotates the key file.
+    Keyring::open(d.path().join("keys")).rotate("default").unwrap();
+    tx.send(Arc::new(vec![log("web", "after rotation", t + 1)])).await.unwrap();
+    drop(tx);
+    h.await.unwrap().unwrap();
+    let segs = open_all(d.path());
+    let got: Vec<(String, String)> = segs
+        .iter()
+        .map(|(k, _, e)| match &e[0] {
+            Event::Log(l) => (k.clone(), l.body.clone()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("default#1".to_owned(), "before rotation".to_owned()),
+            ("default#2".to_owned(), "after rotation".to_owned())
+        ]
+    );
+}

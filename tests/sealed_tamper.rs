@@ -105,6 +105,21 @@ fn renamed_segment() {
     assert_fails(&query(&env, &env.keys), &other, "default#1", "footer cannot be decrypted", 2000);
 }
 
+/// Issue 13: a segment renamed to a name that is not a segment id is not read as if nothing
+/// happened: the AAD prefix is always bound, and the name that does not match fails (exit 3).
+#[test]
+fn issue_13_segment_renamed_to_a_non_id_name_fails() {
+    let env = three_segments();
+    let seg = env.segments()[0].clone();
+    let other = seg.with_file_name("backup-copy.parquet");
+    std::fs::rename(&seg, &other).unwrap();
+    assert_fails(&query(&env, &env.keys), &other, "default#1", "is not a segment id", 2000);
+    // Named on its own, too.
+    let q = env.cli(&["query", other.to_str().unwrap(), "--format", "jsonl"]);
+    assert_eq!(q.status.code(), Some(3), "{}", stderr(&q));
+    assert!(bodies(&q).is_empty());
+}
+
 #[test]
 fn wrong_and_missing_key() {
     // Segments of two agents with different keyrings; each keyring opens only its own.
@@ -118,6 +133,8 @@ fn wrong_and_missing_key() {
     assert_fails(&query(&env, &env.keys), &dest, "default#1", "cannot be unwrapped", 3000);
 
     let empty = env.tmp.path().join("empty-keyring");
+    // A query needs an existing keyring directory for its audit record (issue 13).
+    std::fs::create_dir(&empty).unwrap();
     let out = query(&env, &empty);
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(bodies(&out).len(), 0);

@@ -30,10 +30,18 @@ pub enum KeysCommand {
     Show { name: String },
     /// Create a key from existing material: a file holding `base64:<32 bytes>` or 32 raw bytes.
     Import { name: String, file: PathBuf },
-    /// Print the query audit log; with --verify, check its SHA-256 chain (exit 3 if broken).
+    /// Print the query audit log; with --verify, check its HMAC chain under the keyring's
+    /// audit key and its head (exit 3 if broken or cut short).
     Audit {
         #[arg(long)]
         verify: bool,
+        /// With --verify: the record count a previous verify printed (kept outside the
+        /// keyring), instead of `audit.head`.
+        #[arg(long, requires = "head", requires = "verify")]
+        records: Option<u64>,
+        /// With --verify: the head hash a previous verify printed.
+        #[arg(long, requires = "records", requires = "verify")]
+        head: Option<String>,
     },
 }
 
@@ -128,12 +136,29 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
                 );
             }
         }
-        KeysCommand::Audit { verify } => {
+        KeysCommand::Audit { verify, records, head } => {
             let path = dir.join(audit::FILE);
             if verify {
-                match audit::verify(&path) {
-                    Ok(v) => println!("audit log {}: {} records, chain intact", path.display(), v.records),
-                    Err(e @ audit::AuditError::Broken { .. }) => return Err(integrity_error(e)),
+                let expect = records.zip(head).map(|(records, hash)| audit::Head { records, hash });
+                match audit::verify(&dir, expect.as_ref()) {
+                    Ok(v) => {
+                        if v.torn {
+                            eprintln!(
+                                "sealtrail: the last line of {} is torn (an interrupted query); it is ignored",
+                                path.display()
+                            );
+                        }
+                        let head = v.last.map(|(_, h)| h).unwrap_or_default();
+                        println!(
+                            "audit log {}: {} records, chain intact, head {head} (keep `--records {} --head {head}` elsewhere to detect truncation later)",
+                            path.display(),
+                            v.records,
+                            v.records
+                        );
+                    }
+                    Err(e @ (audit::AuditError::Broken { .. } | audit::AuditError::Head { .. })) => {
+                        return Err(integrity_error(e));
+                    }
                     Err(e) => return Err(e.into()),
                 }
             } else {

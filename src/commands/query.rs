@@ -5,7 +5,14 @@
 //! row groups and pages by statistics and the page index, rows by a predicate over the filter
 //! columns (see [`crate::segment::reader`]). A segment that fails (wrong or missing key,
 //! tampering, truncation) is reported with its key id and the query goes on; the exit code is
-//! then 3. Every query appends a record to the keyring's audit log.
+//! then 3. Every query appends a record to the keyring's audit log, fsynced, before the
+//! first decrypted byte is output; a query whose record cannot be written decrypts nothing.
+//!
+//! Output is neutralised for where it goes: the table escapes control characters (C0, C1)
+//! and bidirectional overrides so log data cannot drive or disguise the terminal; CSV cells
+//! also escape controls, and a cell that a spreadsheet would run as a formula (starting with
+//! `=`, `+`, `-`, `@`, tab or carriage return) gets a leading `'` (OWASP "CSV injection").
+//! Decrypted exports (`--output`) are created 0600.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -140,16 +147,46 @@ fn build_filter(a: &QueryArgs) -> anyhow::Result<Filter> {
     })
 }
 
-fn current_user() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        // SAFETY: getuid has no preconditions and cannot fail.
-        .unwrap_or_else(|_| format!("uid {}", unsafe { libc::getuid() }))
+/// Creates (or truncates) a decrypted export readable by this user only (0600), also when the
+/// file existed before with a wider mode.
+fn create_private(path: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("making {} private (0600)", path.display()))?;
+    Ok(f)
+}
+
+/// The filters of a query as the audit log records them.
+fn audit_filters(args: &QueryArgs, want: Option<Signal>) -> serde_json::Map<String, serde_json::Value> {
+    let mut filters = serde_json::Map::new();
+    for (k, v) in [
+        ("since", &args.since),
+        ("until", &args.until),
+        ("grep", &args.grep),
+        ("level", &args.level),
+        ("service", &args.service),
+        ("trace_id", &args.trace_id),
+    ] {
+        if let Some(v) = v {
+            filters.insert(k.into(), v.clone().into());
+        }
+    }
+    if let Some(s) = want {
+        filters.insert("signal".into(), s.as_str().into());
+    }
+    filters
 }
 
 /// Where output goes: a text sink or a Parquet writer per signal.
 enum Out {
-    Text { w: Box<dyn Write>, format: Format, terminal: bool, header: bool },
+    Text { w: Box<dyn Write>, format: Format, header: bool },
     Parquet { path: PathBuf, writer: Option<Box<ArrowWriter<std::fs::File>>>, signal: Option<Signal> },
 }
 
@@ -186,6 +223,31 @@ pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
     });
     let pruned_by_name = total_files - files.len();
 
+    let keys_dir = crate::commands::keys::keys_dir(args.keys.clone());
+    // The audit record goes first: segments and key ids from the plaintext key metadata, no
+    // key needed. No record, no decryption.
+    let mut key_ids: Vec<String> = Vec::new();
+    for f in &files {
+        if let Ok(km) = crate::segment::reader::read_key_metadata(f) {
+            if !key_ids.contains(&km.master_key_id) {
+                key_ids.push(km.master_key_id);
+            }
+        }
+    }
+    let output = match &args.output {
+        Some(p) => format!("{} ({format:?})", p.display()),
+        None => format!("stdout ({format:?})"),
+    };
+    let record = audit::Record {
+        uid: audit::current_uid(),
+        segments: files.iter().map(|f| f.display().to_string()).collect(),
+        key_ids,
+        filters: audit_filters(&args, want),
+        output,
+    };
+    audit::append(&keys_dir, &record)
+        .context("refusing to decrypt: the query cannot be recorded in the audit log")?;
+
     let mut out = match format {
         Format::Parquet => {
             let Some(path) = args.output.clone() else {
@@ -203,20 +265,14 @@ pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
             Out::Parquet { path, writer: None, signal: None }
         }
         _ => {
-            let (w, terminal): (Box<dyn Write>, bool) = match &args.output {
-                Some(p) => (
-                    Box::new(std::io::BufWriter::new(
-                        std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
-                    )),
-                    false,
-                ),
-                None => (Box::new(std::io::BufWriter::new(std::io::stdout().lock())), stdout_tty),
+            let w: Box<dyn Write> = match &args.output {
+                Some(p) => Box::new(std::io::BufWriter::new(create_private(p)?)),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
             };
-            Out::Text { w, format, terminal, header: false }
+            Out::Text { w, format, header: false }
         }
     };
 
-    let keys_dir = crate::commands::keys::keys_dir(args.keys.clone());
     let provider = Arc::new(LocalProvider::new(Arc::new(Keyring::open(&keys_dir))));
     let retriever = Arc::new(SegmentRetriever::new(provider));
     let progress = (std::io::stderr().is_terminal() && files.len() > 1).then(|| {
@@ -227,7 +283,7 @@ pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
         pb
     });
 
-    let (mut failed, mut events, mut opened, mut read_bytes) = (0usize, 0u64, Vec::new(), 0u64);
+    let (mut failed, mut events, mut read_bytes) = (0usize, 0u64, 0u64);
     let mut buf = Vec::new();
     for f in &files {
         if let Some(pb) = &progress {
@@ -241,7 +297,6 @@ pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
                 continue;
             }
         };
-        opened.push(f.display().to_string());
         let result = (|| -> anyhow::Result<()> {
             for batch in seg.read(&filter, 8192)? {
                 let batch = batch?;
@@ -274,26 +329,6 @@ pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-
-    let mut filters = serde_json::Map::new();
-    for (k, v) in [
-        ("since", &args.since),
-        ("until", &args.until),
-        ("grep", &args.grep),
-        ("level", &args.level),
-        ("service", &args.service),
-        ("trace_id", &args.trace_id),
-    ] {
-        if let Some(v) = v {
-            filters.insert(k.into(), v.clone().into());
-        }
-    }
-    if let Some(s) = want {
-        filters.insert("signal".into(), s.as_str().into());
-    }
-    let record =
-        audit::Record { user: current_user(), segments: opened, key_ids: retriever.used_key_ids(), filters };
-    audit::append(&keys_dir, &record).context("writing the audit log")?;
 
     if args.stats {
         let pct = if total_bytes > 0 { 100.0 * read_bytes as f64 / total_bytes as f64 } else { 0.0 };
@@ -329,8 +364,7 @@ fn write_batch(
                 anyhow::bail!("--format parquet holds one signal: add --signal logs or --signal spans");
             }
             if writer.is_none() {
-                let f =
-                    std::fs::File::create(&*path).with_context(|| format!("creating {}", path.display()))?;
+                let f = create_private(path)?;
                 let props = crate::segment::writer::writer_properties(&Default::default(), None)?;
                 *writer = Some(Box::new(ArrowWriter::try_new(f, batch.schema(), Some(props))?));
                 *have = Some(signal);
@@ -339,13 +373,14 @@ fn write_batch(
                 w.write(batch)?;
             }
         }
-        Out::Text { w, format, terminal, header } => {
+        Out::Text { w, format, header } => {
             buf.clear();
             events_from_batch(signal, batch, buf)?;
             for e in buf.iter() {
                 match format {
                     Format::Jsonl => {
-                        serde_json::to_writer(&mut *w, &e.to_json())?;
+                        // As an io::Error, so that a closed pipe is recognised as one.
+                        serde_json::to_writer(&mut *w, &e.to_json()).map_err(std::io::Error::from)?;
                         w.write_all(b"\n")?;
                     }
                     Format::Csv => {
@@ -365,8 +400,9 @@ fn write_batch(
                             *header = true;
                         }
                         let r = row(e);
-                        let text = if *terminal { sanitize(&r.text) } else { r.text.clone() };
-                        let service = if *terminal { sanitize(&r.service) } else { r.service.clone() };
+                        // Always escaped: a table is for people, and a file of it is read in a
+                        // terminal later.
+                        let (text, service) = (sanitize(&r.text), sanitize(&r.service));
                         writeln!(w, "{:<30} {:<5} {:<20} {text}", r.time, r.level, service)?;
                     }
                 }
@@ -406,11 +442,18 @@ fn row(e: &Event) -> Row {
     }
 }
 
-/// Escapes control characters so that log data cannot drive the terminal.
+/// Whether `c` is a bidirectional embedding, override or isolate (U+202A–U+202E,
+/// U+2066–U+2069), which can make text display in another order than it is stored.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Escapes control characters (C0, DEL, C1) and bidirectional overrides so that log data
+/// cannot drive the terminal or disguise itself.
 pub fn sanitize(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
-        if c.is_control() {
+        if c.is_control() || is_bidi_control(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
@@ -419,8 +462,15 @@ pub fn sanitize(s: &str) -> String {
     out
 }
 
+/// One CSV cell: control characters and bidi overrides escaped, a leading `'` on what a
+/// spreadsheet would run as a formula, quoted when needed (RFC 4180).
 fn csv_cell(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_owned() }
+    let formula = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let mut s = sanitize(s);
+    if formula {
+        s.insert(0, '\'');
+    }
+    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s }
 }
 
 #[cfg(test)]
@@ -439,5 +489,21 @@ mod tests {
     fn escaping() {
         assert_eq!(sanitize("a\x1b[2Jb"), "a\\u{1b}[2Jb");
         assert_eq!(csv_cell("a,\"b\""), "\"a,\"\"b\"\"\"");
+    }
+
+    /// Issue 13: CSV cells cannot start a spreadsheet formula or carry escape sequences; the
+    /// table escapes C1 controls and bidi overrides.
+    #[test]
+    fn issue_13_csv_and_table_are_neutralised() {
+        assert_eq!(csv_cell("=HYPERLINK(\"http://x\")"), "\"'=HYPERLINK(\"\"http://x\"\")\"");
+        for f in ["+1", "-1+2", "@SUM(A1)"] {
+            assert_eq!(csv_cell(f), format!("'{f}"));
+        }
+        assert_eq!(csv_cell("\tx"), "'\\tx");
+        assert_eq!(csv_cell("a\x1b[31mred"), "a\\u{1b}[31mred");
+        assert_eq!(sanitize("pay\u{202E}gnp.exe"), "pay\\u{202e}gnp.exe");
+        assert_eq!(sanitize("a\u{2066}b\u{2069}"), "a\\u{2066}b\\u{2069}");
+        assert_eq!(sanitize("c1\u{9b}2J"), "c1\\u{9b}2J");
+        assert_eq!(sanitize("plain café"), "plain café");
     }
 }

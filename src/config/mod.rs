@@ -43,6 +43,10 @@ pub struct GlobalOptions {
     pub keys: KeysOptions,
     /// The `[telemetry]` section: the agent's own traces and metrics (off by default).
     pub telemetry: crate::telemetry::TelemetryOptions,
+    /// Environment variables the configuration interpolates into a secret field (a token,
+    /// password, secret, key or header value). The `exec` source removes them from its
+    /// child's environment, beside every `SEALTRAIL_KEY_*` and `SEALTRAIL_TAIL_TOKEN`.
+    pub secret_env: std::collections::BTreeSet<String>,
 }
 
 impl Default for GlobalOptions {
@@ -51,6 +55,7 @@ impl Default for GlobalOptions {
             data_dir: PathBuf::from("./sealtrail-data"),
             keys: KeysOptions::default(),
             telemetry: crate::telemetry::TelemetryOptions::default(),
+            secret_env: Default::default(),
         }
     }
 }
@@ -165,6 +170,7 @@ pub fn load(
     let mut keys: Option<(KeysOptions, String)> = None;
     let mut telemetry: Option<(crate::telemetry::TelemetryOptions, String)> = None;
     let mut seen: BTreeMap<String, Origin> = BTreeMap::new();
+    let mut secret_env = std::collections::BTreeSet::new();
 
     for file in files {
         let table: toml::Table = match file.text.parse() {
@@ -181,7 +187,7 @@ pub fn load(
         let at = |line: usize| Origin { file: file.name.clone(), line };
         for (key, mut value) in table {
             let section_line = find_section_line(file.text, &key, None);
-            if let Err(e) = interpolate_value(&mut value, env) {
+            if let Err(e) = interpolate_recording_secrets(&mut value, env, false, &mut secret_env) {
                 errors.push(ConfigError::new(e).at(at(section_line)).component(key.clone()));
                 continue;
             }
@@ -270,6 +276,7 @@ pub fn load(
     if let Some((t, _)) = telemetry {
         config.globals.telemetry = t;
     }
+    config.globals.secret_env = secret_env;
     if let Some(d) = &overrides.data_dir {
         config.globals.data_dir = d.clone();
     }
@@ -396,6 +403,49 @@ pub(crate) fn interpolate_value(
         toml::Value::Table(t) => t.iter_mut().try_for_each(|(_, x)| interpolate_value(x, env)),
         _ => Ok(()),
     }
+}
+
+/// [`interpolate_value`] that also records, in `secrets`, the variables interpolated into a
+/// secret field (see [`is_secret_field`]): those must never reach a child process.
+fn interpolate_recording_secrets(
+    v: &mut toml::Value,
+    env: &dyn Fn(&str) -> Option<String>,
+    secret: bool,
+    secrets: &mut std::collections::BTreeSet<String>,
+) -> Result<(), String> {
+    match v {
+        toml::Value::String(s) if secret => {
+            let used = std::cell::RefCell::new(Vec::new());
+            let recording = |name: &str| {
+                used.borrow_mut().push(name.to_owned());
+                env(name)
+            };
+            let r = interpolate(s, &recording);
+            secrets.extend(used.into_inner());
+            *s = r?;
+            Ok(())
+        }
+        toml::Value::String(s) => {
+            *s = interpolate(s, env)?;
+            Ok(())
+        }
+        toml::Value::Array(a) => {
+            a.iter_mut().try_for_each(|x| interpolate_recording_secrets(x, env, secret, secrets))
+        }
+        toml::Value::Table(t) => t.iter_mut().try_for_each(|(k, x)| {
+            interpolate_recording_secrets(x, env, secret || is_secret_field(k), secrets)
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Whether a configuration field holds a secret: a token, password, secret, key material or
+/// credential, or a header map (`Authorization`, API keys).
+fn is_secret_field(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    ["token", "password", "secret", "api_key", "apikey", "credential", "authorization", "headers"]
+        .iter()
+        .any(|w| n.contains(w))
 }
 
 /// The 1-based line of byte offset `pos` in `text`.

@@ -299,11 +299,18 @@ impl Segment {
             return Err(err(ReadErrorKind::Key(e)));
         }
         let signal = signal_of_path(path).unwrap_or(Signal::Logs);
-        let mut dp = FileDecryptionProperties::with_key_retriever(retriever);
-        if let Some(id) = SegmentId::of_path(path) {
-            dp = dp.with_aad_prefix(id.to_string().into_bytes());
-        }
-        let dp = dp.build().map_err(|e| err(ReadErrorKind::Footer(e.to_string())))?;
+        // The AAD prefix is always bound to the name: a segment is authenticated as the segment
+        // its name says it is, so a renamed or swapped file fails instead of reading as another.
+        let Some(id) = SegmentId::of_path(path) else {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            return Err(err(ReadErrorKind::NotSegment(format!(
+                "the file name `{name}` is not a segment id (`<first-event-ms>-<16 hex>.parquet`), so the segment cannot be authenticated; give it back its original name"
+            ))));
+        };
+        let dp = FileDecryptionProperties::with_key_retriever(retriever)
+            .with_aad_prefix(id.to_string().into_bytes())
+            .build()
+            .map_err(|e| err(ReadErrorKind::Footer(e.to_string())))?;
         let file = CountingFile::open(path).map_err(|e| err(ReadErrorKind::Io(e)))?;
         let opts = ArrowReaderOptions::new()
             .with_page_index_policy(PageIndexPolicy::Optional)

@@ -8,6 +8,12 @@
 //! matching the event's service, else `[keys] default`, so events of different keys never
 //! share a segment. Segments rotate by rows, bytes and age; on start, files a crash left in
 //! `.inflight/` are reported and moved to `.inflight/broken/`.
+//!
+//! Key rotation reaches a running sink without a restart: each new segment wraps its data
+//! key under the key's current version, and the keyring re-reads a key file whose inode, size
+//! or modification time changed (`sealtrail keys rotate` replaces the file). SIGHUP makes the
+//! keyring forget every cached key, so the next segment reads the files again whatever their
+//! stamps say.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -174,6 +180,10 @@ impl Sink for SealedSink {
             let (tx, rx) = mpsc::channel::<Msg>(2);
             let metrics = cx.metrics.clone();
             let worker = tokio::task::spawn_blocking(move || Writer::new(*self, provider, metrics).run(rx));
+            // SIGHUP: re-read the keys (a configuration reload is not implemented yet).
+            let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .map_err(|e| tracing::warn!(error = %e, "cannot listen for SIGHUP; keys are still re-read when their files change"))
+                .ok();
             let mut interval = tokio::time::interval(tick);
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             // Seal markers come from the `lambda_telemetry` source's flush policy, in order
@@ -186,6 +196,16 @@ impl Sink for SealedSink {
                         None => break,
                     },
                     _ = interval.tick() => Msg::Tick,
+                    Some(()) = async {
+                        match hangup.as_mut() {
+                            Some(h) => h.recv().await,
+                            None => std::future::pending().await,
+                        }
+                    } => {
+                        keyring.reload();
+                        tracing::info!("SIGHUP: keys will be read again for the next segment");
+                        continue;
+                    }
                 };
                 if tx.send(msg).await.is_err() {
                     break; // the writer failed; its error comes from the join below

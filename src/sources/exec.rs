@@ -2,8 +2,13 @@
 //! and standard error as log records (the stream is recorded in `log.iostream`), forwards
 //! SIGTERM and SIGINT to it, and once both streams are drained makes the agent exit with the
 //! child's exit code.
+//!
+//! The child never sees the agent's secrets: every `SEALTRAIL_KEY_*` (key material),
+//! `SEALTRAIL_TAIL_TOKEN`, and every variable the configuration interpolates into a secret
+//! field (`token = "${MY_TOKEN}"`, header values) are removed from its environment, because a
+//! child that prints its environment (many do on a crash) would send them into the logs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -59,7 +64,17 @@ impl SourceConfig for ExecConfig {
             find_program(program, base).is_some(),
             "cannot start `{program}`: no such executable (looked in PATH for a bare name)"
         );
-        Ok(Box::new(ExecSource { config: self.clone(), id: cx.id.to_owned() }))
+        for name in self.env.keys() {
+            anyhow::ensure!(
+                !is_agent_secret(name, &cx.globals.secret_env),
+                "`env` sets `{name}`, a variable that holds an agent secret: the child must not get it"
+            );
+        }
+        Ok(Box::new(ExecSource {
+            config: self.clone(),
+            id: cx.id.to_owned(),
+            secret_env: cx.globals.secret_env.clone(),
+        }))
     }
 }
 
@@ -76,19 +91,38 @@ fn find_program(program: &str, base: &Path) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(program)).find(|p| is_exec(p))
 }
 
+/// Whether the variable `name` holds an agent secret that a child must never see: key
+/// material (`SEALTRAIL_KEY_*`), the tail token, or a variable the configuration put into a
+/// secret field (`secret_env`).
+pub fn is_agent_secret(name: &str, secret_env: &BTreeSet<String>) -> bool {
+    name.starts_with("SEALTRAIL_KEY_") || name == "SEALTRAIL_TAIL_TOKEN" || secret_env.contains(name)
+}
+
 struct ExecSource {
     config: ExecConfig,
     id: String,
+    /// See [`GlobalOptions::secret_env`](crate::config::GlobalOptions::secret_env).
+    secret_env: BTreeSet<String>,
 }
 
 impl Source for ExecSource {
     fn run(self: Box<Self>, cx: SourceContext) -> BoxFuture<anyhow::Result<()>> {
-        Box::pin(run(self.config, self.id, cx))
+        Box::pin(run(self.config, self.id, self.secret_env, cx))
     }
 }
 
-async fn run(config: ExecConfig, id: String, cx: SourceContext) -> anyhow::Result<()> {
+async fn run(
+    config: ExecConfig,
+    id: String,
+    secret_env: BTreeSet<String>,
+    cx: SourceContext,
+) -> anyhow::Result<()> {
     let mut cmd = tokio::process::Command::new(&config.command[0]);
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(|n| is_agent_secret(n, &secret_env)) {
+            cmd.env_remove(&name);
+        }
+    }
     cmd.args(&config.command[1..])
         .envs(&config.env)
         .stdin(Stdio::null())

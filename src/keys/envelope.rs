@@ -1,10 +1,19 @@
-//! The PKMT1 key metadata stored in each segment's footer: the JSON key material format of
-//! parquet-java, Arrow C++ and pyarrow (internal storage, single wrapping), so their standard
-//! `CryptoFactory` opens a sealed segment with a KMS client that only unwraps.
+//! Envelope encryption of per-segment data keys (DEKs): the PKMT1 key metadata stored in each
+//! segment's footer (the JSON key material format of parquet-java, Arrow C++ and pyarrow:
+//! internal storage, single wrapping, so their standard `CryptoFactory` opens a sealed segment
+//! with a KMS client that only unwraps), and the AES-256-GCM-SIV wrapping of a DEK under a
+//! key-encryption key (KEK).
 
 use serde::{Deserialize, Serialize};
 
-use super::KeyError;
+use aes_gcm_siv::Aes256GcmSiv;
+use aes_gcm_siv::aead::{Aead, KeyInit, Payload};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use rand::RngCore;
+use zeroize::Zeroizing;
+
+use super::{KeyError, Material};
 
 /// The prefix every PKMT1 key metadata starts with (as we write it); used to find it in a
 /// file's plaintext crypto metadata without a key.
@@ -77,6 +86,51 @@ impl KeyMetadata {
     }
 }
 
+/// The bytes PKMT1 key metadata starts with, as sealtrail writes it.
+pub fn pkmt1_prefix() -> &'static [u8] {
+    PREFIX
+}
+
+/// `base64(nonce ‖ AES-256-GCM-SIV(kek, nonce, dek, aad = master_key_id))`.
+///
+/// # Errors
+/// [`KeyError::Wrap`] if the cipher fails: never an empty or partial wrapped key, which would
+/// seal a segment nobody can open.
+pub fn wrap(kek: &[u8; 32], dek: &[u8; 32], master_key_id: &str) -> Result<String, KeyError> {
+    let cipher = Aes256GcmSiv::new(kek.into());
+    let mut nonce = [0u8; 12];
+    rand::rng().fill_bytes(&mut nonce);
+    let ct = cipher
+        .encrypt((&nonce).into(), Payload { msg: dek, aad: master_key_id.as_bytes() })
+        .map_err(|_| KeyError::Wrap(master_key_id.to_owned()))?;
+    if ct.len() != 32 + 16 {
+        return Err(KeyError::Wrap(master_key_id.to_owned()));
+    }
+    let mut out = Vec::with_capacity(12 + ct.len());
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&ct);
+    Ok(B64.encode(out))
+}
+
+/// The inverse of [`wrap`]; fails on the wrong KEK or any change to the wrapped key or id.
+pub fn unwrap(kek: &[u8; 32], wrapped: &str, master_key_id: &str) -> Result<Material, KeyError> {
+    let fail = || KeyError::Unwrap(master_key_id.to_owned());
+    let raw = B64.decode(wrapped).map_err(|_| fail())?;
+    if raw.len() != 12 + 32 + 16 {
+        return Err(fail());
+    }
+    let cipher = Aes256GcmSiv::new(kek.into());
+    let (nonce, ct) = raw.split_at(12);
+    let pt = Zeroizing::new(
+        cipher
+            .decrypt(nonce.into(), Payload { msg: ct, aad: master_key_id.as_bytes() })
+            .map_err(|_| fail())?,
+    );
+    let mut dek = Zeroizing::new([0u8; 32]);
+    dek.copy_from_slice(&pt);
+    Ok(dek)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,5 +143,15 @@ mod tests {
         assert_eq!(KeyMetadata::parse(&b).unwrap(), km);
         assert_eq!(km.key_name_version().unwrap(), ("default", 3));
         assert!(KeyMetadata::parse(b"seg-0001").is_err());
+    }
+
+    #[test]
+    fn tampered_wrapping_fails() {
+        let kek = [1u8; 32];
+        let dek = [2u8; 32];
+        let w = wrap(&kek, &dek, "a#1").unwrap();
+        assert_eq!(*unwrap(&kek, &w, "a#1").unwrap(), dek);
+        assert!(unwrap(&kek, &w, "a#2").is_err());
+        assert!(unwrap(&[3u8; 32], &w, "a#1").is_err());
     }
 }
