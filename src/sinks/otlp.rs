@@ -27,8 +27,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::config::component::{BoxFuture, BuildContext, Sink, SinkConfig, SinkKind, parse_sink};
 use crate::event::{Batch, Event};
 use crate::metrics::ComponentMetrics;
+use crate::net::tls::ClientTls;
 use crate::otlp::convert::{logs_from_events, traces_from_events};
-use crate::otlp::tls::ClientTls;
 use crate::otlp::{
     ExportLogsServiceRequest, ExportLogsServiceResponse, ExportTraceServiceRequest,
     ExportTraceServiceResponse, LogsServiceClient, TraceServiceClient,
