@@ -57,7 +57,7 @@ max_clients = 8
 fn field(line: &str, key: &str) -> String {
     let rest = line.split(key).nth(1).unwrap_or_else(|| panic!("no {key:?} in {line:?}"));
     rest.trim_start_matches(['=', ':', ' ', '"'])
-        .split(|c: char| c == ' ' || c == '"' || c == ',' || c == '}')
+        .split([' ', '"', ',', '}'])
         .next()
         .unwrap_or_default()
         .to_owned()

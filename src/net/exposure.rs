@@ -9,15 +9,10 @@ pub fn is_loopback(addr: &SocketAddr) -> bool {
     addr.ip().is_loopback()
 }
 
-/// `true` for the wildcard addresses (`0.0.0.0`, `::`), which listen on every interface.
-pub fn is_wildcard(ip: IpAddr) -> bool {
-    ip.is_unspecified()
-}
-
-/// `true` when `url` starts with `http://` (any case): a client would send its headers
-/// (credentials included) and its data unencrypted.
-pub fn is_plain_http(url: &str) -> bool {
-    url.get(..7).is_some_and(|s| s.eq_ignore_ascii_case("http://"))
+/// `true` when a URL's host (`127.0.0.1`, `[::1]`, `localhost`) names this host only.
+pub fn is_loopback_host(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost") || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]
@@ -30,11 +25,7 @@ mod tests {
         assert!(is_loopback(&"[::1]:1".parse().unwrap()));
         assert!(!is_loopback(&"0.0.0.0:1".parse().unwrap()));
         assert!(!is_loopback(&"10.1.2.3:1".parse().unwrap()));
-        assert!(is_wildcard("0.0.0.0".parse().unwrap()));
-        assert!(is_wildcard("::".parse().unwrap()));
-        assert!(!is_wildcard("10.0.0.1".parse().unwrap()));
-        assert!(is_plain_http("HTTP://collector:4318"));
-        assert!(!is_plain_http("https://collector:4318"));
-        assert!(!is_plain_http("http"));
+        assert!(is_loopback_host("[::1]") && is_loopback_host("LocalHost") && is_loopback_host("127.0.0.2"));
+        assert!(!is_loopback_host("collector") && !is_loopback_host("10.0.0.1"));
     }
 }
