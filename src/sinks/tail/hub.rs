@@ -368,7 +368,18 @@ impl Hub {
                 if !cl.watch.filter.matches(e) {
                     continue;
                 }
-                if cl.dropped > 0 && room > 0 && room_bytes >= NOTICE_MAX_BYTES {
+                let line = self.enc.get(i, e);
+                // A pending drop notice goes out just before the next line that fits.
+                let pending = usize::from(cl.dropped > 0);
+                if room < 1 + pending || room_bytes < line.len() + pending * NOTICE_MAX_BYTES {
+                    if cl.dropped == 0 {
+                        tracing::warn!(peer = %cl.peer, "tail: client is not keeping up; dropping its events");
+                    }
+                    cl.dropped += 1;
+                    dropped += 1;
+                    continue;
+                }
+                if cl.dropped > 0 {
                     let before = cl.out.len();
                     notice(&mut cl.out, cl.dropped);
                     cl.dropped_total += cl.dropped;
@@ -376,15 +387,6 @@ impl Hub {
                     slots += 1;
                     room -= 1;
                     room_bytes -= cl.out.len() - before;
-                }
-                let line = self.enc.get(i, e);
-                if room == 0 || line.len() > room_bytes {
-                    if cl.dropped == 0 {
-                        tracing::warn!(peer = %cl.peer, "tail: client is not keeping up; dropping its events");
-                    }
-                    cl.dropped += 1;
-                    dropped += 1;
-                    continue;
                 }
                 cl.out.extend_from_slice(line);
                 slots += 1;
@@ -646,6 +648,62 @@ mod tests {
         assert_eq!(lines.last().map(String::as_str), Some("{\"dropped\": 12}"));
         assert_eq!(lines.len(), PENDING_BATCHES * 2 + 1);
         assert_eq!(metrics.get("dropped.encoder_behind"), 72);
+    }
+
+    fn big_batch(n: usize, len: usize) -> Batch {
+        Arc::new(
+            (0..n)
+                .map(|i| {
+                    Event::Log(LogRecord {
+                        body: format!("{i:04}{}", "z".repeat(len)),
+                        ..LogRecord::default()
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    /// Issue 13: a client's queue is bounded in bytes, not only in events.
+    #[test]
+    fn a_client_queue_is_bounded_in_bytes() {
+        let metrics = Arc::new(ComponentMetrics::new("sink.t"));
+        let bound = QueueBound { slots: 1000, bytes: 64 << 10 };
+        let mut hub = Hub::new(bound, metrics.clone());
+        let (stuck, _stuck_rx) = client("");
+        let q = stuck.queued.clone();
+        hub.add(stuck);
+        for _ in 0..20 {
+            hub.deliver(&big_batch(10, 10_000));
+            assert!(
+                q.bytes.load(Ordering::Acquire) <= bound.bytes,
+                "{} bytes queued",
+                q.bytes.load(Ordering::Acquire)
+            );
+        }
+        // Six lines of about 10 KB fit in 64 KiB; the other 194 are dropped and counted.
+        assert_eq!(q.slots.load(Ordering::Acquire), 6);
+        assert_eq!(metrics.get("dropped.client_queue_full"), 194);
+    }
+
+    /// Clients that take a whole batch share one encoded buffer instead of a copy each.
+    #[test]
+    fn whole_batches_are_shared_between_clients() {
+        let metrics = Arc::new(ComponentMetrics::new("sink.t"));
+        let mut hub = Hub::new(QueueBound { slots: 100, bytes: 1 << 20 }, metrics);
+        let (a, mut a_rx) = client("");
+        let (b, mut b_rx) = client("");
+        let (some, mut some_rx) = client("grep=0001");
+        hub.add(a);
+        hub.add(b);
+        hub.add(some);
+        hub.deliver(&big_batch(3, 100));
+        let (a, b) = (a_rx.try_recv().unwrap(), b_rx.try_recv().unwrap());
+        assert_eq!(a.bytes.as_ptr(), b.bytes.as_ptr(), "one buffer, shared");
+        assert_eq!(a.bytes.len(), b.bytes.len());
+        assert_eq!(std::str::from_utf8(&a.bytes).unwrap().lines().count(), 3);
+        let some = some_rx.try_recv().unwrap();
+        assert_eq!(std::str::from_utf8(&some.bytes).unwrap().lines().count(), 1);
+        assert!(body(std::str::from_utf8(&some.bytes).unwrap().trim()).starts_with("0001"));
     }
 
     #[test]
