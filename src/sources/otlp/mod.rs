@@ -168,6 +168,14 @@ fn parse_address(s: &str, field: &str) -> anyhow::Result<Option<SocketAddr>> {
     }
 }
 
+/// Binds one listener (when enabled) and logs where it listens.
+fn bind(addr: Option<SocketAddr>, name: &str, tls: bool) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    let Some(addr) = addr else { return Ok(None) };
+    let l = listen(addr).map_err(|e| anyhow::anyhow!("cannot listen for {name} on {addr}: {e}"))?;
+    tracing::info!(address = %l.local_addr()?, tls, "{name} listening");
+    Ok(Some(l))
+}
+
 /// How long shutdown waits for in-flight requests; a client that stalls mid-request does not
 /// hold the agent hostage: its connection is closed after this.
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -193,20 +201,8 @@ impl Source for OtlpSource {
             }
             let ingest = Arc::new(ingest::Ingest::new(cx.out, cx.metrics.clone(), &id, limits));
             let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-            let mut grpc_listener = None;
-            if let Some(addr) = grpc {
-                let l = listen(addr)
-                    .map_err(|e| anyhow::anyhow!("cannot listen for OTLP/gRPC on {addr}: {e}"))?;
-                tracing::info!(address = %l.local_addr()?, tls = acceptor.is_some(), "OTLP/gRPC listening");
-                grpc_listener = Some(l);
-            }
-            let mut http_listener = None;
-            if let Some(addr) = http {
-                let l = listen(addr)
-                    .map_err(|e| anyhow::anyhow!("cannot listen for OTLP/HTTP on {addr}: {e}"))?;
-                tracing::info!(address = %l.local_addr()?, tls = acceptor.is_some(), "OTLP/HTTP listening");
-                http_listener = Some(l);
-            }
+            let grpc_listener = bind(grpc, "OTLP/gRPC", acceptor.is_some())?;
+            let http_listener = bind(http, "OTLP/HTTP", acceptor.is_some())?;
             // The listeners stop when the agent shuts down, or when the process it wraps (the
             // `exec` source of a sidecar) has exited: that process was the one exporting
             // telemetry here, its SDK flushed before it exited, and a sidecar must end with it.
