@@ -8,13 +8,12 @@
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sealtrail::event::{Batch, Event, LogRecord, severity};
 use sealtrail::metrics::ComponentMetrics;
 use sealtrail::sinks::tail::Filter;
-use sealtrail::sinks::tail::hub::{Chunk, Hub, NewClient};
+use sealtrail::sinks::tail::hub::{Chunk, Hub, NewClient, QueueBound, Queued};
 use tokio::sync::mpsc;
 
 const EVENTS: usize = 1000;
@@ -46,14 +45,14 @@ fn batch() -> Batch {
 /// A client whose queue the benchmark empties after each batch (a client that keeps up).
 struct Reader {
     rx: mpsc::UnboundedReceiver<Chunk>,
-    queued: Arc<AtomicUsize>,
+    queued: Arc<Queued>,
 }
 
 impl Reader {
     fn drain(&mut self) -> usize {
         let mut n = 0;
         while let Ok(c) = self.rx.try_recv() {
-            self.queued.fetch_sub(c.slots, Ordering::AcqRel);
+            self.queued.taken(&c);
             n += c.bytes.len();
         }
         n
@@ -61,13 +60,16 @@ impl Reader {
 }
 
 fn hub_with(filters: &[&str]) -> (Hub, Vec<Reader>) {
-    let mut hub = Hub::new(1 << 20, Arc::new(ComponentMetrics::new("sink.bench")));
+    let mut hub = Hub::new(
+        QueueBound { slots: 1 << 20, bytes: 1 << 30 },
+        Arc::new(ComponentMetrics::new("sink.bench")),
+    );
     let peer: SocketAddr = "127.0.0.1:1".parse().expect("address");
     let readers = filters
         .iter()
         .map(|f| {
             let (tx, rx) = mpsc::unbounded_channel();
-            let queued = Arc::new(AtomicUsize::new(0));
+            let queued = Arc::new(Queued::default());
             let filter = Filter::from_query(f).expect("filter");
             hub.add(NewClient { peer, filter, tx, queued: queued.clone() });
             Reader { rx, queued }

@@ -15,6 +15,7 @@ pub mod keys;
 pub mod lambda;
 pub mod loggen;
 pub mod metrics;
+pub mod net;
 pub mod otlp;
 pub mod redact;
 pub mod segment;

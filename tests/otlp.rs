@@ -502,7 +502,7 @@ fn tls_and_mutual_tls() {
 
     let body = spans(0x71, 3, 1).encode_to_vec();
     rt().block_on(async {
-        use sealtrail::otlp::tls::ClientTls;
+        use sealtrail::net::tls::ClientTls;
         let with_cert = ClientTls {
             ca_file: Some(dir.path().join("ca.crt")),
             crt_file: Some(dir.path().join("client.crt")),

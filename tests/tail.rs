@@ -393,7 +393,7 @@ fn tls_with_a_trusted_certificate_and_refusal_without() {
 fn a_client_that_never_reads_cannot_keep_the_agent_alive() {
     // A queue larger than what the socket buffers hold, so that the end of the stream can
     // never reach this client: the agent must give up on it after its drain timeout.
-    let mut agent = Agent::start("client_queue = 100000");
+    let mut agent = Agent::start("client_queue = 100000\nclient_queue_bytes = 100000000");
     let mut stuck = std::net::TcpStream::connect(agent.url.trim_start_matches("http://")).unwrap();
     std::io::Write::write_all(
         &mut stuck,
@@ -413,6 +413,62 @@ fn a_client_that_never_reads_cannot_keep_the_agent_alive() {
     let (status, log) = agent.finish();
     assert!(status.success(), "{status}");
     let log = log.join("\n");
-    assert!(log.contains("did not read the end of their stream"), "{log}");
+    assert!(log.contains("tail: closing connections whose requests did not finish"), "{log}");
     drop(stuck);
+}
+
+/// Issue 13: eight clients that never read and 256 KiB lines took the agent to 2.25 GB,
+/// because each client's queue was bounded in events only. With the queue bounded in bytes
+/// (`client_queue_bytes`, 4 MiB by default) and encoded batches shared between clients, the
+/// agent's peak resident memory stays far below that, and the pipeline never waits: every
+/// line is read and a client that does read still gets the end.
+#[test]
+fn clients_that_never_read_cannot_grow_the_agent_beyond_the_byte_bound() {
+    let mut agent = Agent::start("");
+    let pid = agent.child.0.id();
+    let addr = agent.url.trim_start_matches("http://").to_owned();
+    let mut stuck = Vec::new();
+    for _ in 0..8 {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        std::io::Write::write_all(
+            &mut s,
+            format!("GET /v1/tail HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+        stuck.push(s);
+    }
+    for _ in 0..8 {
+        wait_for(&agent.stderr, &mut agent.log, "client connected");
+    }
+    // 1,200 lines of 256 KiB: 300 MiB through the sink, 2.4 GiB if every stuck client
+    // kept its own copy of every line.
+    let pad = "y".repeat(256 << 10);
+    for i in 0..1200 {
+        agent.write(&format!("big {i} {pad}\n"));
+    }
+    let reader = Tail::start(&agent.url, &["--format", "json", "--no-reconnect"]);
+    let end = Instant::now() + DEADLINE;
+    let mut seen = Vec::new();
+    'outer: loop {
+        agent.write("the end\n");
+        while let Ok((_, l)) = reader.stdout.as_ref().unwrap().recv_timeout(Duration::from_millis(200)) {
+            if l.contains("the end") {
+                break 'outer;
+            }
+            seen.push(l);
+        }
+        assert!(Instant::now() < end, "the reading client never got the end");
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let peak_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/<pid>/status");
+    eprintln!("agent peak RSS with 8 stuck clients and 256 KiB lines: {} MiB", peak_kb / 1024);
+    assert!(peak_kb < 400 * 1024, "peak RSS {peak_kb} kB");
+    drop(stuck);
+    let (status, _) = agent.finish();
+    assert!(status.success());
+    drop(reader);
 }

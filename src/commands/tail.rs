@@ -11,7 +11,6 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -64,7 +63,7 @@ pub struct TailArgs {
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
     /// PEM file of the CA (or self-signed certificate) to trust for an https URL
-    /// [default: the system's CA bundle].
+    /// [default: the system's trusted roots, or `SSL_CERT_FILE`/`SSL_CERT_DIR`].
     #[arg(long)]
     pub ca_file: Option<PathBuf>,
     /// Exit when the stream ends instead of reconnecting.
@@ -181,44 +180,13 @@ impl Target {
     }
 }
 
-/// A TLS connector trusting `ca_file`, or the system's CA bundle.
+/// A TLS connector trusting `ca_file`, or the system's roots (the agent's one TLS
+/// configuration, [`crate::net::tls`]).
 fn tls_connector(ca_file: Option<&std::path::Path>) -> anyhow::Result<tokio_rustls::TlsConnector> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let path = match ca_file {
-        Some(p) => p.to_path_buf(),
-        None => std::env::var_os("SSL_CERT_FILE")
-            .map(PathBuf::from)
-            .or_else(|| {
-                [
-                    "/etc/ssl/certs/ca-certificates.crt",
-                    "/etc/pki/tls/certs/ca-bundle.crt",
-                    "/etc/ssl/cert.pem",
-                ]
-                .iter()
-                .map(PathBuf::from)
-                .find(|p| p.exists())
-            })
-            .ok_or_else(|| config_error(anyhow::anyhow!("no system CA bundle found; give --ca-file")))?,
-    };
-    let pem = std::fs::read(&path)
-        .map_err(|e| config_error(anyhow::anyhow!("--ca-file {}: {e}", path.display())))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| config_error(anyhow::anyhow!("--ca-file {}: {e}", path.display())))?;
-        // A bundle may hold certificates rustls cannot use; the rest still count.
-        let _ = roots.add(cert);
-    }
-    if roots.is_empty() {
-        return Err(config_error(anyhow::anyhow!("--ca-file {}: no usable certificate", path.display())));
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+    let tls = crate::net::tls::ClientTls { ca_file: ca_file.map(PathBuf::from), ..Default::default() };
+    let config =
+        tls.client_config(&[b"http/1.1"]).map_err(|e| config_error(anyhow::anyhow!("--ca-file: {e:#}")))?;
+    Ok(tokio_rustls::TlsConnector::from(config))
 }
 
 /// Why a session ended.

@@ -1,13 +1,12 @@
 //! OpenTelemetry Protocol (OTLP) support shared by the `otlp` source and the `otlp` sink: the
 //! mapping between OTLP messages and the event model ([`convert`]), the OTLP/JSON decoding
-//! ([`json`]), and PEM/TLS loading ([`tls`]).
+//! ([`json`]). TLS lives in [`crate::net::tls`].
 //!
 //! The OTLP message types are the ones `opentelemetry-proto` generates with prost; they are
 //! re-exported here under short names so the rest of the crate has one place to import from.
 
 pub mod convert;
 pub mod json;
-pub mod tls;
 
 pub use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 pub use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{

@@ -27,8 +27,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::config::component::{BoxFuture, BuildContext, Sink, SinkConfig, SinkKind, parse_sink};
 use crate::event::{Batch, Event};
 use crate::metrics::ComponentMetrics;
+use crate::net::exposure;
+use crate::net::tls::ClientTls;
 use crate::otlp::convert::{logs_from_events, traces_from_events};
-use crate::otlp::tls::ClientTls;
 use crate::otlp::{
     ExportLogsServiceRequest, ExportLogsServiceResponse, ExportTraceServiceRequest,
     ExportTraceServiceResponse, LogsServiceClient, TraceServiceClient,
@@ -58,6 +59,9 @@ pub struct OtlpSinkConfig {
     /// TLS settings for `https://` endpoints.
     #[serde(default)]
     pub tls: Option<ClientTls>,
+    /// Allows sending `headers` (usually credentials) to an `http://` endpoint, in plain text.
+    #[serde(default)]
+    pub allow_plaintext: bool,
     /// `gzip` (default) or `none`.
     #[serde(default)]
     pub compression: Compression,
@@ -170,6 +174,15 @@ impl SinkConfig for OtlpSinkConfig {
             http_headers.insert(name, value);
             grpc_metadata.insert(key, mval);
         }
+        anyhow::ensure!(
+            tls.is_some()
+                || http_headers.is_empty()
+                || self.allow_plaintext
+                || exposure::is_loopback_host(&host),
+            "`headers` would be sent to the http:// endpoint {:?} in plain text (they usually carry \
+             credentials); use https:// or set `allow_plaintext = true`",
+            self.endpoint
+        );
         anyhow::ensure!(self.batch_max_events >= 1, "`batch_max_events` must be at least 1");
         anyhow::ensure!(self.timeout_secs >= 1, "`timeout_secs` must be at least 1");
         anyhow::ensure!(
@@ -336,8 +349,9 @@ impl Exporter {
             }
             None => {
                 let body = self.http_post("/v1/traces", req.encode_to_vec()).await?;
-                let resp = ExportTraceServiceResponse::decode(&body[..]).unwrap_or_default();
-                Ok(resp.partial_success.map(|p| p.rejected_spans.max(0) as u64).unwrap_or(0))
+                rejected_in(&body, |r: ExportTraceServiceResponse| {
+                    r.partial_success.map(|p| p.rejected_spans)
+                })
             }
         }
     }
@@ -360,8 +374,9 @@ impl Exporter {
             }
             None => {
                 let body = self.http_post("/v1/logs", req.encode_to_vec()).await?;
-                let resp = ExportLogsServiceResponse::decode(&body[..]).unwrap_or_default();
-                Ok(resp.partial_success.map(|p| p.rejected_log_records.max(0) as u64).unwrap_or(0))
+                rejected_in(&body, |r: ExportLogsServiceResponse| {
+                    r.partial_success.map(|p| p.rejected_log_records)
+                })
             }
         }
     }
@@ -400,7 +415,13 @@ impl Exporter {
             return Err(retry("no connection".into()));
         };
         let gzip = self.sink.config.compression == Compression::Gzip;
-        let body = if gzip { gzip_bytes(&body) } else { body };
+        let body = if gzip {
+            // A compression failure must never send an empty body as if it were the data.
+            gzip_bytes(&body)
+                .map_err(|e| Failure::Permanent { reason: format!("gzip compression failed: {e}") })?
+        } else {
+            body
+        };
         let mut req = http::Request::builder()
             .method(http::Method::POST)
             .uri(format!("{}{suffix}", self.sink.base_path))
@@ -440,6 +461,20 @@ impl Exporter {
     }
 }
 
+/// The number of items an OTLP/HTTP success body says were rejected. A body that is not an
+/// OTLP response is a failure, never "0 rejected": the sink cannot know what arrived.
+fn rejected_in<R: Message + Default>(
+    body: &[u8],
+    rejected: impl Fn(R) -> Option<i64>,
+) -> Result<u64, Failure> {
+    match R::decode(body) {
+        Ok(r) => Ok(rejected(r).unwrap_or(0).max(0) as u64),
+        Err(e) => Err(Failure::Permanent {
+            reason: format!("upstream answered success with a body that is not an OTLP response ({e})"),
+        }),
+    }
+}
+
 /// The gRPC codes the OTLP specification lists as retryable.
 fn grpc_failure(s: tonic::Status) -> Failure {
     use tonic::Code::*;
@@ -473,12 +508,11 @@ fn jitter(d: Duration) -> Duration {
     d.mul_f64(f)
 }
 
-fn gzip_bytes(b: &[u8]) -> Vec<u8> {
+fn gzip_bytes(b: &[u8]) -> std::io::Result<Vec<u8>> {
     use std::io::Write;
     let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(b.len() / 4), flate2::Compression::fast());
-    // Writing into a Vec cannot fail.
-    let _ = enc.write_all(b);
-    enc.finish().unwrap_or_default()
+    enc.write_all(b)?;
+    enc.finish()
 }
 
 /// A byte stream to the upstream, plain or TLS.
@@ -547,6 +581,54 @@ mod tests {
         let h = Headers([("x-api-key".to_owned(), "s3cr3t".to_owned())].into());
         let shown = format!("{h:?}");
         assert!(shown.contains("x-api-key") && !shown.contains("s3cr3t"), "{shown}");
+    }
+
+    /// Issue 11: an undecodable success body was counted as "0 rejected".
+    #[test]
+    fn an_undecodable_response_is_a_failure_not_zero_rejected() {
+        let garbage = [0xff_u8, 0xff, 0xff];
+        let r = rejected_in(&garbage, |r: ExportLogsServiceResponse| {
+            r.partial_success.map(|p| p.rejected_log_records)
+        });
+        assert!(
+            matches!(r, Err(Failure::Permanent { ref reason }) if reason.contains("not an OTLP response"))
+        );
+        let ok = ExportLogsServiceResponse {
+            partial_success: Some(crate::otlp::ExportLogsPartialSuccess {
+                rejected_log_records: 3,
+                error_message: String::new(),
+            }),
+        };
+        let n = rejected_in(&ok.encode_to_vec(), |r: ExportLogsServiceResponse| {
+            r.partial_success.map(|p| p.rejected_log_records)
+        });
+        assert!(matches!(n, Ok(3)));
+        assert!(matches!(
+            rejected_in(&[], |r: ExportLogsServiceResponse| r
+                .partial_success
+                .map(|p| p.rejected_log_records)),
+            Ok(0)
+        ));
+    }
+
+    /// Issue 13: credentials in `headers` over `http://` need an explicit opt-in.
+    #[test]
+    fn headers_over_plain_http_need_allow_plaintext() {
+        let build = |extra: &str| {
+            let c: OtlpSinkConfig = toml::from_str(&format!(
+                "endpoint = \"http://10.0.0.1:4318\"\nprotocol = \"http_protobuf\"\n{extra}"
+            ))
+            .unwrap();
+            c.build(&BuildContext { id: "up", globals: &Default::default() }).err().map(|e| format!("{e:#}"))
+        };
+        let e = build("headers = { x-api-key = \"s3cr3t-value\" }").expect("refused");
+        assert!(e.contains("allow_plaintext = true") && e.contains("plain text"), "{e}");
+        assert!(!e.contains("s3cr3t-value"), "{e}");
+        assert_eq!(build("headers = { x-api-key = \"k\" }\nallow_plaintext = true"), None);
+        assert_eq!(build(""), None);
+        let local: OtlpSinkConfig =
+            toml::from_str("endpoint = \"http://127.0.0.1:4318\"\nheaders = { k = \"v\" }").unwrap();
+        assert!(local.build(&BuildContext { id: "up", globals: &Default::default() }).is_ok());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::otlp::tls::ClientTls;
+use crate::net::tls::ClientTls;
 pub use crate::sinks::otlp::Headers;
 use crate::sinks::sealed::parse_duration;
 

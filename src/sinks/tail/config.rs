@@ -6,15 +6,17 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use tokio_rustls::rustls;
 use zeroize::Zeroizing;
 
 use super::TailSink;
+use super::hub::QueueBound;
 use crate::config::component::{BuildContext, Sink, SinkConfig};
+use crate::net::exposure;
+use crate::net::server::ListenerConfig;
+use crate::net::tls::{Alpn, ServerTls};
 
 /// The shortest token accepted: a shorter one is guessable.
 pub const MIN_TOKEN_LEN: usize = 16;
@@ -45,20 +47,29 @@ pub struct TailConfig {
     /// for that client are dropped. Default 4096.
     #[serde(default = "default_client_queue")]
     pub client_queue: usize,
+    /// How many bytes of encoded events may wait for one client before events for that
+    /// client are dropped; bounds the memory a client that does not read can pin. An event
+    /// larger than this never reaches any client. Default 4 MiB.
+    #[serde(default = "default_client_queue_bytes")]
+    pub client_queue_bytes: usize,
     /// How many clients may stream at once; more get 503. Default 16.
     #[serde(default = "default_max_clients")]
     pub max_clients: usize,
+    /// How many connections may be open at once, counted before TLS and authentication;
+    /// more are closed at once. Default 64.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Listener timeouts (`[sinks.X.listener]`): TLS handshake, headers, body, idle.
+    #[serde(default)]
+    pub listener: ListenerConfig,
+    /// Allows serving a token over plain HTTP on a non-loopback address, or events that
+    /// are not downstream of redaction on a wildcard address.
+    #[serde(default)]
+    pub allow_plaintext: bool,
 }
 
-/// The `[sinks.<id>.tls]` table.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// PEM file with the server certificate chain, leaf first.
-    pub crt_file: PathBuf,
-    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
-    pub key_file: PathBuf,
-}
+/// The `[sinks.<id>.tls]` table: `crt_file`, `key_file` and optionally `client_ca_file`.
+pub type TlsConfig = ServerTls;
 
 /// How clients authenticate.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -102,7 +113,11 @@ impl fmt::Debug for TailConfig {
             .field("auth", &self.auth)
             .field("tls", &self.tls)
             .field("client_queue", &self.client_queue)
+            .field("client_queue_bytes", &self.client_queue_bytes)
             .field("max_clients", &self.max_clients)
+            .field("max_connections", &self.max_connections)
+            .field("listener", &self.listener)
+            .field("allow_plaintext", &self.allow_plaintext)
             .finish()
     }
 }
@@ -115,8 +130,16 @@ fn default_client_queue() -> usize {
     4096
 }
 
+fn default_client_queue_bytes() -> usize {
+    4 << 20
+}
+
 fn default_max_clients() -> usize {
     16
+}
+
+fn default_max_connections() -> usize {
+    64
 }
 
 /// The SHA-256 digest of a token: what the sink keeps and compares (see `server::authorized`).
@@ -161,12 +184,38 @@ impl TailConfig {
             (1..=1_000_000).contains(&self.client_queue),
             "`client_queue` must be between 1 and 1000000 events"
         );
+        anyhow::ensure!(
+            (64 << 10..=1 << 30).contains(&self.client_queue_bytes),
+            "`client_queue_bytes` must be between 65536 and 1073741824 bytes"
+        );
         anyhow::ensure!((1..=1024).contains(&self.max_clients), "`max_clients` must be between 1 and 1024");
+        anyhow::ensure!(
+            self.max_connections >= self.max_clients,
+            "`max_connections` ({}) must be at least `max_clients` ({})",
+            self.max_connections,
+            self.max_clients
+        );
+        let limits = self.listener.limits(self.max_connections)?;
         let tls = match &self.tls {
-            Some(t) => Some(Arc::new(server_tls(t)?)),
+            Some(t) => Some(t.server_config(Alpn::Http1)?),
             None => None,
         };
-        Ok(TailSink { address, token, tls, client_queue: self.client_queue, max_clients: self.max_clients })
+        if token.is_some() && tls.is_none() && !exposure::is_loopback(&address) {
+            anyhow::ensure!(
+                self.allow_plaintext,
+                "`address` = {address} is not a loopback address and no `tls` is configured: the \
+                 bearer token and the event stream would cross the network in plain text; \
+                 configure `tls` or set `allow_plaintext = true`"
+            );
+        }
+        Ok(TailSink {
+            address,
+            token,
+            tls,
+            bound: QueueBound { slots: self.client_queue, bytes: self.client_queue_bytes },
+            max_clients: self.max_clients,
+            limits,
+        })
     }
 
     /// The configured token, from `token` or `token_file`. Errors never include it.
@@ -218,33 +267,6 @@ pub fn warn_if_shared(path: &Path) {
     }
 }
 
-/// The rustls server configuration for `tls`, with the ring provider, HTTP/1.1 by ALPN.
-fn server_tls(t: &TlsConfig) -> anyhow::Result<rustls::ServerConfig> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let crt = read(&t.crt_file, "tls.crt_file")?;
-    let certs = CertificateDer::pem_slice_iter(&crt)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow::anyhow!("`tls.crt_file`: {}: {e}", t.crt_file.display()))?;
-    anyhow::ensure!(!certs.is_empty(), "`tls.crt_file`: {} holds no PEM certificate", t.crt_file.display());
-    let key = Zeroizing::new(read(&t.key_file, "tls.key_file")?);
-    // The parse error of a key file is generic on purpose: it must not quote key bytes.
-    let key = PrivateKeyDer::from_pem_slice(&key)
-        .map_err(|_| anyhow::anyhow!("`tls.key_file`: {} holds no PEM private key", t.key_file.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| anyhow::anyhow!("`tls`: the certificate and key do not make a usable pair: {e}"))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
-}
-
-fn read(path: &Path, field: &str) -> anyhow::Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| anyhow::anyhow!("`{field}`: cannot read {}: {e}", path.display()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,7 +286,9 @@ mod tests {
         let c = parse(&format!("token = \"{TOKEN}\""));
         let s = c.compile().unwrap();
         assert_eq!(s.address.to_string(), "127.0.0.1:8686");
-        assert_eq!(s.client_queue, 4096);
+        assert_eq!(s.bound.slots, 4096);
+        assert_eq!(s.bound.bytes, 4 << 20);
+        assert_eq!(s.limits.max_connections, 64);
         assert_eq!(s.token, Some(digest(TOKEN.as_bytes())));
     }
 
@@ -294,6 +318,31 @@ mod tests {
         assert!(!format!("{c:?}").contains(TOKEN));
         let e = err(&format!("token = \"{TOKEN}\"\ntoken_file = \"/nonexistent\""));
         assert!(e.contains("not both") && !e.contains(TOKEN), "{e}");
+    }
+
+    /// Issue 13: a token over plain HTTP on a non-loopback address is refused unless
+    /// `allow_plaintext` says so.
+    #[test]
+    fn a_token_over_plain_http_off_loopback_needs_allow_plaintext() {
+        let e = err(&format!("token = \"{TOKEN}\"\naddress = \"0.0.0.0:8686\""));
+        assert!(e.contains("`address` = 0.0.0.0:8686 is not a loopback address"), "{e}");
+        assert!(e.contains("allow_plaintext = true"), "{e}");
+        assert!(!e.contains(TOKEN), "{e}");
+        let ok = parse(&format!("token = \"{TOKEN}\"\naddress = \"10.1.2.3:8686\"\nallow_plaintext = true"));
+        assert!(ok.compile().is_ok());
+        assert!(parse(&format!("token = \"{TOKEN}\"\naddress = \"[::1]:8686\"")).compile().is_ok());
+    }
+
+    #[test]
+    fn byte_bound_and_listener_limits_are_checked() {
+        let e = err(&format!("token = \"{TOKEN}\"\nclient_queue_bytes = 10"));
+        assert!(e.contains("`client_queue_bytes` must be between"), "{e}");
+        let e = err(&format!("token = \"{TOKEN}\"\nmax_connections = 4"));
+        assert!(e.contains("`max_connections` (4) must be at least `max_clients` (16)"), "{e}");
+        let e = err(&format!("token = \"{TOKEN}\"\n[listener]\nidle_timeout_secs = 0"));
+        assert!(e.contains("`listener.idle_timeout_secs` = 0"), "{e}");
+        let s = parse(&format!("token = \"{TOKEN}\"\n[listener]\nidle_timeout_secs = 5")).compile().unwrap();
+        assert_eq!(s.limits.idle_timeout, std::time::Duration::from_secs(5));
     }
 
     #[test]

@@ -9,16 +9,20 @@
 //!   `lagged` counter grows by the number of its events that its filter would have let
 //!   through (filters are cheap next to encoding).
 //! - The *encoder* ([`Hub`]) encodes and queues events per client. Each client's queue is an
-//!   unbounded channel of chunks whose *length in events* is bounded by a counter the hub
-//!   checks before sending and the client's response body decrements as hyper takes chunks
-//!   off it. A client that does not read stops its body from being polled, its counter stays
-//!   up, and the hub drops that client's events (counting them) instead of waiting; the next
-//!   time the client has room, the hub first queues a `{"dropped": N}` line (lagged and
-//!   queue-full drops together) so the client knows.
+//!   unbounded channel of chunks whose length is bounded *in events and in bytes* by
+//!   counters ([`Queued`]) the hub checks before sending and the client's response body
+//!   decrements as hyper takes chunks off it. A client that does not read stops its body
+//!   from being polled, its counters stay up, and the hub drops that client's events
+//!   (counting them) instead of waiting; the next time the client has room, the hub first
+//!   queues a `{"dropped": N}` line (lagged and queue-full drops together) so the client
+//!   knows. So the memory a client pins is at most `client_queue_bytes` plus what hyper and
+//!   the socket buffer, however large the events and however many never-reading clients.
 //!
 //! Each event is encoded to JSON at most once per batch, whatever the number of clients,
 //! and only when some client's filter wants it and has room; with no client connected the
-//! front does not even hand batches over.
+//! front does not even hand batches over. When a client takes a whole batch (no filter, room
+//! for all of it) it gets the batch's encoded buffer itself, shared with every other such
+//! client (a reference-counted [`Bytes`]), not a copy.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,11 +47,32 @@ const TICK: Duration = Duration::from_millis(250);
 const PENDING_BATCHES: usize = 64;
 
 /// Some encoded lines for one client, and how many queue slots they take (events, plus one
-/// for a drop notice).
+/// for a drop notice). Their size in bytes counts against the client's byte bound.
 #[derive(Debug)]
 pub struct Chunk {
     pub bytes: Bytes,
     pub slots: usize,
+}
+
+/// What a client's queue holds: incremented by the hub before it sends a chunk, decremented
+/// by the response body when hyper takes the chunk ([`Queued::taken`]).
+#[derive(Debug, Default)]
+pub struct Queued {
+    pub slots: AtomicUsize,
+    pub bytes: AtomicUsize,
+}
+
+impl Queued {
+    /// The chunk left the queue.
+    pub fn taken(&self, c: &Chunk) {
+        self.slots.fetch_sub(c.slots, Ordering::AcqRel);
+        self.bytes.fetch_sub(c.bytes.len(), Ordering::AcqRel);
+    }
+
+    fn added(&self, slots: usize, bytes: usize) {
+        self.slots.fetch_add(slots, Ordering::AcqRel);
+        self.bytes.fetch_add(bytes, Ordering::AcqRel);
+    }
 }
 
 /// A client as the HTTP handler registers it with the hub.
@@ -55,9 +80,16 @@ pub struct NewClient {
     pub peer: SocketAddr,
     pub filter: Filter,
     pub tx: mpsc::UnboundedSender<Chunk>,
-    /// Slots in use in this client's queue: incremented by the hub before it sends a chunk,
-    /// decremented by the response body when hyper takes the chunk.
-    pub queued: Arc<AtomicUsize>,
+    pub queued: Arc<Queued>,
+}
+
+/// How much one client's queue may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueBound {
+    /// Events (and drop notices).
+    pub slots: usize,
+    /// Bytes of encoded lines.
+    pub bytes: usize,
 }
 
 /// What the front and the encoder share about a client.
@@ -72,7 +104,7 @@ struct Watch {
 struct Registration {
     peer: SocketAddr,
     tx: mpsc::UnboundedSender<Chunk>,
-    queued: Arc<AtomicUsize>,
+    queued: Arc<Queued>,
     watch: Arc<Watch>,
 }
 
@@ -87,7 +119,7 @@ impl Registration {
 struct Client {
     peer: SocketAddr,
     tx: mpsc::UnboundedSender<Chunk>,
-    queued: Arc<AtomicUsize>,
+    queued: Arc<Queued>,
     watch: Arc<Watch>,
     /// Events dropped since the last notice.
     dropped: u64,
@@ -98,6 +130,34 @@ struct Client {
 }
 
 impl Client {
+    /// Free room in this client's queue: (slots, bytes).
+    fn room(&self, bound: QueueBound) -> (usize, usize) {
+        (
+            bound.slots.saturating_sub(self.queued.slots.load(Ordering::Acquire)),
+            bound.bytes.saturating_sub(self.queued.bytes.load(Ordering::Acquire)),
+        )
+    }
+
+    /// Queues the pending drop notice on its own if the queue has room for it.
+    fn notify_if_room(&mut self, bound: QueueBound) {
+        let (slots, bytes) = self.room(bound);
+        if self.dropped > 0 && slots > 0 && bytes >= NOTICE_MAX_BYTES {
+            self.flush_notice();
+        }
+    }
+
+    /// Queues the pending drop notice, room or not.
+    fn flush_notice(&mut self) {
+        if self.dropped == 0 {
+            return;
+        }
+        self.out.clear();
+        notice(&mut self.out, self.dropped);
+        self.dropped_total += self.dropped;
+        self.dropped = 0;
+        send(self, 1);
+    }
+
     /// Takes the front's lagged count into the drop count.
     fn take_lagged(&mut self, metrics: &ComponentMetrics, now: bool) {
         if !now {
@@ -121,7 +181,7 @@ impl Client {
 pub async fn run(
     mut input: SinkInput,
     mut register: mpsc::Receiver<NewClient>,
-    client_queue: usize,
+    bound: QueueBound,
     metrics: Arc<ComponentMetrics>,
 ) {
     let (work_tx, work_rx) = mpsc::channel::<Batch>(PENDING_BATCHES);
@@ -131,7 +191,7 @@ pub async fn run(
     // them, so a `{"dropped": N}` line never arrives ahead of events older than the drop.
     let mut handed_over = 0u64;
     let barrier = Arc::new(AtomicU64::new(0));
-    let hub = Hub { lag_barrier: barrier.clone(), ..Hub::new(client_queue, metrics.clone()) };
+    let hub = Hub { lag_barrier: barrier.clone(), ..Hub::new(bound, metrics.clone()) };
     let encoder = tokio::spawn(encode(hub, work_rx, reg_rx));
     let mut watching: Vec<Arc<Watch>> = Vec::new();
     let admit = |c: NewClient, watching: &mut Vec<Arc<Watch>>| {
@@ -220,7 +280,7 @@ async fn encode(
 /// benchmark in `benches/tail.rs`; the sink drives it through [`run`].
 pub struct Hub {
     clients: Vec<Client>,
-    client_queue: usize,
+    bound: QueueBound,
     metrics: Arc<ComponentMetrics>,
     enc: Encoded,
     /// Batches delivered so far.
@@ -230,11 +290,11 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// A hub with no clients whose queues hold `client_queue` slots each.
-    pub fn new(client_queue: usize, metrics: Arc<ComponentMetrics>) -> Hub {
+    /// A hub with no clients whose queues hold at most `bound` each.
+    pub fn new(bound: QueueBound, metrics: Arc<ComponentMetrics>) -> Hub {
         Hub {
             clients: Vec::new(),
-            client_queue,
+            bound,
             metrics,
             enc: Encoded::default(),
             delivered: 0,
@@ -270,19 +330,48 @@ impl Hub {
             return;
         }
         self.enc.reset(batch.len());
+        let bound = self.bound;
+        // Encode the whole batch into one buffer, in order, when some client can take all of
+        // it: such clients then share that buffer.
+        let shared = self
+            .clients
+            .iter()
+            .any(|c| c.watch.filter.is_pass_all() && c.room(bound).0 > batch.len())
+            .then(|| self.enc.encode_all(batch));
         let mut delivered = 0u64;
         let mut bytes = 0usize;
         let mut dropped = 0u64;
         for cl in &mut self.clients {
             cl.take_lagged(&self.metrics, lag_now);
-            let mut room = self.client_queue.saturating_sub(cl.queued.load(Ordering::Acquire));
+            let (mut room, mut room_bytes) = cl.room(bound);
+            if let Some(all) = &shared {
+                // One slot and some bytes are kept for a pending drop notice.
+                if cl.watch.filter.is_pass_all()
+                    && room > batch.len()
+                    && room_bytes >= all.len() + NOTICE_MAX_BYTES
+                {
+                    cl.flush_notice();
+                    cl.queued.added(batch.len(), all.len());
+                    cl.sent_total += batch.len() as u64;
+                    delivered += batch.len() as u64;
+                    bytes += all.len();
+                    if let Err(e) = cl.tx.send(Chunk { bytes: all.clone(), slots: batch.len() }) {
+                        // The body is gone; `prune` forgets the client.
+                        cl.queued.taken(&e.0);
+                    }
+                    continue;
+                }
+            }
             let mut slots = 0;
             cl.out.clear();
             for (i, e) in batch.iter().enumerate() {
                 if !cl.watch.filter.matches(e) {
                     continue;
                 }
-                if room == 0 {
+                let line = self.enc.get(i, e);
+                // A pending drop notice goes out just before the next line that fits.
+                let pending = usize::from(cl.dropped > 0);
+                if room < 1 + pending || room_bytes < line.len() + pending * NOTICE_MAX_BYTES {
                     if cl.dropped == 0 {
                         tracing::warn!(peer = %cl.peer, "tail: client is not keeping up; dropping its events");
                     }
@@ -291,20 +380,18 @@ impl Hub {
                     continue;
                 }
                 if cl.dropped > 0 {
+                    let before = cl.out.len();
                     notice(&mut cl.out, cl.dropped);
                     cl.dropped_total += cl.dropped;
                     cl.dropped = 0;
                     slots += 1;
                     room -= 1;
-                    if room == 0 {
-                        cl.dropped += 1;
-                        dropped += 1;
-                        continue;
-                    }
+                    room_bytes -= cl.out.len() - before;
                 }
-                cl.out.extend_from_slice(self.enc.get(i, e));
+                cl.out.extend_from_slice(line);
                 slots += 1;
                 room -= 1;
+                room_bytes -= line.len();
                 cl.sent_total += 1;
                 delivered += 1;
             }
@@ -322,13 +409,7 @@ impl Hub {
         let lag_now = self.lag_due();
         for cl in &mut self.clients {
             cl.take_lagged(&self.metrics, lag_now);
-            if cl.dropped > 0 && cl.queued.load(Ordering::Acquire) < self.client_queue {
-                cl.out.clear();
-                notice(&mut cl.out, cl.dropped);
-                cl.dropped_total += cl.dropped;
-                cl.dropped = 0;
-                send(cl, 1);
-            }
+            cl.notify_if_room(self.bound);
         }
         self.prune();
     }
@@ -339,13 +420,7 @@ impl Hub {
         // Every batch handed over has been delivered: all lagged drops are due.
         for cl in &mut self.clients {
             cl.take_lagged(&self.metrics, true);
-            if cl.dropped > 0 {
-                cl.out.clear();
-                notice(&mut cl.out, cl.dropped);
-                cl.dropped_total += cl.dropped;
-                cl.dropped = 0;
-                send(cl, 1);
-            }
+            cl.flush_notice();
         }
         for cl in self.clients.drain(..) {
             log_gone(&cl, "stream ended");
@@ -382,15 +457,17 @@ fn send(cl: &mut Client, slots: usize) {
     if cl.out.is_empty() {
         return;
     }
-    // Count the slots before the body can see the chunk, so its decrement never underflows.
-    cl.queued.fetch_add(slots, Ordering::AcqRel);
-    let chunk = Chunk { bytes: Bytes::copy_from_slice(&cl.out), slots };
-    if cl.tx.send(chunk).is_err() {
+    let chunk = Chunk { bytes: Bytes::from(std::mem::take(&mut cl.out)), slots };
+    // Count before the body can see the chunk, so its decrement never underflows.
+    cl.queued.added(slots, chunk.bytes.len());
+    if let Err(e) = cl.tx.send(chunk) {
         // The body is gone; `prune` forgets the client.
-        cl.queued.fetch_sub(slots, Ordering::AcqRel);
+        cl.queued.taken(&e.0);
     }
-    cl.out.clear();
 }
+
+/// The longest drop notice line: `{"dropped": 18446744073709551615}` and a newline.
+const NOTICE_MAX_BYTES: usize = 34;
 
 /// Appends the line that tells a client how many of its events were dropped.
 fn notice(out: &mut Vec<u8>, n: u64) {
@@ -406,22 +483,45 @@ pub fn encode_line(e: &Event, buf: &mut Vec<u8>) {
     buf.push(b'\n');
 }
 
-/// The JSON lines of the events of one batch, each encoded once, on first use.
+/// The JSON lines of the events of one batch, each encoded once, on first use, or all at
+/// once in order ([`Encoded::encode_all`]) into a buffer that clients share.
 #[derive(Default)]
 struct Encoded {
     buf: Vec<u8>,
-    /// `(start, end)` in `buf` of each event's line; `start > end` means not encoded yet.
+    /// `(start, end)` in `buf` (or `all`) of each event's line; `start > end` means not
+    /// encoded yet.
     ranges: Vec<(usize, usize)>,
+    /// The whole batch, once [`Encoded::encode_all`] has run.
+    all: Option<Bytes>,
 }
 
 impl Encoded {
     fn reset(&mut self, n: usize) {
+        // A shared buffer belongs to the clients now; the next batch gets a fresh one.
+        self.all = None;
         self.buf.clear();
         self.ranges.clear();
         self.ranges.resize(n, (1, 0));
     }
 
+    /// Encodes every event of `batch` in order and returns the buffer, to be shared.
+    fn encode_all(&mut self, batch: &Batch) -> Bytes {
+        self.buf.clear();
+        for (i, e) in batch.iter().enumerate() {
+            let start = self.buf.len();
+            encode_line(e, &mut self.buf);
+            self.ranges[i] = (start, self.buf.len());
+        }
+        let all = Bytes::from(std::mem::take(&mut self.buf));
+        self.all = Some(all.clone());
+        all
+    }
+
     fn get(&mut self, i: usize, e: &Event) -> &[u8] {
+        if let Some(all) = &self.all {
+            let (s, t) = self.ranges[i];
+            return &all[s..t];
+        }
         let (s, t) = self.ranges[i];
         if s > t {
             let start = self.buf.len();
@@ -452,19 +552,24 @@ mod tests {
             peer: "127.0.0.1:1".parse().unwrap(),
             filter: Filter::from_query(filter).unwrap(),
             tx,
-            queued: Arc::new(AtomicUsize::new(0)),
+            queued: Arc::new(Queued::default()),
         };
         (c, rx)
     }
 
     /// Takes every queued chunk as the response body would, returning the lines.
-    fn take(rx: &mut mpsc::UnboundedReceiver<Chunk>, queued: &AtomicUsize) -> Vec<String> {
+    fn take(rx: &mut mpsc::UnboundedReceiver<Chunk>, queued: &Queued) -> Vec<String> {
         let mut lines = Vec::new();
         while let Ok(c) = rx.try_recv() {
-            queued.fetch_sub(c.slots, Ordering::AcqRel);
+            queued.taken(&c);
             lines.extend(std::str::from_utf8(&c.bytes).unwrap().lines().map(str::to_owned));
         }
         lines
+    }
+
+    /// A bound in events only.
+    fn slots(n: usize) -> QueueBound {
+        QueueBound { slots: n, bytes: usize::MAX }
     }
 
     fn body(line: &str) -> String {
@@ -475,7 +580,7 @@ mod tests {
     #[test]
     fn a_full_queue_drops_for_that_client_only_then_notifies() {
         let metrics = Arc::new(ComponentMetrics::new("sink.t"));
-        let mut hub = Hub::new(3, metrics.clone());
+        let mut hub = Hub::new(slots(3), metrics.clone());
         let (slow, mut slow_rx) = client("");
         let slow_q = slow.queued.clone();
         let (fast, mut fast_rx) = client("grep=[05]$");
@@ -487,7 +592,7 @@ mod tests {
         // The fast client reads everything; the slow one holds its three.
         let fast_lines: Vec<_> = take(&mut fast_rx, &fast_q).iter().map(|l| body(l)).collect();
         assert_eq!(fast_lines, ["line 0", "line 5"]);
-        assert_eq!(slow_q.load(Ordering::Acquire), 3);
+        assert_eq!(slow_q.slots.load(Ordering::Acquire), 3);
         assert_eq!(metrics.get("dropped.client_queue_full"), 7);
 
         let lines: Vec<_> = take(&mut slow_rx, &slow_q).iter().map(|l| body(l)).collect();
@@ -502,7 +607,7 @@ mod tests {
     #[test]
     fn notices_go_out_on_the_tick_and_at_the_end() {
         let metrics = Arc::new(ComponentMetrics::new("sink.t"));
-        let mut hub = Hub::new(2, metrics);
+        let mut hub = Hub::new(slots(2), metrics);
         let (c, mut rx) = client("");
         let q = c.queued.clone();
         hub.add(c);
@@ -536,7 +641,7 @@ mod tests {
             in_tx.try_send(batch(i * 10..i * 10 + 10)).unwrap();
         }
         drop(in_tx);
-        run(SinkInput::new(in_rx, metrics.clone()), reg_rx, 1000, metrics.clone()).await;
+        run(SinkInput::new(in_rx, metrics.clone()), reg_rx, slots(1000), metrics.clone()).await;
 
         let lines = take(&mut all_rx, &all_q);
         let want: Vec<String> = (0..PENDING_BATCHES * 10).map(|i| format!("line {i}")).collect();
@@ -548,10 +653,66 @@ mod tests {
         assert_eq!(metrics.get("dropped.encoder_behind"), 72);
     }
 
+    fn big_batch(n: usize, len: usize) -> Batch {
+        Arc::new(
+            (0..n)
+                .map(|i| {
+                    Event::Log(LogRecord {
+                        body: format!("{i:04}{}", "z".repeat(len)),
+                        ..LogRecord::default()
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    /// Issue 13: a client's queue is bounded in bytes, not only in events.
+    #[test]
+    fn a_client_queue_is_bounded_in_bytes() {
+        let metrics = Arc::new(ComponentMetrics::new("sink.t"));
+        let bound = QueueBound { slots: 1000, bytes: 64 << 10 };
+        let mut hub = Hub::new(bound, metrics.clone());
+        let (stuck, _stuck_rx) = client("");
+        let q = stuck.queued.clone();
+        hub.add(stuck);
+        for _ in 0..20 {
+            hub.deliver(&big_batch(10, 10_000));
+            assert!(
+                q.bytes.load(Ordering::Acquire) <= bound.bytes,
+                "{} bytes queued",
+                q.bytes.load(Ordering::Acquire)
+            );
+        }
+        // Six lines of about 10 KB fit in 64 KiB; the other 194 are dropped and counted.
+        assert_eq!(q.slots.load(Ordering::Acquire), 6);
+        assert_eq!(metrics.get("dropped.client_queue_full"), 194);
+    }
+
+    /// Clients that take a whole batch share one encoded buffer instead of a copy each.
+    #[test]
+    fn whole_batches_are_shared_between_clients() {
+        let metrics = Arc::new(ComponentMetrics::new("sink.t"));
+        let mut hub = Hub::new(QueueBound { slots: 100, bytes: 1 << 20 }, metrics);
+        let (a, mut a_rx) = client("");
+        let (b, mut b_rx) = client("");
+        let (some, mut some_rx) = client("grep=0001");
+        hub.add(a);
+        hub.add(b);
+        hub.add(some);
+        hub.deliver(&big_batch(3, 100));
+        let (a, b) = (a_rx.try_recv().unwrap(), b_rx.try_recv().unwrap());
+        assert_eq!(a.bytes.as_ptr(), b.bytes.as_ptr(), "one buffer, shared");
+        assert_eq!(a.bytes.len(), b.bytes.len());
+        assert_eq!(std::str::from_utf8(&a.bytes).unwrap().lines().count(), 3);
+        let some = some_rx.try_recv().unwrap();
+        assert_eq!(std::str::from_utf8(&some.bytes).unwrap().lines().count(), 1);
+        assert!(body(std::str::from_utf8(&some.bytes).unwrap().trim()).starts_with("0001"));
+    }
+
     #[test]
     fn gone_clients_are_forgotten() {
         let metrics = Arc::new(ComponentMetrics::new("sink.t"));
-        let mut hub = Hub::new(8, metrics);
+        let mut hub = Hub::new(slots(8), metrics);
         let (c, rx) = client("");
         hub.add(c);
         drop(rx);

@@ -7,7 +7,8 @@
 //!   for a client nor for its own JSON encoder, so a slow watcher (or more events than the
 //!   sink can encode) loses events, and is told `{"dropped": N}`, instead of slowing the
 //!   pipeline.
-//! - `server`: routes, bearer-token authentication, the streaming body, TLS and shutdown.
+//! - `server`: routes, bearer-token authentication and the streaming body; connections,
+//!   TLS, limits, timeouts and shutdown are the agent's one server loop ([`crate::net`]).
 //!
 //! The loader only lets this sink run downstream of a `redact` transform (unless
 //! `allow_unredacted = true`), so what it streams has been redacted.
@@ -22,6 +23,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
 use tokio::net::TcpListener;
+
+use crate::net::server::stop_on;
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::{TlsAcceptor, rustls};
 
@@ -42,15 +45,15 @@ pub struct TailSink {
     pub(crate) address: SocketAddr,
     pub(crate) token: Option<config::TokenDigest>,
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
-    pub(crate) client_queue: usize,
+    pub(crate) bound: hub::QueueBound,
     pub(crate) max_clients: usize,
+    pub(crate) limits: crate::net::Limits,
 }
 
 impl Sink for TailSink {
     fn run(self: Box<Self>, input: SinkInput, cx: SinkContext) -> BoxFuture<anyhow::Result<()>> {
         Box::pin(async move {
-            let listener = TcpListener::bind(self.address)
-                .await
+            let listener = crate::net::server::listen(self.address)
                 .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", self.address))?;
             self.serve(listener, input, cx).await
         })
@@ -76,9 +79,16 @@ impl TailSink {
             max_clients: self.max_clients,
         });
         let (stop, stopped) = watch::channel(false);
-        let acceptor = self.tls.map(TlsAcceptor::from);
-        let server = tokio::spawn(server::serve(listener, acceptor, server::router(shared), stopped));
-        hub::run(input, registrations, self.client_queue, cx.metrics.clone()).await;
+        let router = server::router(shared);
+        let server = crate::net::Server {
+            limits: self.limits,
+            tls: self.tls.map(TlsAcceptor::from),
+            metrics: cx.metrics.clone(),
+            handler: move |req, peer| server::handle(&router, req, peer),
+            name: "tail",
+        };
+        let server = tokio::spawn(server.serve(listener, stop_on(stopped, server::DRAIN_TIMEOUT)));
+        hub::run(input, registrations, self.bound, cx.metrics.clone()).await;
         let _ = stop.send(true);
         if let Err(e) = server.await {
             anyhow::bail!("the tail server failed: {e}");

@@ -1,10 +1,9 @@
 //! The HTTP side of the `tail` sink: routes (`GET /v1/tail`, `GET /v1/health`),
-//! authentication, the streaming response body, and the accept loop with optional TLS and a
-//! graceful, bounded shutdown.
+//! authentication and the streaming response body.
 //!
-//! Routing is an axum [`Router`]; connections are served by hyper's HTTP/1 connection
-//! directly (not `axum::serve`) so that the same loop serves plain TCP and rustls streams and
-//! can stop every connection gracefully when the sink's input ends.
+//! Routing is an axum [`Router`]; connections are served by the agent's one server loop
+//! ([`crate::net::server`]), which caps connections before TLS and authentication, applies
+//! the listener timeouts, and stops every connection gracefully when the sink's input ends.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -22,24 +21,16 @@ use axum::routing::get;
 use axum::{Extension, Router};
 use bytes::Bytes;
 use http_body::Frame;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use subtle::ConstantTimeEq;
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinSet;
-use tokio_rustls::TlsAcceptor;
+use tokio::sync::mpsc;
 
 use super::config::{TokenDigest, digest};
 use super::filter::Filter;
-use super::hub::{Chunk, NewClient};
+use super::hub::{Chunk, NewClient, Queued};
 
 /// How long clients get, once the input has ended, to read the end of their streams before
 /// their connections are closed. A client that stopped reading must not keep the agent alive.
 pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// How long a client may take to send its request headers or finish a TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the handlers share.
 pub(crate) struct Shared {
@@ -55,6 +46,22 @@ pub(crate) struct Shared {
 /// The peer address of a connection, as a request extension.
 #[derive(Debug, Clone, Copy)]
 struct Peer(SocketAddr);
+
+/// Serves one request of the server loop with the axum `router`.
+pub(crate) fn handle(
+    router: &Router,
+    mut req: http::Request<crate::net::Body>,
+    peer: SocketAddr,
+) -> impl std::future::Future<Output = Response> + Send + use<> {
+    req.extensions_mut().insert(Peer(peer));
+    let mut router = router.clone();
+    async move {
+        match tower_service::Service::call(&mut router, req.map(Body::new)).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        }
+    }
+}
 
 /// The routes.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
@@ -94,7 +101,7 @@ async fn tail(
         return (StatusCode::SERVICE_UNAVAILABLE, "too many tail clients; try again later\n").into_response();
     };
     let (tx, rx) = mpsc::unbounded_channel();
-    let queued = Arc::new(AtomicUsize::new(0));
+    let queued = Arc::new(Queued::default());
     let client = NewClient { peer, filter, tx, queued: queued.clone() };
     if s.register.try_send(client).is_err() {
         return (StatusCode::SERVICE_UNAVAILABLE, "the agent is shutting down\n").into_response();
@@ -141,7 +148,7 @@ impl Drop for Slot {
 /// closes the channel, which the hub notices.
 struct ClientBody {
     rx: mpsc::UnboundedReceiver<Chunk>,
-    queued: Arc<AtomicUsize>,
+    queued: Arc<Queued>,
     _slot: Slot,
 }
 
@@ -156,90 +163,11 @@ impl http_body::Body for ClientBody {
         let this = self.get_mut();
         match this.rx.poll_recv(cx) {
             Poll::Ready(Some(c)) => {
-                this.queued.fetch_sub(c.slots, Ordering::AcqRel);
+                this.queued.taken(&c);
                 Poll::Ready(Some(Ok(Frame::data(c.bytes))))
             }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-/// Accepts connections until `stop` fires (or its sender is dropped), then lets open
-/// responses finish for at most [`DRAIN_TIMEOUT`].
-pub(crate) async fn serve(
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    router: Router,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut conns = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = stop.changed() => break,
-            r = listener.accept() => match r {
-                Ok((tcp, peer)) => {
-                    // Events should reach a watcher at once, not wait for Nagle.
-                    let _ = tcp.set_nodelay(true);
-                    let svc = router.clone().layer(Extension(Peer(peer)));
-                    conns.spawn(connection(tcp, tls.clone(), svc, stop.clone()));
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!("tail: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-        }
-    }
-    drop(listener);
-    let drain = async { while conns.join_next().await.is_some() {} };
-    if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
-        tracing::warn!(
-            connections = conns.len(),
-            "tail: clients did not read the end of their stream in {}s; closing them",
-            DRAIN_TIMEOUT.as_secs()
-        );
-        conns.abort_all();
-    }
-}
-
-async fn connection(
-    tcp: tokio::net::TcpStream,
-    tls: Option<TlsAcceptor>,
-    svc: Router,
-    stop: watch::Receiver<bool>,
-) {
-    match tls {
-        None => serve_io(TokioIo::new(tcp), svc, stop).await,
-        Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-            Ok(Ok(stream)) => serve_io(TokioIo::new(stream), svc, stop).await,
-            Ok(Err(e)) => tracing::debug!("tail: TLS handshake failed: {e}"),
-            Err(_) => tracing::debug!("tail: TLS handshake timed out"),
-        },
-    }
-}
-
-async fn serve_io<I>(io: I, svc: Router, mut stop: watch::Receiver<bool>)
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(HANDSHAKE_TIMEOUT);
-    let conn = builder.serve_connection(io, TowerToHyperService::new(svc));
-    tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!("tail: connection ended: {e}");
-            }
-        }
-        _ = stop.changed() => {
-            // Finish the response in flight (it ends when the hub drops its sender), then
-            // close instead of waiting for another request.
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
         }
     }
 }

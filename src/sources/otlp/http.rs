@@ -6,7 +6,6 @@
 //! `Retry-After` when the pipeline is full and 503 when the agent is shutting down. Error
 //! bodies are a `google.rpc.Status` in the request's encoding.
 
-use std::convert::Infallible;
 use std::io::Read;
 use std::sync::Arc;
 
@@ -16,6 +15,7 @@ use http_body_util::{BodyExt, Full};
 use prost::Message;
 
 use super::ingest::{Ingest, Refusal};
+use crate::net::{Body, BodyReadTimeout};
 use crate::otlp::convert::Rejected;
 use crate::otlp::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse, ExportTracePartialSuccess,
@@ -56,16 +56,13 @@ fn error(status: StatusCode, reason: &'static str, message: impl Into<String>) -
 }
 
 /// Serves one request. Never fails: every problem is an HTTP answer, counted.
-pub(super) async fn handle(
-    req: Request<hyper::body::Incoming>,
-    ingest: Arc<Ingest>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+pub(super) async fn handle(req: Request<Body>, ingest: Arc<Ingest>) -> Response<Full<Bytes>> {
     let encoding = match content_type(&req) {
         Some("application/json") => Encoding::Json,
         _ => Encoding::Protobuf,
     };
     match serve(req, &ingest).await {
-        Ok(resp) => Ok(resp),
+        Ok(resp) => resp,
         Err(e) => {
             if let Some(reason) = e.reason {
                 ingest.refused(reason);
@@ -78,7 +75,7 @@ pub(super) async fn handle(
                 resp.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(ingest.limits.retry_after_secs));
             }
-            Ok(resp)
+            resp
         }
     }
 }
@@ -89,7 +86,7 @@ fn content_type<B>(req: &Request<B>) -> Option<&str> {
     Some(v.split(';').next().unwrap_or("").trim())
 }
 
-async fn serve(req: Request<hyper::body::Incoming>, ingest: &Ingest) -> Result<Response<Full<Bytes>>, Error> {
+async fn serve(req: Request<Body>, ingest: &Ingest) -> Result<Response<Full<Bytes>>, Error> {
     let signal = match req.uri().path() {
         "/v1/traces" => Signal::Traces,
         "/v1/logs" => Signal::Logs,
@@ -163,7 +160,7 @@ fn refusal(r: Refusal) -> Error {
 
 /// Reads the body, refusing it as soon as it passes `max` bytes (the declared length is
 /// checked first, so an honest oversized request is refused before any of it is read).
-async fn read_body(mut body: hyper::body::Incoming, max: usize) -> Result<Vec<u8>, Error> {
+async fn read_body(mut body: Body, max: usize) -> Result<Vec<u8>, Error> {
     use http_body::Body as _;
     let too_large =
         || error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("body larger than {max} bytes"));
@@ -173,6 +170,10 @@ async fn read_body(mut body: hyper::body::Incoming, max: usize) -> Result<Vec<u8
     let mut buf = Vec::with_capacity(body.size_hint().exact().unwrap_or(0).min(max as u64) as usize);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
+            if e.is::<BodyReadTimeout>() {
+                // `timeouts.body_read` is counted by the server loop.
+                return Error { status: StatusCode::REQUEST_TIMEOUT, reason: None, message: e.to_string() };
+            }
             error(StatusCode::BAD_REQUEST, "body_read", format!("reading the request body failed: {e}"))
         })?;
         if let Ok(data) = frame.into_data() {

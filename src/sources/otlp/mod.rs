@@ -3,8 +3,8 @@
 //! `/v1/logs`, protobuf or JSON, optionally gzip-compressed), with or without TLS.
 //!
 //! The module is split by layer: this file holds the configuration and its validation;
-//! [`server`] owns listeners, TLS, connection limits and graceful shutdown (one code path for
-//! both protocols); [`grpc`] and [`http`] turn requests into calls of [`ingest::Ingest`],
+//! listeners, TLS, connection limits, timeouts and graceful shutdown are the agent's one
+//! server loop ([`crate::net::server`]); [`grpc`] and [`http`] turn requests into calls of [`ingest::Ingest`],
 //! which converts them to events and hands them to the pipeline without waiting: when the
 //! pipeline is full the client is told to retry later (gRPC `RESOURCE_EXHAUSTED` with a
 //! `RetryInfo`, HTTP 429 with `Retry-After`), so no request is ever queued inside the agent.
@@ -12,7 +12,6 @@
 mod grpc;
 mod http;
 mod ingest;
-mod server;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,7 +20,8 @@ use serde::Deserialize;
 
 use crate::config::component::{BoxFuture, BuildContext, Source, SourceConfig, SourceKind, parse_source};
 use crate::event::Signals;
-use crate::otlp::tls::ServerTls;
+use crate::net::server::{Limits, ListenerConfig, listen};
+use crate::net::tls::{Alpn, ServerTls};
 use crate::topology::SourceContext;
 
 pub const KIND: SourceKind = SourceKind {
@@ -67,6 +67,10 @@ pub struct OtlpSourceConfig {
     /// (`Retry-After`, gRPC `RetryInfo`; default 1).
     #[serde(default = "default_retry_after")]
     pub retry_after_secs: u64,
+    /// Timeouts of both listeners (`[sources.X.listener]`): TLS handshake, headers, body,
+    /// idle connections and HTTP/2 keep-alive.
+    #[serde(default)]
+    pub listener: ListenerConfig,
 }
 
 fn default_grpc_address() -> String {
@@ -118,12 +122,12 @@ impl SourceConfig for OtlpSourceConfig {
         }
         anyhow::ensure!(self.max_request_bytes >= 1024, "`max_request_bytes` must be at least 1024");
         anyhow::ensure!(self.max_items_per_request >= 1, "`max_items_per_request` must be at least 1");
-        anyhow::ensure!(self.max_connections >= 1, "`max_connections` must be at least 1");
         anyhow::ensure!(self.max_concurrent_requests >= 1, "`max_concurrent_requests` must be at least 1");
         let tls = match &self.tls {
-            Some(t) => Some(t.server_config()?),
+            Some(t) => Some(t.server_config(Alpn::H2AndHttp1)?),
             None => None,
         };
+        let listener = self.listener.limits(self.max_connections)?;
         let mut plaintext_public = Vec::new();
         for (field, addr) in [("grpc_address", grpc), ("http_address", http)] {
             let Some(a) = addr else { continue };
@@ -148,7 +152,7 @@ impl SourceConfig for OtlpSourceConfig {
                 retry_after_secs: self.retry_after_secs,
                 max_concurrent_requests: self.max_concurrent_requests,
             },
-            max_connections: self.max_connections,
+            listener,
             id: cx.id.to_owned(),
         }))
     }
@@ -164,22 +168,17 @@ fn parse_address(s: &str, field: &str) -> anyhow::Result<Option<SocketAddr>> {
     }
 }
 
-/// The listen backlog: connections the kernel completes before the agent accepts them. The
-/// common default (1,024) overflows in a connection storm whenever the agent's threads are
-/// descheduled for a few milliseconds, and each overflow costs the client a one-second SYN
-/// retransmission; the kernel caps it at `net.core.somaxconn`.
-const LISTEN_BACKLOG: u32 = 4096;
-
-/// Binds `addr` with [`LISTEN_BACKLOG`].
-fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let socket =
-        if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
-    // As std and tokio do for `TcpListener::bind`: a restarted agent can bind at once while
-    // the previous one's connections sit in TIME_WAIT.
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
+/// Binds one listener (when enabled) and logs where it listens.
+fn bind(addr: Option<SocketAddr>, name: &str, tls: bool) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    let Some(addr) = addr else { return Ok(None) };
+    let l = listen(addr).map_err(|e| anyhow::anyhow!("cannot listen for {name} on {addr}: {e}"))?;
+    tracing::info!(address = %l.local_addr()?, tls, "{name} listening");
+    Ok(Some(l))
 }
+
+/// How long shutdown waits for in-flight requests; a client that stalls mid-request does not
+/// hold the agent hostage: its connection is closed after this.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The compiled source: addresses checked, TLS loaded, nothing bound yet.
 struct OtlpSource {
@@ -189,32 +188,21 @@ struct OtlpSource {
     /// Non-loopback addresses served without TLS (allowed by `allow_plaintext`).
     plaintext_public: Vec<SocketAddr>,
     limits: ingest::Limits,
-    max_connections: usize,
+    listener: Limits,
     id: String,
 }
 
 impl Source for OtlpSource {
     fn run(self: Box<Self>, cx: SourceContext) -> BoxFuture<anyhow::Result<()>> {
         Box::pin(async move {
-            let OtlpSource { grpc, http, tls, plaintext_public, limits, max_connections, id } = *self;
+            let OtlpSource { grpc, http, tls, plaintext_public, limits, listener, id } = *self;
             for a in plaintext_public {
                 tracing::warn!(address = %a, "serving OTLP without TLS on a non-loopback address (allow_plaintext)");
             }
             let ingest = Arc::new(ingest::Ingest::new(cx.out, cx.metrics.clone(), &id, limits));
             let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-            let mut listeners = Vec::new();
-            if let Some(addr) = grpc {
-                let l = listen(addr)
-                    .map_err(|e| anyhow::anyhow!("cannot listen for OTLP/gRPC on {addr}: {e}"))?;
-                tracing::info!(address = %l.local_addr()?, tls = acceptor.is_some(), "OTLP/gRPC listening");
-                listeners.push((l, server::Protocol::Grpc));
-            }
-            if let Some(addr) = http {
-                let l = listen(addr)
-                    .map_err(|e| anyhow::anyhow!("cannot listen for OTLP/HTTP on {addr}: {e}"))?;
-                tracing::info!(address = %l.local_addr()?, tls = acceptor.is_some(), "OTLP/HTTP listening");
-                listeners.push((l, server::Protocol::Http));
-            }
+            let grpc_listener = bind(grpc, "OTLP/gRPC", acceptor.is_some())?;
+            let http_listener = bind(http, "OTLP/HTTP", acceptor.is_some())?;
             // The listeners stop when the agent shuts down, or when the process it wraps (the
             // `exec` source of a sidecar) has exited: that process was the one exporting
             // telemetry here, its SDK flushed before it exited, and a sidecar must end with it.
@@ -237,14 +225,27 @@ impl Source for OtlpSource {
                 let _ = stop_tx.send(true);
             });
             let mut tasks = tokio::task::JoinSet::new();
-            for (listener, protocol) in listeners {
-                let server = server::Server {
-                    ingest: ingest.clone(),
+            if let Some(l) = grpc_listener {
+                let router = grpc::Router::new(ingest.clone());
+                let server = crate::net::Server {
+                    limits: listener,
                     tls: acceptor.clone(),
-                    max_connections,
                     metrics: cx.metrics.clone(),
+                    handler: move |req, _peer| router.clone().call(req),
+                    name: "OTLP/gRPC",
                 };
-                tasks.spawn(server.serve(listener, protocol, stop.clone()));
+                tasks.spawn(server.serve(l, crate::net::server::stop_on(stop.clone(), DRAIN_TIMEOUT)));
+            }
+            if let Some(l) = http_listener {
+                let ingest = ingest.clone();
+                let server = crate::net::Server {
+                    limits: listener,
+                    tls: acceptor.clone(),
+                    metrics: cx.metrics.clone(),
+                    handler: move |req, _peer| http::handle(req, ingest.clone()),
+                    name: "OTLP/HTTP",
+                };
+                tasks.spawn(server.serve(l, crate::net::server::stop_on(stop.clone(), DRAIN_TIMEOUT)));
             }
             while tasks.join_next().await.is_some() {}
             watcher.abort();
