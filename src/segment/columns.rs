@@ -340,89 +340,115 @@ pub enum ColumnError {
     Invalid { column: &'static str, row: usize, reason: String },
 }
 
-fn col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, ColumnError> {
-    b.column_by_name(name).ok_or_else(|| ColumnError::Missing(name.to_owned()))
+/// How a decoder treats a column that is not in the batch.
+#[derive(Clone, Copy)]
+enum Missing {
+    /// An error: a whole segment batch has every column.
+    Error,
+    /// The field's default: a batch of a few projected columns (the reader's row filter).
+    Default,
 }
 
-fn strings<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a StringArray, ColumnError> {
-    col(b, name)?.as_string_opt::<i32>().ok_or_else(|| ColumnError::Missing(name.to_owned()))
-}
-
-fn times<'a>(
+/// The column `name` as `T`: `None` when it is absent and `missing` allows that; an error
+/// when it is absent otherwise, or of another type.
+fn get<'a, T: 'a>(
     b: &'a RecordBatch,
     name: &str,
-) -> Result<&'a arrow_array::PrimitiveArray<TimestampNanosecondType>, ColumnError> {
-    col(b, name)?
-        .as_primitive_opt::<TimestampNanosecondType>()
-        .ok_or_else(|| ColumnError::Missing(name.to_owned()))
-}
-
-fn ints<'a>(
-    b: &'a RecordBatch,
-    name: &str,
-) -> Result<&'a arrow_array::PrimitiveArray<Int32Type>, ColumnError> {
-    col(b, name)?.as_primitive_opt::<Int32Type>().ok_or_else(|| ColumnError::Missing(name.to_owned()))
-}
-
-fn u32s<'a>(
-    b: &'a RecordBatch,
-    name: &str,
-) -> Result<&'a arrow_array::PrimitiveArray<UInt32Type>, ColumnError> {
-    col(b, name)?.as_primitive_opt::<UInt32Type>().ok_or_else(|| ColumnError::Missing(name.to_owned()))
-}
-
-fn maps<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a MapArray, ColumnError> {
-    col(b, name)?.as_map_opt().ok_or_else(|| ColumnError::Missing(name.to_owned()))
-}
-
-fn time_at(a: &arrow_array::PrimitiveArray<TimestampNanosecondType>, i: usize) -> i64 {
-    if a.is_null(i) { 0 } else { a.value(i) }
-}
-
-fn str_at(a: &StringArray, i: usize) -> &str {
-    if a.is_null(i) { "" } else { a.value(i) }
-}
-
-fn id_at<const N: usize>(a: &StringArray, i: usize) -> Option<[u8; N]> {
-    if a.is_null(i) {
-        return None;
+    missing: Missing,
+    cast: impl FnOnce(&'a ArrayRef) -> Option<&'a T>,
+) -> Result<Option<&'a T>, ColumnError> {
+    match (b.column_by_name(name), missing) {
+        (None, Missing::Default) => Ok(None),
+        (None, Missing::Error) => Err(ColumnError::Missing(name.to_owned())),
+        (Some(c), _) => cast(c).map(Some).ok_or_else(|| ColumnError::Missing(name.to_owned())),
     }
+}
+
+type Times = arrow_array::PrimitiveArray<TimestampNanosecondType>;
+type Ints = arrow_array::PrimitiveArray<Int32Type>;
+type U32s = arrow_array::PrimitiveArray<UInt32Type>;
+
+fn strings<'a>(b: &'a RecordBatch, name: &str, m: Missing) -> Result<Option<&'a StringArray>, ColumnError> {
+    get(b, name, m, |c| c.as_string_opt::<i32>())
+}
+
+fn times<'a>(b: &'a RecordBatch, name: &str, m: Missing) -> Result<Option<&'a Times>, ColumnError> {
+    get(b, name, m, |c| c.as_primitive_opt::<TimestampNanosecondType>())
+}
+
+fn ints<'a>(b: &'a RecordBatch, name: &str, m: Missing) -> Result<Option<&'a Ints>, ColumnError> {
+    get(b, name, m, |c| c.as_primitive_opt::<Int32Type>())
+}
+
+fn u32s<'a>(b: &'a RecordBatch, name: &str, m: Missing) -> Result<Option<&'a U32s>, ColumnError> {
+    get(b, name, m, |c| c.as_primitive_opt::<UInt32Type>())
+}
+
+fn maps<'a>(b: &'a RecordBatch, name: &str, m: Missing) -> Result<Option<&'a MapArray>, ColumnError> {
+    get(b, name, m, |c| c.as_map_opt())
+}
+
+fn time_at(a: Option<&Times>, i: usize) -> i64 {
+    a.filter(|a| !a.is_null(i)).map(|a| a.value(i)).unwrap_or(0)
+}
+
+fn int_at(a: Option<&Ints>, i: usize) -> i32 {
+    a.filter(|a| !a.is_null(i)).map(|a| a.value(i)).unwrap_or(0)
+}
+
+fn u32_at(a: Option<&U32s>, i: usize) -> u32 {
+    a.filter(|a| !a.is_null(i)).map(|a| a.value(i)).unwrap_or(0)
+}
+
+fn str_at(a: Option<&StringArray>, i: usize) -> &str {
+    a.filter(|a| !a.is_null(i)).map(|a| a.value(i)).unwrap_or("")
+}
+
+fn id_at<const N: usize>(a: Option<&StringArray>, i: usize) -> Option<[u8; N]> {
+    let a = a.filter(|a| !a.is_null(i))?;
     let mut out = [0u8; N];
     hex::decode_to_slice(a.value(i), &mut out).ok().map(|_| out)
 }
 
-fn attrs_at(m: &MapArray, i: usize) -> Vec<KeyValue> {
-    if m.is_null(i) {
-        return Vec::new();
-    }
+fn attrs_at(m: Option<&MapArray>, i: usize) -> Vec<KeyValue> {
+    let Some(m) = m.filter(|m| !m.is_null(i)) else { return Vec::new() };
     let entries = m.value(i);
     let (Some(k), Some(v)) =
         (entries.column(0).as_string_opt::<i32>(), entries.column(1).as_string_opt::<i32>())
     else {
         return Vec::new();
     };
-    (0..k.len()).map(|j| KeyValue::new(k.value(j), str_at(v, j))).collect()
+    (0..k.len()).map(|j| KeyValue::new(k.value(j), str_at(Some(v), j))).collect()
 }
 
 /// Turns a decrypted record batch of `signal` back into events (attribute values come back
-/// as strings). Used by `query` for its text formats.
+/// as their text form). Used by `query` for its text formats.
 pub fn events_from_batch(signal: Signal, b: &RecordBatch, out: &mut Vec<Event>) -> Result<(), ColumnError> {
+    decode(signal, b, Missing::Error, out)
+}
+
+/// Like [`events_from_batch`] for a batch holding only some of the columns (the reader's row
+/// filter reads only the columns a filter looks at): absent fields get their defaults.
+pub fn events_from_columns(signal: Signal, b: &RecordBatch, out: &mut Vec<Event>) -> Result<(), ColumnError> {
+    decode(signal, b, Missing::Default, out)
+}
+
+fn decode(signal: Signal, b: &RecordBatch, m: Missing, out: &mut Vec<Event>) -> Result<(), ColumnError> {
     match signal {
         Signal::Logs => {
-            let (time, observed) = (times(b, "time")?, times(b, "observed_time")?);
-            let (sev_text, sev_num, body) =
-                (strings(b, "severity_text")?, ints(b, "severity_number")?, strings(b, "body")?);
-            let (attrs, res, service) =
-                (maps(b, "attributes")?, maps(b, "resource")?, strings(b, "service")?);
-            let (trace, span, source) =
-                (strings(b, "trace_id")?, strings(b, "span_id")?, strings(b, "source")?);
-            let red = u32s(b, "redactions")?;
+            let (time, observed) = (times(b, "time", m)?, times(b, "observed_time", m)?);
+            let (sev_text, sev_num) = (strings(b, "severity_text", m)?, ints(b, "severity_number", m)?);
+            let (body, attrs, res) =
+                (strings(b, "body", m)?, maps(b, "attributes", m)?, maps(b, "resource", m)?);
+            let (service, trace, span) =
+                (strings(b, "service", m)?, strings(b, "trace_id", m)?, strings(b, "span_id", m)?);
+            let (source, red) = (strings(b, "source", m)?, u32s(b, "redactions", m)?);
             for i in 0..b.num_rows() {
                 out.push(Event::Log(LogRecord {
                     time: time_at(time, i),
                     observed_time: time_at(observed, i),
                     severity_text: str_at(sev_text, i).to_owned(),
-                    severity_number: sev_num.value(i),
+                    severity_number: int_at(sev_num, i),
                     body: str_at(body, i).to_owned(),
                     attributes: attrs_at(attrs, i),
                     resource: attrs_at(res, i),
@@ -430,20 +456,21 @@ pub fn events_from_batch(signal: Signal, b: &RecordBatch, out: &mut Vec<Event>) 
                     trace_id: id_at(trace, i),
                     span_id: id_at(span, i),
                     source: str_at(source, i).into(),
-                    redactions: red.value(i),
+                    redactions: u32_at(red, i),
                 }));
             }
         }
         Signal::Spans => {
             let (trace, span, parent) =
-                (strings(b, "trace_id")?, strings(b, "span_id")?, strings(b, "parent_span_id")?);
-            let (state, name, kind) = (strings(b, "trace_state")?, strings(b, "name")?, ints(b, "kind")?);
-            let (start, end) = (times(b, "start_time")?, times(b, "end_time")?);
-            let (code, msg) = (ints(b, "status_code")?, strings(b, "status_message")?);
+                (strings(b, "trace_id", m)?, strings(b, "span_id", m)?, strings(b, "parent_span_id", m)?);
+            let (state, name, kind) =
+                (strings(b, "trace_state", m)?, strings(b, "name", m)?, ints(b, "kind", m)?);
+            let (start, end) = (times(b, "start_time", m)?, times(b, "end_time", m)?);
+            let (code, msg) = (ints(b, "status_code", m)?, strings(b, "status_message", m)?);
             let (attrs, res, service) =
-                (maps(b, "attributes")?, maps(b, "resource")?, strings(b, "service")?);
-            let (scope, red) = (strings(b, "scope_name")?, u32s(b, "redactions")?);
-            let (events, links) = (strings(b, "events")?, strings(b, "links")?);
+                (maps(b, "attributes", m)?, maps(b, "resource", m)?, strings(b, "service", m)?);
+            let (scope, red) = (strings(b, "scope_name", m)?, u32s(b, "redactions", m)?);
+            let (events, links) = (strings(b, "events", m)?, strings(b, "links", m)?);
             for i in 0..b.num_rows() {
                 out.push(Event::Span(Span {
                     trace_id: id_at(trace, i).unwrap_or_default(),
@@ -451,10 +478,10 @@ pub fn events_from_batch(signal: Signal, b: &RecordBatch, out: &mut Vec<Event>) 
                     parent_span_id: id_at(parent, i),
                     trace_state: str_at(state, i).to_owned(),
                     name: str_at(name, i).to_owned(),
-                    kind: kind.value(i),
+                    kind: int_at(kind, i),
                     start_time: time_at(start, i),
                     end_time: time_at(end, i),
-                    status_code: code.value(i),
+                    status_code: int_at(code, i),
                     status_message: str_at(msg, i).to_owned(),
                     attributes: attrs_at(attrs, i),
                     events: nested::read_events(str_at(events, i))
@@ -467,7 +494,7 @@ pub fn events_from_batch(signal: Signal, b: &RecordBatch, out: &mut Vec<Event>) 
                     resource: attrs_at(res, i),
                     service: str_at(service, i).to_owned(),
                     scope_name: str_at(scope, i).to_owned(),
-                    redactions: red.value(i),
+                    redactions: u32_at(red, i),
                 }));
             }
         }
@@ -709,7 +736,7 @@ mod tests {
         let mut c = Columns::new(Signal::Spans, 1);
         c.append(&Event::Span(s.clone()));
         let b = c.finish();
-        assert!(strings(&b, "events").unwrap().value(0).contains("retry"));
+        assert!(str_at(strings(&b, "events", Missing::Error).unwrap(), 0).contains("retry"));
         let mut out = Vec::new();
         events_from_batch(Signal::Spans, &b, &mut out).unwrap();
         // Issue 11, defect 2: events and links came back as empty vectors.
