@@ -788,18 +788,12 @@ pub(crate) mod tests {
             KeyValue::new(
                 format!("{tag}.map"),
                 Value::Map(vec![
-                    KeyValue::new("inner", Value::Map(vec![KeyValue::new("deep", 3.25f64)])),
+                    KeyValue::new("inner", Value::Map(vec![KeyValue::new("deep", Value::Double(3.25))])),
                     KeyValue::new("list", Value::Array(vec![Value::Bytes(vec![9])])),
                 ]),
             ),
             KeyValue::new(format!("{tag}.str"), "repeated key, kept in order"),
         ]
-    }
-
-    impl From<f64> for Value {
-        fn from(d: f64) -> Value {
-            Value::Double(d)
-        }
     }
 
     /// A log record with every field set to something other than its default.
