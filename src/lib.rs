@@ -11,6 +11,7 @@ pub mod commands;
 pub mod config;
 pub mod event;
 pub mod exit_codes;
+pub mod filter;
 pub mod keys;
 pub mod lambda;
 pub mod loggen;

@@ -257,7 +257,7 @@ fn bad_configurations_fail_clearly() {
         ("unredacted", "[sources.app]\ntype = \"stdin\"\n[sinks.out]\ntype = \"console\"\ninputs = [\"app\"]\n".into(), "unredacted.toml:3: sinks.out: input `app` is not downstream of a `redact` transform"),
         ("no_child", format!("[sources.app]\ntype = \"exec\"\ncommand = [\"definitely-not-a-program-xyz\"]\n{sink}"), "no_child.toml:1: sources.app: cannot start `definitely-not-a-program-xyz`"),
         ("bad_glob", format!("[sources.app]\ntype = \"file\"\ninclude = [\"/tmp/[\"]\n{sink}"), "bad_glob.toml:1: sources.app: invalid glob `/tmp/[`"),
-        ("bad_level", "[sources.app]\ntype = \"stdin\"\n[transforms.f]\ntype = \"filter\"\nlevel = \"loud\"\ninputs = [\"app\"]\n[sinks.out]\ntype = \"console\"\ninputs = [\"f\"]\nallow_unredacted = true\n".into(), "bad_level.toml:3: transforms.f: unknown `level` \"loud\""),
+        ("bad_level", "[sources.app]\ntype = \"stdin\"\n[transforms.f]\ntype = \"filter\"\nlevel = \"loud\"\ninputs = [\"app\"]\n[sinks.out]\ntype = \"console\"\ninputs = [\"f\"]\nallow_unredacted = true\n".into(), "bad_level.toml:3: transforms.f: `level`: unknown level `loud`"),
     ];
     for (name, text, want) in cases {
         let path = write(dir.path(), &format!("{name}.toml"), &text);

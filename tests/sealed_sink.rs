@@ -8,9 +8,10 @@ use std::time::Duration;
 use sealtrail::config::component::{BuildContext, SinkConfig};
 use sealtrail::config::{GlobalOptions, KeyRule, KeysOptions};
 use sealtrail::event::{Event, LogRecord, Signal, Span};
+use sealtrail::filter::{Filter, FilterSpec};
 use sealtrail::keys::{Keyring, LocalProvider};
 use sealtrail::metrics::Registry;
-use sealtrail::segment::reader::{Filter, Segment, SegmentRetriever, read_key_metadata};
+use sealtrail::segment::reader::{Segment, SegmentRetriever, read_key_metadata};
 use sealtrail::segment::{find_segments, signal_of_path};
 use sealtrail::sinks::sealed::SealedConfig;
 use sealtrail::topology::{SinkContext, SinkInput};
@@ -184,7 +185,7 @@ async fn trace_id_query_prunes_row_groups_and_reads_little() {
     let seg = Segment::open(&segs[0], r.clone()).unwrap();
     assert!(seg.summary().row_groups > 4, "{:?}", seg.summary());
     let want = hex::encode(1234u128.to_be_bytes());
-    let f = Filter { trace_id: Some(want.clone()), ..Default::default() };
+    let f = FilterSpec { trace_id: Some(want.clone()), ..Default::default() }.build().unwrap();
     let mut events = Vec::new();
     for b in seg.read(&f, 1024).unwrap() {
         sealtrail::segment::columns::events_from_batch(Signal::Spans, &b.unwrap(), &mut events).unwrap();
@@ -196,11 +197,7 @@ async fn trace_id_query_prunes_row_groups_and_reads_little() {
 
     // A time window prunes pages within a row group: fewer bytes than the whole file.
     let seg = Segment::open(&segs[0], r).unwrap();
-    let f = Filter {
-        since: Some(t0 + 50_000 * 1_000_000),
-        until: Some(t0 + 50_099 * 1_000_000),
-        ..Default::default()
-    };
+    let f = Filter::default().with_time_range(Some(t0 + 50_000 * 1_000_000), Some(t0 + 50_099 * 1_000_000));
     let mut n = 0;
     for b in seg.read(&f, 1024).unwrap() {
         n += b.unwrap().num_rows();

@@ -89,7 +89,7 @@ fn filters_run_on_the_server() {
 fn bad_filters_are_usage_errors() {
     let agent = Agent::start("");
     for (args, want) in [
-        (&["--level", "loud"][..], "--level `loud`"),
+        (&["--level", "loud"][..], "--level: unknown level `loud`"),
         (&["--grep", "(unclosed"][..], "--grep"),
         (&["--trace-id", "xyz"][..], "--trace-id"),
     ] {

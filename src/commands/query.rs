@@ -1,9 +1,10 @@
 //! `sealtrail query PATH...`: decrypts sealed segments and streams the events that match the
 //! filters, as an aligned table, JSON lines, CSV, or a plain Parquet copy.
 //!
-//! Pruning happens before data pages are decrypted: segments by the time in their file name,
-//! row groups and pages by statistics and the page index, rows by a predicate over the filter
-//! columns (see [`crate::segment::reader`]). A segment that fails (wrong or missing key,
+//! Pruning happens before data pages are decrypted: segments by the signal in their path and
+//! the time range of their footer statistics, row groups and pages by statistics and the page
+//! index, rows by the filter's predicate over the columns it looks at (see
+//! [`crate::segment::reader`] and [`crate::filter`]). A segment that fails (wrong or missing key,
 //! tampering, truncation) is reported with its key id and the query goes on; the exit code is
 //! then 3. Every query appends a record to the keyring's audit log, fsynced, before the
 //! first decrypted byte is output; a query whose record cannot be written decrypts nothing.
@@ -26,10 +27,11 @@ use parquet::arrow::ArrowWriter;
 use crate::event::json::rfc3339;
 use crate::event::{Event, Signal, severity};
 use crate::exit_codes::{self, config_error};
+use crate::filter::{Filter, FilterArgs, SpanStatus};
 use crate::keys::{Keyring, LocalProvider, audit};
 use crate::segment::columns::events_from_batch;
-use crate::segment::reader::{Filter, Segment, SegmentRetriever};
-use crate::segment::{SegmentId, find_segments, signal_of_path};
+use crate::segment::reader::{Segment, SegmentRetriever};
+use crate::segment::{find_segments, signal_of_path};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -37,12 +39,6 @@ pub enum Format {
     Jsonl,
     Csv,
     Parquet,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum SignalArg {
-    Logs,
-    Spans,
 }
 
 #[derive(Debug, clap::Args)]
@@ -59,22 +55,10 @@ pub struct QueryArgs {
     /// Events at or before this time: RFC 3339, or relative.
     #[arg(long)]
     pub until: Option<String>,
-    /// A regular expression on the log body (span name and status message for spans).
-    #[arg(long)]
-    pub grep: Option<String>,
-    /// Minimum level of logs (trace, debug, info, warn, error, fatal); `error` keeps only
-    /// error spans.
-    #[arg(long)]
-    pub level: Option<String>,
-    /// Service name (a glob: `payments-*`).
-    #[arg(long)]
-    pub service: Option<String>,
-    /// A trace id (32 hex digits).
-    #[arg(long)]
-    pub trace_id: Option<String>,
-    /// Only this signal.
-    #[arg(long, value_enum)]
-    pub signal: Option<SignalArg>,
+    /// `--grep`, `--level`, `--service`, `--signal`, `--trace-id`: the filters shared with
+    /// `sealtrail tail` and the `filter` transform.
+    #[command(flatten)]
+    pub filter: FilterArgs,
     /// Output format (default: `table` on a terminal, `jsonl` otherwise).
     #[arg(long, value_enum)]
     pub format: Option<Format>,
@@ -109,42 +93,8 @@ fn build_filter(a: &QueryArgs) -> anyhow::Result<Filter> {
             })
             .transpose()
     };
-    let trace_id = match &a.trace_id {
-        Some(t) => {
-            let t = t.trim().to_ascii_lowercase();
-            if t.len() != 32 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(config_error(anyhow::anyhow!("--trace-id `{t}`: expected 32 hex digits")));
-            }
-            Some(t)
-        }
-        None => None,
-    };
-    Ok(Filter {
-        since: time("since", &a.since)?,
-        until: time("until", &a.until)?,
-        min_level: a
-            .level
-            .as_deref()
-            .map(|l| {
-                severity::parse_level(l).ok_or_else(|| {
-                    config_error(anyhow::anyhow!(
-                        "--level `{l}`: expected trace, debug, info, warn, error or fatal"
-                    ))
-                })
-            })
-            .transpose()?,
-        service: a
-            .service
-            .as_deref()
-            .map(|s| glob::Pattern::new(s).map_err(|e| config_error(anyhow::anyhow!("--service `{s}`: {e}"))))
-            .transpose()?,
-        trace_id,
-        grep: a
-            .grep
-            .as_deref()
-            .map(|g| regex::Regex::new(g).map_err(|e| config_error(anyhow::anyhow!("--grep: {e}"))))
-            .transpose()?,
-    })
+    let filter = a.filter.spec().build().map_err(|e| config_error(anyhow::anyhow!("{}", e.for_flags())))?;
+    Ok(filter.with_time_range(time("since", &a.since)?, time("until", &a.until)?))
 }
 
 /// Creates (or truncates) a decrypted export readable by this user only (0600), also when the
@@ -169,14 +119,16 @@ fn audit_filters(args: &QueryArgs, want: Option<Signal>) -> serde_json::Map<Stri
     for (k, v) in [
         ("since", &args.since),
         ("until", &args.until),
-        ("grep", &args.grep),
-        ("level", &args.level),
-        ("service", &args.service),
-        ("trace_id", &args.trace_id),
+        ("grep", &args.filter.grep),
+        ("level", &args.filter.level),
+        ("trace_id", &args.filter.trace_id),
     ] {
         if let Some(v) = v {
             filters.insert(k.into(), v.clone().into());
         }
+    }
+    if !args.filter.services.is_empty() {
+        filters.insert("service".into(), args.filter.services.clone().into());
     }
     if let Some(s) = want {
         filters.insert("signal".into(), s.as_str().into());
@@ -198,30 +150,22 @@ pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
     } else {
         Format::Jsonl
     });
-    let want = args.signal.map(|s| match s {
-        SignalArg::Logs => Signal::Logs,
-        SignalArg::Spans => Signal::Spans,
-    });
+    let want = filter.signal();
 
-    // Candidate segments, pruned by signal and by the first-event time in their name.
+    // Candidate segments, pruned by the signal in their path. Their names hold the first
+    // event's time, which bounds nothing (events arrive out of order): time pruning waits for
+    // the footer statistics, once a segment is opened.
     let mut files = Vec::new();
     for p in &args.paths {
         files.extend(find_segments(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?);
     }
     let total_files = files.len();
     let total_bytes: u64 = files.iter().map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)).sum();
-    files.retain(|f| {
-        let sig_ok = match (want, signal_of_path(f)) {
-            (Some(w), Some(s)) => w == s,
-            _ => true,
-        };
-        let time_ok = match (filter.until, SegmentId::of_path(f)) {
-            (Some(u), Some(id)) => id.first_ms.saturating_mul(1_000_000) <= u,
-            _ => true,
-        };
-        sig_ok && time_ok
+    files.retain(|f| match (want, signal_of_path(f)) {
+        (Some(w), Some(s)) => w == s,
+        _ => true,
     });
-    let pruned_by_name = total_files - files.len();
+    let pruned_by_signal = total_files - files.len();
 
     let keys_dir = crate::commands::keys::keys_dir(args.keys.clone());
     // The audit record goes first: segments and key ids from the plaintext key metadata, no
@@ -284,6 +228,7 @@ pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
     });
 
     let (mut failed, mut events, mut read_bytes) = (0usize, 0u64, 0u64);
+    let mut pruned_by_time = 0usize;
     let mut buf = Vec::new();
     for f in &files {
         if let Some(pb) = &progress {
@@ -297,6 +242,11 @@ pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
                 continue;
             }
         };
+        if !seg.may_match(&filter) {
+            pruned_by_time += 1;
+            read_bytes += seg.bytes_read();
+            continue;
+        }
         let result = (|| -> anyhow::Result<()> {
             for batch in seg.read(&filter, 8192)? {
                 let batch = batch?;
@@ -333,8 +283,8 @@ pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
     if args.stats {
         let pct = if total_bytes > 0 { 100.0 * read_bytes as f64 / total_bytes as f64 } else { 0.0 };
         eprintln!(
-            "sealtrail: {events} events from {} segments ({pruned_by_name} pruned by name, {failed} failed); read and decrypted {read_bytes} of {total_bytes} bytes ({pct:.2}%)",
-            files.len()
+            "sealtrail: {events} events from {} segments ({pruned_by_signal} pruned by signal, {pruned_by_time} pruned by time, {failed} failed); read and decrypted {read_bytes} of {total_bytes} bytes ({pct:.2}%)",
+            total_files
         );
     }
     if failed > 0 {
@@ -433,7 +383,7 @@ fn row(e: &Event) -> Row {
         },
         Event::Span(s) => Row {
             time: rfc3339(s.start_time),
-            level: if s.status_code == 2 { "ERROR" } else { "" },
+            level: if SpanStatus::of(s) == SpanStatus::Error { "ERROR" } else { "" },
             service: s.service.clone(),
             trace: hex::encode(s.trace_id),
             span: hex::encode(s.span_id),

@@ -25,6 +25,7 @@ use tokio_rustls::rustls;
 
 use crate::event::severity;
 use crate::exit_codes::{self, config_error};
+use crate::filter::FilterArgs;
 
 /// The environment variable holding the token when `--token-file` is not given.
 pub const TOKEN_ENV: &str = "SEALTRAIL_TAIL_TOKEN";
@@ -44,21 +45,10 @@ pub struct TailArgs {
     /// File holding the bearer token [default: $SEALTRAIL_TAIL_TOKEN].
     #[arg(long)]
     pub token_file: Option<PathBuf>,
-    /// Only events matching this regular expression (log body, span name or status message).
-    #[arg(long)]
-    pub grep: Option<String>,
-    /// Only events at this level or above (trace, debug, info, warn, error, fatal).
-    #[arg(long)]
-    pub level: Option<String>,
-    /// Only events of this service.
-    #[arg(long)]
-    pub service: Option<String>,
-    /// Only this signal.
-    #[arg(long, value_parser = ["logs", "spans"])]
-    pub signal: Option<String>,
-    /// Only events of this trace (32 hex digits).
-    #[arg(long)]
-    pub trace_id: Option<String>,
+    /// `--grep`, `--level`, `--service`, `--signal`, `--trace-id`: the filters shared with
+    /// `sealtrail query` and the `filter` transform, run on the agent.
+    #[command(flatten)]
+    pub filter: FilterArgs,
     /// `text`: time, level, service and message; `json`: the events as JSON lines.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -121,35 +111,9 @@ impl Target {
         let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
 
         // Check the filters here, so that a typo is a usage error before any connection.
-        if let Some(l) = &args.level {
-            if severity::parse_level(l).is_none() {
-                return Err(config_error(anyhow::anyhow!(
-                    "--level `{l}`: expected trace, debug, info, warn, error or fatal"
-                )));
-            }
-        }
-        if let Some(g) = &args.grep {
-            regex::Regex::new(g).map_err(|e| config_error(anyhow::anyhow!("--grep: {e}")))?;
-        }
-        if let Some(t) = &args.trace_id {
-            let mut id = [0u8; 16];
-            hex::decode_to_slice(t.trim(), &mut id)
-                .map_err(|_| config_error(anyhow::anyhow!("--trace-id: expected 32 hexadecimal digits")))?;
-        }
-        let mut q = form_urlencoded::Serializer::new(String::new());
-        let filters = [
-            ("grep", &args.grep),
-            ("level", &args.level),
-            ("service", &args.service),
-            ("signal", &args.signal),
-            ("trace_id", &args.trace_id),
-        ];
-        for (k, v) in filters {
-            if let Some(v) = v {
-                q.append_pair(k, v);
-            }
-        }
-        let q = q.finish();
+        let spec = args.filter.spec();
+        spec.build().map_err(|e| config_error(anyhow::anyhow!("{}", e.for_flags())))?;
+        let q = spec.to_query();
         let base = uri.path().trim_end_matches('/');
         let path = if q.is_empty() { format!("{base}/v1/tail") } else { format!("{base}/v1/tail?{q}") };
 

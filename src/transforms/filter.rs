@@ -1,97 +1,102 @@
-//! The `filter` transform: keeps only the events that match every condition given (minimum
-//! level, service names, signal, a regular expression over the log body or span name).
+//! The `filter` transform: keeps only the events that match every condition given. The
+//! conditions and their meaning are those of [`crate::filter`], shared with the `tail` sink
+//! and `sealtrail query`; this file is only their TOML surface.
 
 use std::sync::Arc;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use crate::config::component::{
     BuildContext, Transform, TransformConfig, TransformContext, TransformKind, parse_transform,
 };
-use crate::event::{Batch, Event, Signal, Signals, severity};
+use crate::event::{Batch, Event, Signal, Signals};
+use crate::filter::{self, FilterSpec};
 
 pub const KIND: TransformKind = TransformKind {
     name: "filter",
-    description: "keeps the events that match level, service, signal and pattern conditions",
+    description: "keeps the events that match level, service, signal, trace id and grep conditions",
     parse: parse_transform::<FilterConfig>,
 };
 
-/// Configuration for the `filter` transform. Every condition given must hold.
+/// Configuration for the `filter` transform. Every condition given must hold (see
+/// [`crate::filter`] for what each one means).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilterConfig {
-    /// Minimum level of log records (`trace`, `debug`, `info`, `warn`, `error`, `fatal`).
-    /// Records without a level pass. Spans are not affected.
+    /// A regular expression over the log body, span name, status message, span event names
+    /// and attribute keys and values. `pattern` is the older name.
+    #[serde(default, alias = "pattern")]
+    pub grep: Option<String>,
+    /// Minimum level (`trace`, `debug`, `info`, `warn`, `error`, `fatal`). Logs without a
+    /// level count as `info`; spans as `error` when their status is error, else `info`.
     #[serde(default)]
     pub level: Option<String>,
-    /// Keep only events of these services.
-    #[serde(default)]
-    pub services: Vec<String>,
-    /// Keep only this signal (`logs` or `spans`).
+    /// Service name globs (a string or a list); any may match. `services` is the older name.
+    #[serde(default, alias = "services", deserialize_with = "one_or_many")]
+    pub service: Vec<String>,
+    /// Keep only this signal (`logs` or `spans`; `log`, `span` and `traces` also work).
     #[serde(default)]
     pub signal: Option<String>,
-    /// A regular expression over the log body or the span name.
+    /// Keep only the events of this trace (32 hex digits).
     #[serde(default)]
-    pub pattern: Option<String>,
+    pub trace_id: Option<String>,
     /// Keep the events that do *not* match the conditions instead.
     #[serde(default)]
     pub invert: bool,
 }
 
+/// A string or a list of strings.
+fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+impl FilterConfig {
+    /// The conditions as the shared filter reads them.
+    pub fn spec(&self) -> FilterSpec {
+        FilterSpec {
+            grep: self.grep.clone(),
+            level: self.level.clone(),
+            services: self.service.clone(),
+            signal: self.signal.clone(),
+            trace_id: self.trace_id.clone(),
+        }
+    }
+}
+
 impl TransformConfig for FilterConfig {
     fn outputs(&self, input: Signals) -> Signals {
-        match self.signal.as_deref() {
-            Some("logs") => Signals { logs: input.logs, spans: false },
-            Some("spans") => Signals { logs: false, spans: input.spans },
+        // Inverted, a signal condition still lets the other conditions' failures of that
+        // signal through: only the plain form narrows the output.
+        match (self.signal.as_deref().and_then(filter::parse_signal), self.invert) {
+            (Some(Signal::Logs), false) => Signals { logs: input.logs, spans: false },
+            (Some(Signal::Spans), false) => Signals { logs: false, spans: input.spans },
             _ => input,
         }
     }
 
     fn build(&self, _cx: &BuildContext<'_>) -> anyhow::Result<Box<dyn Transform>> {
-        let level = match &self.level {
-            Some(l) => Some(severity::parse_level(l).ok_or_else(|| {
-                anyhow::anyhow!("unknown `level` {l:?}: use trace, debug, info, warn, error or fatal")
-            })?),
-            None => None,
-        };
-        let signal = match self.signal.as_deref() {
-            None => None,
-            Some("logs") => Some(Signal::Logs),
-            Some("spans") => Some(Signal::Spans),
-            Some(s) => anyhow::bail!("unknown `signal` {s:?}: use logs or spans"),
-        };
-        let pattern = match &self.pattern {
-            Some(p) => {
-                Some(regex::Regex::new(p).map_err(|e| anyhow::anyhow!("invalid `pattern` {p:?}: {e}"))?)
-            }
-            None => None,
-        };
-        Ok(Box::new(Filter { level, services: self.services.clone(), signal, pattern, invert: self.invert }))
+        let filter = self.spec().build()?;
+        Ok(Box::new(Filter { filter, invert: self.invert }))
     }
 }
 
 struct Filter {
-    level: Option<i32>,
-    services: Vec<String>,
-    signal: Option<Signal>,
-    pattern: Option<regex::Regex>,
+    filter: filter::Filter,
     invert: bool,
 }
 
 impl Filter {
     fn keep(&self, e: &Event) -> bool {
-        let matched = self.signal.is_none_or(|s| e.signal() == s)
-            && (self.services.is_empty() || self.services.iter().any(|s| s == e.service()))
-            && match (self.level, e) {
-                (Some(min), Event::Log(l)) => l.severity_number == 0 || l.severity_number >= min,
-                _ => true,
-            }
-            && match (&self.pattern, e) {
-                (Some(p), Event::Log(l)) => p.is_match(&l.body),
-                (Some(p), Event::Span(s)) => p.is_match(&s.name),
-                (None, _) => true,
-            };
-        matched != self.invert
+        self.filter.matches(e) != self.invert
     }
 }
 
@@ -128,13 +133,20 @@ mod tests {
         let out = f.transform(batch, &cx).unwrap();
         let bodies: Vec<_> =
             out.iter().map(|e| if let Event::Log(l) = e { l.body.clone() } else { String::new() }).collect();
-        assert_eq!(bodies, ["pay failed", "pay?"]);
-        assert_eq!(cx.metrics.get("dropped.filtered"), 2);
+        // A record without a level counts as info, below `warn`.
+        assert_eq!(bodies, ["pay failed"]);
+        assert_eq!(cx.metrics.get("dropped.filtered"), 3);
     }
 
     #[test]
     fn bad_options_are_errors() {
-        for bad in ["level = \"loud\"", "signal = \"metrics\"", "pattern = \"(\""] {
+        for bad in [
+            "level = \"loud\"",
+            "signal = \"metrics\"",
+            "pattern = \"(\"",
+            "trace_id = \"x\"",
+            "service = \"[\"",
+        ] {
             let cfg: FilterConfig = toml::from_str(bad).unwrap();
             assert!(cfg.build(&BuildContext { id: "f", globals: &Default::default() }).is_err(), "{bad}");
         }
