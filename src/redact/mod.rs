@@ -14,7 +14,8 @@
 //! then validated (see the detector modules):
 //! - [`card`]: runs of digits (a SIMD-friendly scan), grouping, issuer prefix, Luhn;
 //! - [`iban`]: a digit run right after two capital letters, country length, mod-97;
-//! - [`bank_account`]: a run of 6 to 17 digits with an account keyword at most 30 bytes
+//! - [`bank_account`]: 6 to 17 digits (one run or grouped) whose key names an account
+//!   ([`keys`]: `account=`, `"accountNumber":`) or with an account keyword at most 30 bytes
 //!   before it (one Aho-Corasick automaton over a small window, only for such runs);
 //! - [`url_credentials`]: `://` (user-info) and `?`/`&` followed by a credential parameter
 //!   name and `=` (the value);
@@ -34,6 +35,7 @@ pub mod bank_account;
 pub mod card;
 pub mod custom;
 pub mod iban;
+pub mod keys;
 mod mask;
 pub mod naive;
 pub mod stream;
@@ -301,6 +303,49 @@ impl Redactor {
         }
     }
 
+    /// Redacts the value of a structured field whose key is known exactly: an OTLP or Lambda
+    /// attribute, a resource attribute, a nested map key, a member of a parsed JSON body.
+    ///
+    /// When `key` names a bank account ([`keys::names_account`]: `bank.account`, `acct no`,
+    /// `accountNumber`, `iban`, …) and the value, ignoring surrounding ASCII whitespace, has
+    /// the shape of an account number ([`bank_account::value_end`]: 6 to 17 digits, one run or
+    /// grouped), the whole value is masked and counted as `bank_account`; the key is the
+    /// evidence, as a keyword is in text. Otherwise (and when `key` is `None`) the value is
+    /// redacted as text, exactly as [`Redactor::redact_str`] does, so every other detector
+    /// still applies. Borrows the value when nothing matches.
+    ///
+    /// ```
+    /// use sealtrail::redact::{Counts, Detector, Redactor};
+    ///
+    /// let r = Redactor::with_defaults();
+    /// let mut c = Counts::default();
+    /// assert_eq!(r.redact_keyed(Some("bank.account"), "0937416606", &mut c), "****");
+    /// assert_eq!(r.redact_keyed(Some("order_id"), "0937416606", &mut c), "0937416606");
+    /// assert_eq!(r.redact_keyed(Some("accounts"), "12", &mut c), "12");
+    /// assert_eq!(c.get(Detector::BankAccount), 1);
+    /// ```
+    pub fn redact_keyed<'a>(&self, key: Option<&str>, value: &'a str, counts: &mut Counts) -> Cow<'a, str> {
+        if self.on[Detector::BankAccount as usize] && key.is_some_and(|k| keys::names_account(k.as_bytes())) {
+            let t = value.trim_matches(|c: char| c.is_ascii_whitespace());
+            let b = t.as_bytes();
+            let run = b.iter().take_while(|c| c.is_ascii_digit()).count();
+            if run > 0 && bank_account::value_end(b, 0, run) == Some(b.len()) {
+                let lead = value.len() - value.trim_start_matches(|c: char| c.is_ascii_whitespace()).len();
+                let mut out = Vec::with_capacity(value.len());
+                out.extend_from_slice(&value.as_bytes()[..lead]);
+                self.mask.write(Detector::BankAccount, b, &mut out);
+                out.extend_from_slice(&value.as_bytes()[lead + b.len()..]);
+                counts.bump(Detector::BankAccount);
+                // Only ASCII was replaced, so `out` is UTF-8; the lossy conversion is a guard.
+                return Cow::Owned(
+                    String::from_utf8(out)
+                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+                );
+            }
+        }
+        self.redact_str(value, counts)
+    }
+
     /// A stream that redacts input given in chunks.
     pub fn stream(self: &std::sync::Arc<Self>) -> Stream {
         Stream::new(self.clone())
@@ -415,7 +460,7 @@ impl Redactor {
             && s - 2 >= from
             && buf[s - 1].is_ascii_uppercase()
             && buf[s - 2].is_ascii_uppercase();
-        let first_group = len == 4 && e < buf.len() && matches!(buf[e], b' ' | b'-');
+        let first_group = (4..=5).contains(&len) && e < buf.len() && matches!(buf[e], b' ' | b'-');
         if after_caps || first_group || (6..=19).contains(&len) {
             self.digit_run_checks(buf, s, e, after_caps, out);
         }
@@ -434,7 +479,7 @@ impl Redactor {
         if self.on[0] && (len == 4 || (13..=19).contains(&len)) {
             card::candidate(buf, s, e, out);
         }
-        if self.on[2] && (6..=17).contains(&len) {
+        if self.on[2] && len <= bank_account::MAX_DIGITS {
             self.bank.candidate(buf, s, e, out);
         }
     }

@@ -157,12 +157,11 @@ fn naive_bank(b: &[u8], x: usize, kws: &[String]) -> Option<usize> {
     if !digit(b, x) || (x > 0 && is_alnum(b[x - 1])) {
         return None;
     }
-    let mut e = x;
-    while digit(b, e) {
-        e += 1;
-    }
-    if !(6..=17).contains(&(e - x)) || !free_after(b, e) {
-        return None;
+    let e = naive_account_end(b, x)?;
+    // The key right before it names an account (the key reader is shared: it is not a fast
+    // path, only the definition of "the key").
+    if super::keys::key_before(b, x).is_some_and(super::keys::names_account) {
+        return Some(e);
     }
     for k in kws {
         let k = k.as_bytes();
@@ -170,6 +169,7 @@ fn naive_bank(b: &[u8], x: usize, kws: &[String]) -> Option<usize> {
             let Some(ks) = ke.checked_sub(k.len()) else { continue };
             if b[ks..ke].eq_ignore_ascii_case(k)
                 && !b[ke..x].contains(&b'\n')
+                && !b[ke..x].windows(3).any(|w| w.iter().all(u8::is_ascii_digit))
                 && (ks == 0 || !b[ks - 1].is_ascii_alphabetic())
                 && !b[ke].is_ascii_alphabetic()
             {
@@ -178,6 +178,37 @@ fn naive_bank(b: &[u8], x: usize, kws: &[String]) -> Option<usize> {
         }
     }
     None
+}
+
+/// The end of an account number starting at `x`: the groups joined by one separator, then
+/// the shape rules of [`bank_account::value_end`].
+fn naive_account_end(b: &[u8], x: usize) -> Option<usize> {
+    let run = |p: usize| b[p..].iter().take_while(|c| c.is_ascii_digit()).count();
+    let free = |p: usize| p == b.len() || !(is_alnum(b[p]) || (b[p] == b'.' && digit(b, p + 1)));
+    let first = run(x);
+    let mut groups = vec![first];
+    let mut p = x + first;
+    if p < b.len() && (b[p] == b' ' || b[p] == b'-') {
+        let sep = b[p];
+        while groups.iter().sum::<usize>() <= 17 && p < b.len() && b[p] == sep && digit(b, p + 1) {
+            let g = run(p + 1);
+            groups.push(g);
+            p += 1 + g;
+        }
+    }
+    let total: usize = groups.iter().sum();
+    let k = groups.len();
+    let grouped = k >= 2
+        && (4..=6).contains(&first)
+        && (6..=17).contains(&total)
+        && groups[1..k - 1].iter().all(|&g| g == first)
+        && (2..=first).contains(&groups[k - 1])
+        && (k > 2 || groups[1] == first)
+        && free(p);
+    if grouped {
+        return Some(p);
+    }
+    ((6..=17).contains(&first) && free(x + first)).then_some(x + first)
 }
 
 /// A user-info starting at `u` (right after `://`): (end, bytes kept).
