@@ -24,7 +24,7 @@
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 
 use super::keys::{key_before, names_account};
-use super::{BuildError, BuildErrorKind, Cand, Detector, is_alnum};
+use super::{BuildError, BuildErrorKind, Cand, Detector, after_escape, is_alnum, word_start};
 
 /// How far (in bytes) before the digits a keyword may end.
 pub const MAX_GAP: usize = 30;
@@ -170,15 +170,15 @@ impl BankAccount {
     }
 
     /// Bytes before the digits that decide a candidate: the gap, the longest keyword and the
-    /// byte before it.
+    /// escape before it (`\uXXXX`, 6 bytes).
     pub(crate) fn context(&self) -> usize {
-        MAX_GAP + self.max_kw + 1
+        MAX_GAP + self.max_kw + 6
     }
 
     /// Reports the account number that starts with the digit run `buf[s..e]` (4 to 17
     /// digits), if it is one.
     pub(crate) fn candidate(&self, buf: &[u8], s: usize, e: usize, out: &mut Vec<Cand>) {
-        if s > 0 && is_alnum(buf[s - 1]) {
+        if !word_start(buf, s) {
             return;
         }
         let Some(e) = value_end(buf, s, e) else { return };
@@ -248,7 +248,7 @@ impl BankAccount {
             if s - ke > MAX_GAP || memchr::memchr(b'\n', &buf[ke..s]).is_some() {
                 continue;
             }
-            let before_ok = ks == 0 || !buf[ks - 1].is_ascii_alphabetic();
+            let before_ok = ks == 0 || !buf[ks - 1].is_ascii_alphabetic() || after_escape(buf, ks);
             let after_ok = !buf[ke].is_ascii_alphabetic();
             if before_ok && after_ok && !has_digit_run(&buf[ke..s], 3) {
                 out.push(Cand { start: s, end: e, keep: 0, det: Detector::BankAccount, open: false });

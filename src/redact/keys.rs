@@ -153,6 +153,14 @@ pub fn key_before(buf: &[u8], s: usize) -> Option<&[u8]> {
             break;
         }
     }
+    // `\naccount=`, `\u0020account=`: the escape is not part of the key.
+    if i > 0 && buf[i - 1] == b'\\' {
+        if i + 5 < ke && super::after_escape(buf, i + 5) {
+            i += 5;
+        } else if i + 1 < ke && super::after_escape(buf, i + 1) {
+            i += 1;
+        }
+    }
     (i < ke).then(|| &buf[i..ke])
 }
 

@@ -387,15 +387,26 @@ impl Redactor {
         if url {
             // Triggers in the left context (a `?name=` whose value starts at `from` or later).
             for y in self.url.scan_start(from)..from.min(n) {
-                if matches!(buf[y], b':' | b'?' | b'&') {
+                if matches!(buf[y], b':' | b'?' | b'&' | b'\\') {
                     self.url.trigger(&mut st, buf, y, out);
                 }
             }
         }
         let mut i = from;
-        // A run that began before `from` is not a run start (and holds no trigger).
-        while i < n && i > 0 && buf[i].is_ascii_digit() && buf[i - 1].is_ascii_digit() {
-            i += 1;
+        // A run that began before `from` is not a run start (and holds no trigger), unless it
+        // began inside a `\uXXXX` escape that ends at or after `from`: the number then starts
+        // after the escape (see `unescaped_start`), which an earlier scan left undecided.
+        if i < n && i > 0 && buf[i].is_ascii_digit() && buf[i - 1].is_ascii_digit() {
+            let mut rs = i;
+            while rs > 0 && buf[rs - 1].is_ascii_digit() && i - rs < 6 {
+                rs -= 1;
+            }
+            while i < n && buf[i].is_ascii_digit() {
+                i += 1;
+            }
+            if digits && rs >= 2 && buf[rs - 1].is_ascii_alphabetic() && unescaped_start(buf, rs, i) >= from {
+                self.digit_run(buf, from, rs, i, out);
+            }
         }
         const EDGE_LOW: u64 = 0b11;
         const EDGE_HIGH: u64 = 0b111 << 61;
@@ -454,6 +465,8 @@ impl Redactor {
     /// rejected here, inlined in the scan, without a call.
     #[inline(always)]
     fn digit_run(&self, buf: &[u8], from: usize, s: usize, e: usize, out: &mut Vec<Cand>) {
+        // A run after a letter may begin inside a `\uXXXX` escape (JSON-encoded text).
+        let s = if s >= 2 && buf[s - 1].is_ascii_alphabetic() { unescaped_start(buf, s, e) } else { s };
         let len = e - s;
         let after_caps = self.on[1]
             && s >= 2
@@ -535,6 +548,44 @@ pub(crate) fn select(cands: &mut Vec<Cand>, limit: usize) -> usize {
 #[inline]
 pub(crate) fn is_alnum(b: u8) -> bool {
     b.is_ascii_alphanumeric()
+}
+
+/// Whether a token (a number, an IBAN, a keyword) may start at `i`: the input starts there,
+/// the byte before is not an ASCII letter or digit, or it ends a JSON escape.
+///
+/// Most functions log JSON lines, so a value often follows an escape (`"ok\n4111…"`,
+/// `"card:\t…"`, `"\u0020…"`): the `n` of `\n` is not a letter touching the number.
+#[inline]
+pub fn word_start(buf: &[u8], i: usize) -> bool {
+    i == 0 || !is_alnum(buf[i - 1]) || after_escape(buf, i)
+}
+
+/// Whether `buf[..i]` ends with a JSON escape that stands for a control character or any
+/// character (`\n`, `\r`, `\t`, `\b`, `\f`, `\uXXXX`). Reads at most 6 bytes before `i`.
+#[inline]
+pub fn after_escape(buf: &[u8], i: usize) -> bool {
+    (i >= 2 && buf[i - 2] == b'\\' && matches!(buf[i - 1], b'n' | b'r' | b't' | b'b' | b'f'))
+        || (i >= 6
+            && buf[i - 6] == b'\\'
+            && buf[i - 5] == b'u'
+            && buf[i - 4..i].iter().all(u8::is_ascii_hexdigit))
+}
+
+/// Where the number in the digit run `buf[s..e]` starts when the run begins inside a `\uXXXX`
+/// escape (`\u00204111…` holds the run `00204111…`, `\u00A04111…` the run `04111…`): right
+/// after the escape, if digits remain. Otherwise `s`.
+#[inline]
+pub fn unescaped_start(buf: &[u8], s: usize, e: usize) -> usize {
+    for q in s.saturating_sub(5)..s.saturating_sub(1) {
+        if buf[q] == b'\\'
+            && buf[q + 1] == b'u'
+            && q + 6 < e
+            && buf[q + 2..q + 6].iter().all(u8::is_ascii_hexdigit)
+        {
+            return q + 6;
+        }
+    }
+    s
 }
 
 #[cfg(test)]

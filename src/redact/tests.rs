@@ -301,6 +301,40 @@ fn issue_12_keyed_values() {
     assert_eq!(off.redact_keyed(Some("account"), "12345678", &mut c), "12345678");
 }
 
+#[test]
+fn issue_12_json_encoded_text() {
+    // A match was refused when the byte before it was a letter: the `n` of `\n`.
+    let opts = Options::default();
+    let r = Arc::new(Redactor::new(&opts).unwrap());
+    for (input, want) in [
+        (r#"{"msg":"order ok\n4111111111111111"}"#, r#"{"msg":"order ok\n****"}"#),
+        (r#"{"msg":"card:\t4111 1111 1111 1111"}"#, r#"{"msg":"card:\t****"}"#),
+        (r#""\u00204111111111111111""#, r#""\u0020****""#),
+        (r#""\u00A04111 1111 1111 1111""#, r#""\u00A0****""#),
+        (r#""paid\r\nDE89370400440532013000""#, r#""paid\r\n****""#),
+        (r#""x\nAccount Number: 12345678""#, r#""x\nAccount Number: ****""#),
+        (r#""x\naccount=12345678""#, r#""x\naccount=****""#),
+        (r#""https:\/\/user:pass@db.internal\/x""#, r#""https:\/\/user:****@db.internal\/x""#),
+        (r#""\/cb?code=1\u0026token=abc123\u0026x=1""#, r#""\/cb?code=1\u0026token=****\u0026x=1""#),
+        (
+            "<a href=\"/x?y=1&amp;access_token=abc&amp;z=2\">",
+            "<a href=\"/x?y=1&amp;access_token=****&amp;z=2\">",
+        ),
+        // Doubly escaped JSON.
+        (r#"{\"msg\":\"ok\\n4111111111111111\"}"#, r#"{\"msg\":\"ok\\n****\"}"#),
+    ] {
+        check_all_ways(&r, &opts, input, want);
+    }
+    for input in [
+        r#"{\"traceId\":\"4111111111111111\"}"#,
+        r#""\u0020order 4111111111111112""#,
+        r#""ts\n1795000000123 \u00201795000000123""#,
+        r#""\u0041ccount""#,
+    ] {
+        check_all_ways(&r, &opts, input, input);
+    }
+}
+
 /// Fragments that build inputs full of near-misses for every detector.
 const FRAGMENTS: &[&str] = &[
     "4111",
@@ -366,6 +400,16 @@ const FRAGMENTS: &[&str] = &[
     "account_created=",
     "bank.account=",
     "12345678",
+    "\\n",
+    "\\t",
+    "\\u0020",
+    "\\u00A0",
+    "\\u0026",
+    "\\u003f",
+    ":\\/\\/",
+    "&amp;",
+    "\\\"",
+    "\\",
 ];
 
 fn fragment_input() -> impl Strategy<Value = Vec<u8>> {
