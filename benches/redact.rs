@@ -45,6 +45,13 @@ impl Baseline {
             format!(r"(?i-u)(?:{})[^\n]{{0,30}}?\b(\d{{6,17}})\b", kws.join("|")),
             r#"(?-u)://([^/\s?#@"'<>\[\]]+)@"#.to_owned(),
             format!(r#"(?i-u)[?&](?:{})=([^&#\s"'<>,;()]+)"#, params.join("|")),
+            // Issue 12: account numbers after a key that names an account, values after JSON
+            // escapes, escaped URLs and parameters.
+            r#"(?i-u)(?:account|acct|iban|bban)(?:[_.\- ]?(?:id|no|nr|num|number|code))?\\?["']?\s*[:=]\s*\\?["']?(\d(?:[ -]?\d){5,16})\b"#
+                .to_owned(),
+            r"(?-u)\\[ntrbf](\d(?:[ -]?\d){12,18})\b".to_owned(),
+            r#"(?-u):\\/\\/([^/\s?#@"'<>\[\]\\]+)@"#.to_owned(),
+            format!(r#"(?i-u)(?:\\u0026|\\u003f|&amp;)(?:{})=([^&#\s"'<>,;()\\]+)"#, params.join("|")),
         ];
         Baseline {
             set: RegexSet::new(&pats).expect("baseline set"),
@@ -65,7 +72,7 @@ impl Baseline {
             for caps in re.captures_iter(line) {
                 let m = caps.get(1).unwrap_or_else(|| caps.get(0).expect("group 0"));
                 let ok = match i {
-                    0 => {
+                    0 | 6 => {
                         let d: Vec<u8> = m.as_bytes().iter().copied().filter(u8::is_ascii_digit).collect();
                         card::valid(d.into_iter())
                     }

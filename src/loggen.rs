@@ -135,6 +135,10 @@ impl LogGen {
         xs[self.below(xs.len() as u64) as usize]
     }
 
+    fn pick_pair<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
+        &xs[self.below(xs.len() as u64) as usize]
+    }
+
     fn hex(&mut self, out: &mut String, n: usize) {
         for _ in 0..n {
             out.push(b"0123456789abcdef"[self.below(16) as usize] as char);
@@ -162,30 +166,61 @@ impl LogGen {
         }
         if self.chance(self.rates.card) {
             let card = self.card();
-            let _ =
-                write!(out, " {} {card}", self.pick(&["card", "pan=", "cc", "paid with", "card_number:"]));
+            // JSON-encoded text puts a value right after an escape (`\n`, `\t`, `\u0020`).
+            let _ = match self.below(4) {
+                0 => write!(out, " {}\\n{card}", self.pick(&["order ok", "msg", "card"])),
+                _ => write!(
+                    out,
+                    " {} {card}",
+                    self.pick(&["card", "pan=", "cc", "paid with", "card_number:", "card:\\t", "\\u0020"])
+                ),
+            };
             secrets.push(Secret { kind: SecretKind::Card, value: card });
         }
         if self.chance(self.rates.iban) {
             let iban = self.iban();
-            let _ = write!(out, " {} {iban}", self.pick(&["transfer to", "IBAN", "payee", "beneficiary"]));
+            let _ = write!(
+                out,
+                " {} {iban}",
+                self.pick(&["transfer to", "IBAN", "payee", "beneficiary", "ok\\n"])
+            );
             secrets.push(Secret { kind: SecretKind::Iban, value: iban });
         }
         if self.chance(self.rates.bank_account) {
             let mut acct = String::new();
-            let n = 6 + self.below(12) as usize;
-            self.digits(&mut acct, n);
-            let kw = self.pick(&[
-                "account number",
-                "Account Number:",
-                "acct #",
-                "bank_account=",
-                "Kontonummer",
-                "checking account",
-                "numéro de compte",
-                "savings acct",
+            if self.chance(0.2) {
+                // Grouped: `1234-5678-90`, `0532 0130 00`.
+                let sep = if self.chance(0.5) { '-' } else { ' ' };
+                self.digits(&mut acct, 4);
+                acct.push(sep);
+                self.digits(&mut acct, 4);
+                acct.push(sep);
+                let last = 2 + self.below(3) as usize;
+                self.digits(&mut acct, last);
+            } else {
+                let n = 6 + self.below(12) as usize;
+                self.digits(&mut acct, n);
+            }
+            // A keyword in prose, or the field name as the only context.
+            let (before, after) = *self.pick_pair(&[
+                (" account number ", ""),
+                (" Account Number: ", ""),
+                (" acct #", ""),
+                (" bank_account=", ""),
+                (" Kontonummer ", ""),
+                (" checking account ", ""),
+                (" numéro de compte ", ""),
+                (" savings acct ", ""),
+                (" account=", ""),
+                (" account_id: ", ""),
+                (" {\"accountNumber\": \"", "\"}"),
+                (" acct_no=", ""),
+                (" customer-account: ", ""),
+                (" bban=", ""),
+                (" {\\\"bank.account\\\":\\\"", "\\\"}"),
+                (" msg\\nAccount Number: ", ""),
             ]);
-            let _ = write!(out, " {kw} {acct}");
+            let _ = write!(out, "{before}{acct}{after}");
             secrets.push(Secret { kind: SecretKind::BankAccount, value: acct });
         }
         if self.chance(self.rates.url_credentials) {
@@ -251,7 +286,14 @@ impl LogGen {
         self.hex(out, 32);
         out.push_str(" span_id=");
         self.hex(out, 16);
-        let _ = write!(out, " dur={}ms attempt={}", self.below(5000), self.below(4));
+        let _ = write!(
+            out,
+            " dur={}ms attempt={} accounts={} account_created={}",
+            self.below(5000),
+            self.below(4),
+            self.below(9),
+            { self.clock_ms }
+        );
     }
 
     fn json(&mut self, out: &mut String) {
@@ -266,7 +308,14 @@ impl LogGen {
             self.pick(WORDS)
         );
         self.uuid(out);
-        let _ = write!(out, "\",\"ms\":{},\"user\":\"{}\"}}", self.below(2000), self.pick(EMAILS));
+        let _ = write!(
+            out,
+            "\",\"ms\":{},\"user\":\"{}\",\"accountBalance\":{},\"detail\":\"ok\\n{}\"}}",
+            self.below(2000),
+            self.pick(EMAILS),
+            self.below(10_000_000),
+            { self.clock_ms }
+        );
     }
 
     fn access(&mut self, out: &mut String) {
@@ -373,11 +422,15 @@ impl LogGen {
             secret.push(ALPHABET[self.below(ALPHABET.len() as u64) as usize] as char);
         }
         let host = self.pick(HOSTS);
-        let url = match self.below(4) {
+        let url = match self.below(7) {
             0 => format!("postgres://app:{secret}@{host}:5432/orders"),
             1 => format!("https://{host}/v1/export?format=csv&access_token={secret}&page=2"),
             2 => format!("https://{host}/upload?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature={secret}"),
-            _ => format!("https://{secret}@{host}/repo.git"),
+            3 => format!("https://{secret}@{host}/repo.git"),
+            // JSON-escaped slashes (PHP and others), Go's `\u0026`, HTML's `&amp;`.
+            4 => format!("\"https:\\/\\/app:{secret}@{host}\\/orders\""),
+            5 => format!("\"https://{host}/cb?code=1\\u0026token={secret}\\u0026state=x\""),
+            _ => format!("<a href=\"https://{host}/x?page=2&amp;api_key={secret}&amp;v=1\">"),
         };
         (url, secret)
     }

@@ -1,13 +1,16 @@
-//! Fuzzes the redaction engine. Beyond "no panic", every input checks four properties:
+//! Fuzzes the redaction engine. Beyond "no panic", every input checks five properties:
 //! - **stream = whole**: the stream, fed chunks of sizes drawn from a seed in the input
 //!   (empty chunks, single bytes and large chunks mixed), writes exactly what the whole-input
 //!   call returns, with the same counts;
 //! - **fast = naive**: on inputs up to 512 bytes, the engine equals the slow reference in
 //!   `redact::naive`;
 //! - **no card survives**: with the built-in detectors alone, the output holds no ungrouped
-//!   card number: no maximal run of 13–19 digits, not touching a letter, that passes the
+//!   card number: no maximal run of 13–19 digits, not touching a letter (other than the end
+//!   of a JSON escape such as the `n` of `\n`), that passes the
 //!   issuer and Luhn checks (unless it is the value of a trace/span id key, which the card
 //!   detector deliberately skips);
+//! - **field names**: under the key `bank.account`, `redact_keyed` leaves no value that is 6–17
+//!   digits (with the built-in detectors);
 //! - **bounded hold-back**: after every chunk the stream holds back at most a URL authority
 //!   plus the engine's lookahead, whatever the chunk size (plus one pattern window when
 //!   custom patterns are on).
@@ -24,7 +27,9 @@
 use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
-use sealtrail_fuzz::redact::{Counts, Mask, Options, PATTERN_WINDOW, Redactor, card, naive, url_credentials};
+use sealtrail_fuzz::redact::{
+    self, Counts, Mask, Options, PATTERN_WINDOW, Redactor, card, naive, url_credentials,
+};
 
 fn options(custom: bool, mask: Mask) -> Options {
     let mut o = Options { mask, hmac_key: Some([7; 32]), ..Options::default() };
@@ -49,8 +54,8 @@ fn surviving_card(out: &[u8]) -> Option<&[u8]> {
             i += 1;
         }
         let run = &out[s..i];
-        let bounded =
-            (s == 0 || !out[s - 1].is_ascii_alphabetic()) && (i == n || !out[i].is_ascii_alphanumeric());
+        let bounded = (s == 0 || !out[s - 1].is_ascii_alphabetic() || redact::after_escape(out, s))
+            && (i == n || !out[i].is_ascii_alphanumeric());
         if (13..=19).contains(&run.len())
             && bounded
             && card::valid(run.iter().copied())
@@ -106,6 +111,13 @@ fuzz_target!(|data: &[u8]| {
     if !custom {
         if let Some(card) = surviving_card(&whole) {
             panic!("card number survived: {:?}", String::from_utf8_lossy(card));
+        }
+        // Under a key that names an account, no value of 6–17 digits survives.
+        if let Ok(t) = std::str::from_utf8(text) {
+            let kept = r.redact_keyed(Some("bank.account"), t, &mut Counts::default());
+            let v = kept.trim_matches(|c: char| c.is_ascii_whitespace());
+            let digits_only = !v.is_empty() && v.bytes().all(|c| c.is_ascii_digit());
+            assert!(!(digits_only && (6..=17).contains(&v.len())), "account number survived its key: {v:?}");
         }
     }
 

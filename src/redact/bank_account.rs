@@ -1,8 +1,15 @@
 //! The `bank_account` detector: account numbers next to an account keyword.
 //!
-//! A run of 6 to 17 digits (not touching a letter or digit) is an account number when an
-//! account keyword ends at most [`MAX_GAP`] bytes before it, on the same line. Keywords are the lists that
-//! CloudWatch Logs and Macie use (`reference/redaction.md`) plus the configured extras,
+//! An account number is 6 to 17 digits, written as one run or grouped by single spaces or
+//! single dashes ([`value_end`]: `1234-5678-90`, `0532 0130 00`), not touching a letter or
+//! digit (nor a `.` and a digit: `123456.78` is an amount). It is redacted when either
+//! - its key names an account: the `key=`, `key:`, `"key":` right before it, split into words
+//!   ([`super::keys`]: `account=…`, `"accountNumber": "…"`, `customer-account: …`), or
+//! - an account keyword ends at most [`MAX_GAP`] bytes before it, on the same line, with no
+//!   run of 3 or more digits in between: one keyword licenses one value, so after a keyword's
+//!   value (or an IBAN) a later number needs its own evidence.
+//!
+//! Keywords are the lists that CloudWatch Logs and Macie use (`reference/redaction.md`) plus the configured extras,
 //! matched ignoring ASCII case, where a space in a keyword also matches `_`, `-` or nothing
 //! (`bank account`, `bank_account`, `bank-account`, `bankaccount`); a keyword must not touch a
 //! letter on either side (`sepa` does not match inside `separator`).
@@ -16,7 +23,8 @@
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 
-use super::{BuildError, BuildErrorKind, Cand, Detector, is_alnum};
+use super::keys::{key_before, names_account};
+use super::{BuildError, BuildErrorKind, Cand, Detector, after_escape, is_alnum, word_start};
 
 /// How far (in bytes) before the digits a keyword may end.
 pub const MAX_GAP: usize = 30;
@@ -162,14 +170,20 @@ impl BankAccount {
     }
 
     /// Bytes before the digits that decide a candidate: the gap, the longest keyword and the
-    /// byte before it.
+    /// escape before it (`\uXXXX`, 6 bytes).
     pub(crate) fn context(&self) -> usize {
-        MAX_GAP + self.max_kw + 1
+        MAX_GAP + self.max_kw + 6
     }
 
-    /// Reports `buf[s..e]` (6 to 17 digits) if it is an account number.
+    /// Reports the account number that starts with the digit run `buf[s..e]` (4 to 17
+    /// digits), if it is one.
     pub(crate) fn candidate(&self, buf: &[u8], s: usize, e: usize, out: &mut Vec<Cand>) {
-        if (s > 0 && is_alnum(buf[s - 1])) || (e < buf.len() && is_alnum(buf[e])) {
+        if !word_start(buf, s) {
+            return;
+        }
+        let Some(e) = value_end(buf, s, e) else { return };
+        if key_before(buf, s).is_some_and(names_account) {
+            out.push(Cand { start: s, end: e, keep: 0, det: Detector::BankAccount, open: false });
             return;
         }
         // Could any keyword end in the gap before the digits (on this line)?
@@ -234,14 +248,73 @@ impl BankAccount {
             if s - ke > MAX_GAP || memchr::memchr(b'\n', &buf[ke..s]).is_some() {
                 continue;
             }
-            let before_ok = ks == 0 || !buf[ks - 1].is_ascii_alphabetic();
+            let before_ok = ks == 0 || !buf[ks - 1].is_ascii_alphabetic() || after_escape(buf, ks);
             let after_ok = !buf[ke].is_ascii_alphabetic();
-            if before_ok && after_ok {
+            if before_ok && after_ok && !has_digit_run(&buf[ke..s], 3) {
                 out.push(Cand { start: s, end: e, keep: 0, det: Detector::BankAccount, open: false });
                 return;
             }
         }
     }
+}
+
+/// Most digits in an account number.
+pub const MAX_DIGITS: usize = 17;
+/// Fewest digits in an account number.
+pub const MIN_DIGITS: usize = 6;
+
+/// Whether `b` holds a run of at least `len` ASCII digits.
+pub fn has_digit_run(b: &[u8], len: usize) -> bool {
+    let mut run = 0;
+    for &c in b {
+        run = if c.is_ascii_digit() { run + 1 } else { 0 };
+        if run >= len {
+            return true;
+        }
+    }
+    false
+}
+
+/// The end of the account number whose first digit run is `buf[s..e]`, if it has the shape
+/// of one:
+/// - grouped: the longest sequence of digit runs joined by one separator (a single space or
+///   a single dash, the same throughout) from `s` holds 6 to 17 digits, the first group has
+///   4 to 6 digits, every middle group as many as the first, and the last group 2 to that
+///   many (as many when there are only two groups): `1234 5678`, `1234-5678-90`, but not
+///   `123456 1500` (an account number and an amount);
+/// - otherwise the run alone, when it has 6 to 17 digits.
+///
+/// The value must not be followed by a letter, a digit or a `.` and a digit. Reads at most
+/// 48 bytes past `s` (within the engine's lookahead).
+pub fn value_end(buf: &[u8], s: usize, e: usize) -> Option<usize> {
+    let n = buf.len();
+    let digit = |p: usize| p < n && buf[p].is_ascii_digit();
+    let free = |p: usize| p == n || !(is_alnum(buf[p]) || (buf[p] == b'.' && digit(p + 1)));
+    let first = e - s;
+    if (4..=6).contains(&first) && e < n && matches!(buf[e], b' ' | b'-') && digit(e + 1) {
+        let sep = buf[e];
+        let (mut total, mut groups, mut last, mut middle_ok) = (first, 1, first, true);
+        let mut p = e;
+        while total <= MAX_DIGITS && p < n && buf[p] == sep && digit(p + 1) {
+            let mut ge = p + 1;
+            // A group longer than an account number ends the shape: no need to read on.
+            while digit(ge) && ge - p <= MAX_DIGITS + 1 {
+                ge += 1;
+            }
+            if groups >= 2 {
+                middle_ok &= last == first;
+            }
+            last = ge - p - 1;
+            total += last;
+            groups += 1;
+            p = ge;
+        }
+        let last_ok = (2..=first).contains(&last) && (groups > 2 || last == first);
+        if (MIN_DIGITS..=MAX_DIGITS).contains(&total) && middle_ok && last_ok && free(p) {
+            return Some(p);
+        }
+    }
+    ((MIN_DIGITS..=MAX_DIGITS).contains(&first) && free(e)).then_some(e)
 }
 
 /// For `win = buf[s - 32..=s]`: bit `k` of the first mask is set when `buf[s - 31 + k]` is not

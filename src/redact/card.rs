@@ -12,7 +12,7 @@
 //! id passes the issuer and Luhn checks it would look like a card. Digits that directly follow
 //! an id key (`span_id=`, `"traceId": "`, …, see [`after_id_key`]) are therefore not a card.
 
-use super::{Cand, Detector, is_alnum};
+use super::{Cand, Detector, is_alnum, word_start};
 
 /// Most digits in a card number.
 const MAX_DIGITS: usize = 19;
@@ -63,13 +63,14 @@ pub(crate) fn masks(block: &[u8]) -> (u64, u64, u64) {
 /// [`masks`] a byte at a time: the definition the vector versions are tested against.
 #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
 fn masks_scalar(block: &[u8]) -> (u64, u64, u64) {
-    let (mut d, mut u, mut t) = (0u64, 0u64, [0u64; 3]);
+    let (mut d, mut u, mut t) = (0u64, 0u64, [0u64; 4]);
     for (k, &x) in block.iter().enumerate().take(64) {
         d |= ((x.wrapping_sub(b'0') < 10) as u64) << k;
         u |= ((x.wrapping_sub(b'A') < 26) as u64) << k;
         t[0] |= (matches!(x, b'?' | b'&') as u64) << k;
         t[1] |= ((x == b':') as u64) << k;
         t[2] |= ((x == b'/') as u64) << k;
+        t[3] |= ((x == b'\\') as u64) << k;
     }
     (d, u, triggers(t))
 }
@@ -87,7 +88,7 @@ pub(crate) fn digit_mask(block: &[u8]) -> u64 {
 #[inline]
 fn masks_sse2(b: &[u8; 64]) -> (u64, u64, u64) {
     use std::arch::x86_64::*;
-    let (mut d, mut u, mut t) = (0u64, 0u64, [0u64; 3]);
+    let (mut d, mut u, mut t) = (0u64, 0u64, [0u64; 4]);
     for (k, chunk) in b.chunks_exact(16).enumerate() {
         // SAFETY: SSE2 is part of the x86_64 baseline, so these instructions always exist;
         // `chunk` is exactly 16 readable bytes and `_mm_loadu_si128` accepts any alignment.
@@ -103,7 +104,8 @@ fn masks_sse2(b: &[u8; 64]) -> (u64, u64, u64) {
             );
             let cm = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b':' as i8)));
             let sm = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'/' as i8)));
-            (dm, um, [_mm_movemask_epi8(qa), cm, sm])
+            let bm = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8)));
+            (dm, um, [_mm_movemask_epi8(qa), cm, sm, bm])
         };
         d |= (dm as u16 as u64) << (16 * k);
         u |= (um as u16 as u64) << (16 * k);
@@ -119,7 +121,7 @@ fn masks_sse2(b: &[u8; 64]) -> (u64, u64, u64) {
 #[target_feature(enable = "avx2")]
 unsafe fn masks_avx2(b: &[u8; 64]) -> (u64, u64, u64) {
     use std::arch::x86_64::*;
-    let (mut d, mut u, mut t) = (0u64, 0u64, [0u64; 3]);
+    let (mut d, mut u, mut t) = (0u64, 0u64, [0u64; 4]);
     for (k, chunk) in b.chunks_exact(32).enumerate() {
         // SAFETY: the caller guarantees AVX2; `chunk` is exactly 32 readable bytes and
         // `_mm256_loadu_si256` accepts any alignment.
@@ -135,7 +137,8 @@ unsafe fn masks_avx2(b: &[u8; 64]) -> (u64, u64, u64) {
             );
             let cm = _mm256_movemask_epi8(_mm256_cmpeq_epi8(v, _mm256_set1_epi8(b':' as i8)));
             let sm = _mm256_movemask_epi8(_mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'/' as i8)));
-            (dm, um, [_mm256_movemask_epi8(qa), cm, sm])
+            let bm = _mm256_movemask_epi8(_mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'\\' as i8)));
+            (dm, um, [_mm256_movemask_epi8(qa), cm, sm, bm])
         };
         d |= (dm as u32 as u64) << (32 * k);
         u |= (um as u32 as u64) << (32 * k);
@@ -146,12 +149,13 @@ unsafe fn masks_avx2(b: &[u8; 64]) -> (u64, u64, u64) {
     (d, u, triggers(t))
 }
 
-/// The trigger mask from the masks of `?`/`&`, `:` and `/`: every `?` and `&`, and every `:`
-/// that starts `://` (or sits in the last two lanes, whose following bytes the block cannot
-/// see), so the many `:` of timestamps and JSON are never visited.
+/// The trigger mask from the masks of `?`/`&`, `:`, `/` and `\`: every `?`, `&` and `\`
+/// (JSON escapes: `\u0026` is `&`, `\/` is `/`), and every `:` that starts `://` or `:\/`
+/// (or sits in the last two lanes, whose following bytes the block cannot see), so the many
+/// `:` of timestamps and JSON are never visited.
 #[inline]
-fn triggers([qa, colon, slash]: [u64; 3]) -> u64 {
-    qa | colon & ((slash >> 1) & (slash >> 2) | 0b11 << 62)
+fn triggers([qa, colon, slash, bs]: [u64; 4]) -> u64 {
+    qa | bs | colon & ((slash >> 1 | bs >> 1) & (slash >> 2) | 0b11 << 62)
 }
 
 /// Reports the card candidate that starts with the digit run `buf[s..e]`, if any.
@@ -160,7 +164,7 @@ pub(crate) fn candidate(buf: &[u8], s: usize, e: usize, out: &mut Vec<Cand>) {
     let first = e - s;
     // Cheap rejections first: most digit runs in logs are short and stand alone, and every
     // issuer prefix starts with 2 to 6 (epochs start with 1, so they stop here).
-    if !(b'2'..=b'6').contains(&buf[s]) || (s > 0 && buf[s - 1].is_ascii_alphabetic()) {
+    if !(b'2'..=b'6').contains(&buf[s]) || !word_start(buf, s) {
         return;
     }
     // A second group has at least 3 digits (`2026-11-27` is a date, not a card).
@@ -212,12 +216,12 @@ pub(crate) fn candidate(buf: &[u8], s: usize, e: usize, out: &mut Vec<Cand>) {
 const ID_KEYS: &[&[u8]] =
     &[b"spanid", b"traceid", b"parentspanid", b"parentid", b"requestid", b"correlationid"];
 
-/// Whether the digits at `s` are the value of an id key: the key, then only `=`, `:`, quotes
-/// and spaces up to `s`. Looks back at most 40 bytes (within the engine's context).
+/// Whether the digits at `s` are the value of an id key: the key, then only `=`, `:`, quotes,
+/// backslashes (escaped quotes) and spaces up to `s`. Looks back at most 40 bytes (within the engine's context).
 pub fn after_id_key(buf: &[u8], s: usize) -> bool {
     let lo = s.saturating_sub(40);
     let mut i = s;
-    while i > lo && matches!(buf[i - 1], b'=' | b':' | b'"' | b'\'' | b' ') {
+    while i > lo && matches!(buf[i - 1], b'=' | b':' | b'"' | b'\'' | b' ' | b'\\') {
         i -= 1;
     }
     if i == s {
@@ -398,7 +402,7 @@ mod tests {
             let mut b = [b'x'; 64];
             b[33] = v;
             assert_eq!(masks(&b).1, if v.is_ascii_uppercase() { 1 << 33 } else { 0 }, "byte {v}");
-            let trigger = matches!(v, b'?' | b'&');
+            let trigger = matches!(v, b'?' | b'&' | b'\\');
             assert_eq!(masks(&b).2, if trigger { 1 << 33 } else { 0 }, "byte {v}");
         }
         // The vector versions against the scalar definition, on blocks dense in every byte
@@ -438,5 +442,6 @@ mod tests {
         assert_eq!(colons(&[(10, b":/x"), (20, b":x/"), (30, b"::/")]), 0);
         assert_eq!(colons(&[(62, b"::")]), 0b11 << 62);
         assert_eq!(colons(&[(61, b"://")]), 1 << 61);
+        assert_eq!(colons(&[(10, b":\\/")]), 1 << 10 | 1 << 11);
     }
 }

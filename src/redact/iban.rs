@@ -7,7 +7,7 @@
 //! touch a letter or digit. The trigger is a digit run right after two capital letters, which
 //! the digit scan of the engine already visits.
 
-use super::{Cand, Detector, is_alnum};
+use super::{Cand, Detector, is_alnum, word_start};
 
 /// Total IBAN length (country code and check digits included) per country, from the SWIFT
 /// IBAN registry.
@@ -114,7 +114,7 @@ pub(crate) fn candidate(buf: &[u8], s: usize, out: &mut Vec<Cand>) {
     if !(buf[start].is_ascii_uppercase() && buf[start + 1].is_ascii_uppercase()) {
         return;
     }
-    if start > 0 && is_alnum(buf[start - 1]) {
+    if !word_start(buf, start) {
         return;
     }
     if let Some(end) = parse(buf, start) {

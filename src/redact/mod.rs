@@ -14,7 +14,8 @@
 //! then validated (see the detector modules):
 //! - [`card`]: runs of digits (a SIMD-friendly scan), grouping, issuer prefix, Luhn;
 //! - [`iban`]: a digit run right after two capital letters, country length, mod-97;
-//! - [`bank_account`]: a run of 6 to 17 digits with an account keyword at most 30 bytes
+//! - [`bank_account`]: 6 to 17 digits (one run or grouped) whose key names an account
+//!   ([`keys`]: `account=`, `"accountNumber":`) or with an account keyword at most 30 bytes
 //!   before it (one Aho-Corasick automaton over a small window, only for such runs);
 //! - [`url_credentials`]: `://` (user-info) and `?`/`&` followed by a credential parameter
 //!   name and `=` (the value);
@@ -34,6 +35,7 @@ pub mod bank_account;
 pub mod card;
 pub mod custom;
 pub mod iban;
+pub mod keys;
 mod mask;
 pub mod naive;
 pub mod stream;
@@ -301,6 +303,49 @@ impl Redactor {
         }
     }
 
+    /// Redacts the value of a structured field whose key is known exactly: an OTLP or Lambda
+    /// attribute, a resource attribute, a nested map key, a member of a parsed JSON body.
+    ///
+    /// When `key` names a bank account ([`keys::names_account`]: `bank.account`, `acct no`,
+    /// `accountNumber`, `iban`, …) and the value, ignoring surrounding ASCII whitespace, has
+    /// the shape of an account number ([`bank_account::value_end`]: 6 to 17 digits, one run or
+    /// grouped), the whole value is masked and counted as `bank_account`; the key is the
+    /// evidence, as a keyword is in text. Otherwise (and when `key` is `None`) the value is
+    /// redacted as text, exactly as [`Redactor::redact_str`] does, so every other detector
+    /// still applies. Borrows the value when nothing matches.
+    ///
+    /// ```
+    /// use sealtrail::redact::{Counts, Detector, Redactor};
+    ///
+    /// let r = Redactor::with_defaults();
+    /// let mut c = Counts::default();
+    /// assert_eq!(r.redact_keyed(Some("bank.account"), "0937416606", &mut c), "****");
+    /// assert_eq!(r.redact_keyed(Some("order_id"), "0937416606", &mut c), "0937416606");
+    /// assert_eq!(r.redact_keyed(Some("accounts"), "12", &mut c), "12");
+    /// assert_eq!(c.get(Detector::BankAccount), 1);
+    /// ```
+    pub fn redact_keyed<'a>(&self, key: Option<&str>, value: &'a str, counts: &mut Counts) -> Cow<'a, str> {
+        if self.on[Detector::BankAccount as usize] && key.is_some_and(|k| keys::names_account(k.as_bytes())) {
+            let t = value.trim_matches(|c: char| c.is_ascii_whitespace());
+            let b = t.as_bytes();
+            let run = b.iter().take_while(|c| c.is_ascii_digit()).count();
+            if run > 0 && bank_account::value_end(b, 0, run) == Some(b.len()) {
+                let lead = value.len() - value.trim_start_matches(|c: char| c.is_ascii_whitespace()).len();
+                let mut out = Vec::with_capacity(value.len());
+                out.extend_from_slice(&value.as_bytes()[..lead]);
+                self.mask.write(Detector::BankAccount, b, &mut out);
+                out.extend_from_slice(&value.as_bytes()[lead + b.len()..]);
+                counts.bump(Detector::BankAccount);
+                // Only ASCII was replaced, so `out` is UTF-8; the lossy conversion is a guard.
+                return Cow::Owned(
+                    String::from_utf8(out)
+                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+                );
+            }
+        }
+        self.redact_str(value, counts)
+    }
+
     /// A stream that redacts input given in chunks.
     pub fn stream(self: &std::sync::Arc<Self>) -> Stream {
         Stream::new(self.clone())
@@ -342,15 +387,26 @@ impl Redactor {
         if url {
             // Triggers in the left context (a `?name=` whose value starts at `from` or later).
             for y in self.url.scan_start(from)..from.min(n) {
-                if matches!(buf[y], b':' | b'?' | b'&') {
+                if matches!(buf[y], b':' | b'?' | b'&' | b'\\') {
                     self.url.trigger(&mut st, buf, y, out);
                 }
             }
         }
         let mut i = from;
-        // A run that began before `from` is not a run start (and holds no trigger).
-        while i < n && i > 0 && buf[i].is_ascii_digit() && buf[i - 1].is_ascii_digit() {
-            i += 1;
+        // A run that began before `from` is not a run start (and holds no trigger), unless it
+        // began inside a `\uXXXX` escape that ends at or after `from`: the number then starts
+        // after the escape (see `unescaped_start`), which an earlier scan left undecided.
+        if i < n && i > 0 && buf[i].is_ascii_digit() && buf[i - 1].is_ascii_digit() {
+            let mut rs = i;
+            while rs > 0 && buf[rs - 1].is_ascii_digit() && i - rs < 6 {
+                rs -= 1;
+            }
+            while i < n && buf[i].is_ascii_digit() {
+                i += 1;
+            }
+            if digits && rs >= 2 && buf[rs - 1].is_ascii_alphabetic() && unescaped_start(buf, rs, i) >= from {
+                self.digit_run(buf, from, rs, i, out);
+            }
         }
         const EDGE_LOW: u64 = 0b11;
         const EDGE_HIGH: u64 = 0b111 << 61;
@@ -409,13 +465,15 @@ impl Redactor {
     /// rejected here, inlined in the scan, without a call.
     #[inline(always)]
     fn digit_run(&self, buf: &[u8], from: usize, s: usize, e: usize, out: &mut Vec<Cand>) {
+        // A run after a letter may begin inside a `\uXXXX` escape (JSON-encoded text).
+        let s = if s >= 2 && buf[s - 1].is_ascii_alphabetic() { unescaped_start(buf, s, e) } else { s };
         let len = e - s;
         let after_caps = self.on[1]
             && s >= 2
             && s - 2 >= from
             && buf[s - 1].is_ascii_uppercase()
             && buf[s - 2].is_ascii_uppercase();
-        let first_group = len == 4 && e < buf.len() && matches!(buf[e], b' ' | b'-');
+        let first_group = (4..=5).contains(&len) && e < buf.len() && matches!(buf[e], b' ' | b'-');
         if after_caps || first_group || (6..=19).contains(&len) {
             self.digit_run_checks(buf, s, e, after_caps, out);
         }
@@ -434,7 +492,7 @@ impl Redactor {
         if self.on[0] && (len == 4 || (13..=19).contains(&len)) {
             card::candidate(buf, s, e, out);
         }
-        if self.on[2] && (6..=17).contains(&len) {
+        if self.on[2] && len <= bank_account::MAX_DIGITS {
             self.bank.candidate(buf, s, e, out);
         }
     }
@@ -490,6 +548,44 @@ pub(crate) fn select(cands: &mut Vec<Cand>, limit: usize) -> usize {
 #[inline]
 pub(crate) fn is_alnum(b: u8) -> bool {
     b.is_ascii_alphanumeric()
+}
+
+/// Whether a token (a number, an IBAN, a keyword) may start at `i`: the input starts there,
+/// the byte before is not an ASCII letter or digit, or it ends a JSON escape.
+///
+/// Most functions log JSON lines, so a value often follows an escape (`"ok\n4111…"`,
+/// `"card:\t…"`, `"\u0020…"`): the `n` of `\n` is not a letter touching the number.
+#[inline]
+pub fn word_start(buf: &[u8], i: usize) -> bool {
+    i == 0 || !is_alnum(buf[i - 1]) || after_escape(buf, i)
+}
+
+/// Whether `buf[..i]` ends with a JSON escape that stands for a control character or any
+/// character (`\n`, `\r`, `\t`, `\b`, `\f`, `\uXXXX`). Reads at most 6 bytes before `i`.
+#[inline]
+pub fn after_escape(buf: &[u8], i: usize) -> bool {
+    (i >= 2 && buf[i - 2] == b'\\' && matches!(buf[i - 1], b'n' | b'r' | b't' | b'b' | b'f'))
+        || (i >= 6
+            && buf[i - 6] == b'\\'
+            && buf[i - 5] == b'u'
+            && buf[i - 4..i].iter().all(u8::is_ascii_hexdigit))
+}
+
+/// Where the number in the digit run `buf[s..e]` starts when the run begins inside a `\uXXXX`
+/// escape (`\u00204111…` holds the run `00204111…`, `\u00A04111…` the run `04111…`): right
+/// after the escape, if digits remain. Otherwise `s`.
+#[inline]
+pub fn unescaped_start(buf: &[u8], s: usize, e: usize) -> usize {
+    for q in s.saturating_sub(5)..s.saturating_sub(1) {
+        if buf[q] == b'\\'
+            && buf[q + 1] == b'u'
+            && q + 6 < e
+            && buf[q + 2..q + 6].iter().all(u8::is_ascii_hexdigit)
+        {
+            return q + 6;
+        }
+    }
+    s
 }
 
 #[cfg(test)]

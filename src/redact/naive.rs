@@ -5,7 +5,7 @@
 
 use super::mask::Masker;
 use super::url_credentials::{MAX_AUTHORITY, QUERY_PARAMS, USER_DIGITS, ends_authority, ends_value};
-use super::{Counts, Detector, Options, bank_account, card, is_alnum};
+use super::{Counts, Detector, Options, after_escape, bank_account, card, is_alnum, word_start};
 
 /// Redacts `input` the slow way. Panics on options the engine would reject.
 pub fn redact(opts: &Options, input: &[u8]) -> (Vec<u8>, Counts) {
@@ -90,7 +90,7 @@ fn free_after(b: &[u8], y: usize) -> bool {
 
 /// The longest card number starting at `x`.
 fn naive_card(b: &[u8], x: usize) -> Option<usize> {
-    if !digit(b, x) || (x > 0 && is_alnum(b[x - 1])) {
+    if !digit(b, x) || !word_start(b, x) {
         return None;
     }
     let mut best = None;
@@ -123,7 +123,7 @@ fn naive_card(b: &[u8], x: usize) -> Option<usize> {
 
 /// An IBAN starting at `x`.
 fn naive_iban(b: &[u8], x: usize) -> Option<usize> {
-    if x + 4 > b.len() || (x > 0 && is_alnum(b[x - 1])) {
+    if x + 4 > b.len() || !word_start(b, x) {
         return None;
     }
     let len = super::iban::length_of(&b[x..x + 2])?;
@@ -154,15 +154,14 @@ fn naive_iban(b: &[u8], x: usize) -> Option<usize> {
 
 /// An account number starting at `x`.
 fn naive_bank(b: &[u8], x: usize, kws: &[String]) -> Option<usize> {
-    if !digit(b, x) || (x > 0 && is_alnum(b[x - 1])) {
+    if !digit(b, x) || !word_start(b, x) {
         return None;
     }
-    let mut e = x;
-    while digit(b, e) {
-        e += 1;
-    }
-    if !(6..=17).contains(&(e - x)) || !free_after(b, e) {
-        return None;
+    let e = naive_account_end(b, x)?;
+    // The key right before it names an account (the key reader is shared: it is not a fast
+    // path, only the definition of "the key").
+    if super::keys::key_before(b, x).is_some_and(super::keys::names_account) {
+        return Some(e);
     }
     for k in kws {
         let k = k.as_bytes();
@@ -170,7 +169,8 @@ fn naive_bank(b: &[u8], x: usize, kws: &[String]) -> Option<usize> {
             let Some(ks) = ke.checked_sub(k.len()) else { continue };
             if b[ks..ke].eq_ignore_ascii_case(k)
                 && !b[ke..x].contains(&b'\n')
-                && (ks == 0 || !b[ks - 1].is_ascii_alphabetic())
+                && !b[ke..x].windows(3).any(|w| w.iter().all(u8::is_ascii_digit))
+                && (ks == 0 || !b[ks - 1].is_ascii_alphabetic() || after_escape(b, ks))
                 && !b[ke].is_ascii_alphabetic()
             {
                 return Some(e);
@@ -180,9 +180,42 @@ fn naive_bank(b: &[u8], x: usize, kws: &[String]) -> Option<usize> {
     None
 }
 
+/// The end of an account number starting at `x`: the groups joined by one separator, then
+/// the shape rules of [`bank_account::value_end`].
+fn naive_account_end(b: &[u8], x: usize) -> Option<usize> {
+    let run = |p: usize| b[p..].iter().take_while(|c| c.is_ascii_digit()).count();
+    let free = |p: usize| p == b.len() || !(is_alnum(b[p]) || (b[p] == b'.' && digit(b, p + 1)));
+    let first = run(x);
+    let mut groups = vec![first];
+    let mut p = x + first;
+    if p < b.len() && (b[p] == b' ' || b[p] == b'-') {
+        let sep = b[p];
+        while groups.iter().sum::<usize>() <= 17 && p < b.len() && b[p] == sep && digit(b, p + 1) {
+            let g = run(p + 1);
+            groups.push(g);
+            p += 1 + g;
+        }
+    }
+    let total: usize = groups.iter().sum();
+    let k = groups.len();
+    let grouped = k >= 2
+        && (4..=6).contains(&first)
+        && (6..=17).contains(&total)
+        && groups[1..k - 1].iter().all(|&g| g == first)
+        && (2..=first).contains(&groups[k - 1])
+        && (k > 2 || groups[1] == first)
+        && free(p);
+    if grouped {
+        return Some(p);
+    }
+    ((6..=17).contains(&first) && free(x + first)).then_some(x + first)
+}
+
 /// A user-info starting at `u` (right after `://`): (end, bytes kept).
 fn naive_userinfo(b: &[u8], u: usize) -> Option<(usize, usize)> {
-    if u < 3 || &b[u - 3..u] != b"://" {
+    let plain = u >= 3 && &b[u - 3..u] == b"://";
+    let escaped = u >= 5 && &b[u - 5..u] == b":\\/\\/";
+    if !(plain || escaped) {
         return None;
     }
     let mut j = u;
@@ -205,11 +238,21 @@ fn naive_param(b: &[u8], v: usize, params: &[String]) -> Option<usize> {
     if v < 2 || b[v - 1] != b'=' {
         return None;
     }
-    let y = b[..v - 1].iter().rposition(|&c| c == b'?' || c == b'&')?;
-    let name = &b[y + 1..v - 1];
-    let name_ok = !name.is_empty()
-        && name.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
-        && params.iter().any(|p| p.as_bytes().eq_ignore_ascii_case(name));
+    // `?name=`, `&name=`, `&amp;name=`, `\u0026name=`, `\u003fname=`.
+    let name_ok = params.iter().any(|p| {
+        let p = p.as_bytes();
+        let Some(ns) = (v - 1).checked_sub(p.len()) else { return false };
+        let before = &b[..ns];
+        !p.is_empty()
+            && b[ns..v - 1].eq_ignore_ascii_case(p)
+            && p.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
+            && (before.ends_with(b"?")
+                || before.ends_with(b"&")
+                || before.ends_with(b"&amp;")
+                || before.ends_with(b"\\u0026")
+                || before.ends_with(b"\\u003f")
+                || before.ends_with(b"\\u003F"))
+    });
     if !name_ok {
         return None;
     }

@@ -232,6 +232,109 @@ fn card_as_url_user_name_is_masked() {
     }
 }
 
+/// Checks `input` against the expected output, the naive reference and every single cut of
+/// a stream.
+fn check_all_ways(r: &Arc<Redactor>, opts: &Options, input: &str, want: &str) {
+    assert_eq!(red(r, input), want, "{input}");
+    let (out, counts) = whole(r, input.as_bytes());
+    assert_eq!((out.clone(), counts), naive::redact(opts, input.as_bytes()), "naive: {input}");
+    for cut in 0..=input.len() {
+        assert_eq!(streamed(r, input.as_bytes(), &[cut]), (out.clone(), counts), "{input} cut at {cut}");
+    }
+}
+
+#[test]
+fn issue_12_field_names_are_context() {
+    // About one account number in five passed: the keyword was in the field name.
+    let opts = Options::default();
+    let r = Arc::new(Redactor::new(&opts).unwrap());
+    for (input, want) in [
+        ("account=0937416606 ok", "account=**** ok"),
+        ("account_id: 0937416606", "account_id: ****"),
+        ("{\"accountNumber\": \"0937416606\"}", "{\"accountNumber\": \"****\"}"),
+        ("acct_no=12345678", "acct_no=****"),
+        ("customer-account: 12345678", "customer-account: ****"),
+        ("bban=123456789", "bban=****"),
+        ("{\\\"acct\\\":\\\"12345678\\\"}", "{\\\"acct\\\":\\\"****\\\"}"),
+        ("bank.account=1234-5678-90", "bank.account=****"),
+        ("account: 1234 5678 9012 x", "account: **** x"),
+        // One keyword licenses one value: the second number needs its own evidence.
+        ("account number: 12345678, routing 021000021", "account number: ****, routing 021000021"),
+        ("acct 12345678 98765432", "acct **** 98765432"),
+        // An account number and an amount: the amount is not a group of the number.
+        ("account=123456 1500 USD", "account=**** 1500 USD"),
+    ] {
+        check_all_ways(&r, &opts, input, want);
+    }
+    // Look-alikes stay.
+    for input in [
+        "accounts=3 account_created=1795000000123 accountBalance=1234567 order_id=12345678",
+        "arn:aws:iam::123456789012:role/x request_id=12345678 account.region=123456",
+        "account=123456.78 account_phone=4155550100 port=5432 v=1.2.3 acc=1234567",
+        "trace_id=4bf92f3577b34da6a3ce929d0e0e4736 ts=1795000000123 account created 2026-11-27",
+    ] {
+        check_all_ways(&r, &opts, input, input);
+    }
+}
+
+#[test]
+fn issue_12_keyed_values() {
+    let r = Redactor::with_defaults();
+    let mut c = Counts::default();
+    for (key, value, want) in [
+        (Some("bank.account"), "0937416606", "****"),
+        (Some("acct no"), " 1234-5678-90 ", " **** "),
+        (Some("accountNumber"), "12345678", "****"),
+        (Some("IBAN"), "12345678", "****"),
+        // Not an account key, not an account shape, or no key: redacted as text.
+        (Some("order_id"), "12345678", "12345678"),
+        (Some("accounts"), "12345678", "12345678"),
+        (Some("account"), "12345", "12345"),
+        (Some("account"), "12345678 and 4111111111111111", "12345678 and ****"),
+        (None, "12345678", "12345678"),
+        (None, "card 4111 1111 1111 1111", "card ****"),
+    ] {
+        assert_eq!(r.redact_keyed(key, value, &mut c), want, "{key:?} {value}");
+    }
+    assert_eq!((c.get(Detector::BankAccount), c.get(Detector::Card)), (4, 2));
+    let off = Redactor::new(&Options { detectors: vec![Detector::Card], ..Options::default() }).unwrap();
+    assert_eq!(off.redact_keyed(Some("account"), "12345678", &mut c), "12345678");
+}
+
+#[test]
+fn issue_12_json_encoded_text() {
+    // A match was refused when the byte before it was a letter: the `n` of `\n`.
+    let opts = Options::default();
+    let r = Arc::new(Redactor::new(&opts).unwrap());
+    for (input, want) in [
+        (r#"{"msg":"order ok\n4111111111111111"}"#, r#"{"msg":"order ok\n****"}"#),
+        (r#"{"msg":"card:\t4111 1111 1111 1111"}"#, r#"{"msg":"card:\t****"}"#),
+        (r#""\u00204111111111111111""#, r#""\u0020****""#),
+        (r#""\u00A04111 1111 1111 1111""#, r#""\u00A0****""#),
+        (r#""paid\r\nDE89370400440532013000""#, r#""paid\r\n****""#),
+        (r#""x\nAccount Number: 12345678""#, r#""x\nAccount Number: ****""#),
+        (r#""x\naccount=12345678""#, r#""x\naccount=****""#),
+        (r#""https:\/\/user:pass@db.internal\/x""#, r#""https:\/\/user:****@db.internal\/x""#),
+        (r#""\/cb?code=1\u0026token=abc123\u0026x=1""#, r#""\/cb?code=1\u0026token=****\u0026x=1""#),
+        (
+            "<a href=\"/x?y=1&amp;access_token=abc&amp;z=2\">",
+            "<a href=\"/x?y=1&amp;access_token=****&amp;z=2\">",
+        ),
+        // Doubly escaped JSON.
+        (r#"{\"msg\":\"ok\\n4111111111111111\"}"#, r#"{\"msg\":\"ok\\n****\"}"#),
+    ] {
+        check_all_ways(&r, &opts, input, want);
+    }
+    for input in [
+        r#"{\"traceId\":\"4111111111111111\"}"#,
+        r#""\u0020order 4111111111111112""#,
+        r#""ts\n1795000000123 \u00201795000000123""#,
+        r#""\u0041ccount""#,
+    ] {
+        check_all_ways(&r, &opts, input, input);
+    }
+}
+
 /// Fragments that build inputs full of near-misses for every detector.
 const FRAGMENTS: &[&str] = &[
     "4111",
@@ -290,6 +393,23 @@ const FRAGMENTS: &[&str] = &[
     "\t",
     "span_id=",
     "\"traceId\": \"",
+    "account=",
+    "\"accountNumber\": \"",
+    "acct_no: ",
+    "accounts=",
+    "account_created=",
+    "bank.account=",
+    "12345678",
+    "\\n",
+    "\\t",
+    "\\u0020",
+    "\\u00A0",
+    "\\u0026",
+    "\\u003f",
+    ":\\/\\/",
+    "&amp;",
+    "\\\"",
+    "\\",
 ];
 
 fn fragment_input() -> impl Strategy<Value = Vec<u8>> {

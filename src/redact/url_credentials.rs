@@ -117,10 +117,10 @@ impl UrlCredentials {
         self.max_param
     }
 
-    /// Bytes before a candidate that decide it: `?name=` before a value, `://` before a
-    /// user-info.
+    /// Bytes before a candidate that decide it: `\u0026name=` before a value, `:\/\/` before
+    /// a user-info.
     pub(crate) fn context(&self) -> usize {
-        self.max_param + 2
+        self.max_param + 7
     }
 
     fn is_param(&self, name: &[u8]) -> bool {
@@ -137,7 +137,7 @@ impl UrlCredentials {
     pub(crate) fn candidates(&self, buf: &[u8], from: usize, eof: bool, out: &mut Vec<Cand>) -> usize {
         let mut st = Scan::new(from, eof);
         for y in self.scan_start(from)..buf.len() {
-            if matches!(buf[y], b':' | b'?' | b'&') {
+            if matches!(buf[y], b':' | b'?' | b'&' | b'\\') {
                 self.trigger(&mut st, buf, y, out);
             }
         }
@@ -147,7 +147,7 @@ impl UrlCredentials {
     /// Where a scan for candidates starting at or after `from` must begin looking for
     /// triggers: `?name=` before a value may start up to the longest name + 2 bytes earlier.
     pub(crate) fn scan_start(&self, from: usize) -> usize {
-        from.saturating_sub(self.max_param + 2)
+        from.saturating_sub(self.max_param + 7)
     }
 
     /// Handles the trigger byte (`:`, `?` or `&`) at `y`. A scan feeds every trigger from
@@ -156,9 +156,16 @@ impl UrlCredentials {
     pub(crate) fn trigger(&self, st: &mut Scan, buf: &[u8], y: usize, out: &mut Vec<Cand>) {
         let n = buf.len();
         if buf[y] == b':' {
-            // User-info after `://`.
-            let u = y + 3;
-            if st.userinfo_done || u < st.from || u > n || &buf[y + 1..u] != b"//" {
+            // User-info after `://` (or `:\/\/`, JSON-escaped slashes).
+            let rest = &buf[y + 1..];
+            let u = if rest.starts_with(b"//") {
+                y + 3
+            } else if rest.starts_with(b"\\/\\/") {
+                y + 5
+            } else {
+                return;
+            };
+            if st.userinfo_done || u < st.from {
                 return;
             }
             match userinfo(buf, u, st.eof) {
@@ -174,8 +181,16 @@ impl UrlCredentials {
             }
             return;
         }
-        // A credential parameter after `?` or `&`.
-        let name_start = y + 1;
+        // A credential parameter after `?` or `&`, or their escapes: `&amp;` (HTML) and
+        // `\u0026`, `\u003f` (JSON, Go's default escaping of `&`).
+        let name_start = match buf[y] {
+            b'&' if buf[y + 1..].starts_with(b"amp;") => y + 5,
+            b'\\' => match buf.get(y + 1..y + 6) {
+                Some(b"u0026" | b"u003f" | b"u003F") => y + 6,
+                _ => return,
+            },
+            _ => y + 1,
+        };
         let mut j = name_start;
         while j < n && j - name_start <= self.max_param && is_name_byte(buf[j]) {
             j += 1;
