@@ -232,6 +232,25 @@ pub struct Redactor {
     lookahead: usize,
 }
 
+/// A whole structured value that is an account number once its key names an account: 6 to 17
+/// digits, optionally grouped by single spaces or dashes (`0937416606`, `12-3456-789`). The key
+/// is known exactly here, so the grouping needs none of the guards that text needs against a
+/// neighbouring amount or count.
+fn is_account_value(b: &[u8]) -> bool {
+    let (mut digits, mut prev_sep) = (0usize, true);
+    for &c in b {
+        match c {
+            b'0'..=b'9' => {
+                digits += 1;
+                prev_sep = false;
+            }
+            b' ' | b'-' if !prev_sep => prev_sep = true,
+            _ => return false,
+        }
+    }
+    !prev_sep && (6..=17).contains(&digits)
+}
+
 impl Redactor {
     /// Compiles the detectors. All validation happens here.
     ///
@@ -328,8 +347,7 @@ impl Redactor {
         if self.on[Detector::BankAccount as usize] && key.is_some_and(|k| keys::names_account(k.as_bytes())) {
             let t = value.trim_matches(|c: char| c.is_ascii_whitespace());
             let b = t.as_bytes();
-            let run = b.iter().take_while(|c| c.is_ascii_digit()).count();
-            if run > 0 && bank_account::value_end(b, 0, run) == Some(b.len()) {
+            if is_account_value(b) {
                 let lead = value.len() - value.trim_start_matches(|c: char| c.is_ascii_whitespace()).len();
                 let mut out = Vec::with_capacity(value.len());
                 out.extend_from_slice(&value.as_bytes()[..lead]);

@@ -294,11 +294,10 @@ const COUNTERS: [&str; 6] = [
 ];
 
 /// The one place where a string of an event is redacted. `key` is the attribute or map key
-/// the text is the value of ([`Place::key`]); the engine's key-aware entry point takes it
-/// here when it lands.
+/// the text is the value of ([`Place::key`]): a key that names an account (`bank.account`,
+/// `accountNumber`) makes a 6–17 digit value an account number ([`Redactor::redact_keyed`]).
 fn visit_value(r: &Redactor, key: Option<&str>, text: &mut String, c: &mut Counts) {
-    let _ = key;
-    if let std::borrow::Cow::Owned(o) = r.redact_str(text, c) {
+    if let std::borrow::Cow::Owned(o) = r.redact_keyed(key, text, c) {
         *text = o;
     }
 }
@@ -588,6 +587,33 @@ mod tests {
             Event::Log(l) => &l.body,
             Event::Span(_) => "",
         }
+    }
+
+    /// Issue 12: a structured attribute whose key names an account is an account number,
+    /// also as an integer and inside nested maps; look-alike keys keep their values.
+    #[test]
+    fn keyed_account_values_are_redacted() {
+        let mut t = transform(&RedactConfig::default());
+        let mut e = Event::Log(LogRecord {
+            body: "transfer done".into(),
+            attributes: vec![
+                KeyValue::new("bank.account", "0937416606"),
+                KeyValue::new("acct no", Value::Int(9_374_166_061)),
+                KeyValue::new("customer", Value::Map(vec![KeyValue::new("accountNumber", "12-3456-789")])),
+                KeyValue::new("order_id", "0937416606"),
+                KeyValue::new("accounts", Value::Int(3)),
+            ],
+            ..LogRecord::default()
+        });
+        let c = t.redact_event(&mut e);
+        let Event::Log(l) = &e else { unreachable!() };
+        let text = |i: usize| l.attributes[i].value.to_text();
+        assert_eq!(text(0), "****");
+        assert_eq!(text(1), "****");
+        assert_eq!(text(2), r#"{"accountNumber":"****"}"#);
+        assert_eq!(text(3), "0937416606");
+        assert_eq!(text(4), "3");
+        assert_eq!(c.total(), 3);
     }
 
     #[test]
