@@ -6,24 +6,23 @@
 //! 2. interpolate `${VAR}` in every string ([`interpolate`]);
 //! 3. split each component table into the fields the topology owns (`type`, `inputs`,
 //!    `allow_unredacted`) and the rest, which the component kind parses with
-//!    `deny_unknown_fields` ([`component`]);
+//!    `deny_unknown_fields` (the kinds come in as a [`Kinds`] list: the loader never imports
+//!    a source, transform or sink);
 //! 4. check the graph ([`graph`]): unknown inputs, cycles, signal mismatches, unused
 //!    components and sinks that are not downstream of redaction.
 //!
 //! Several files merge into one configuration; a component id defined twice is an error.
 
-pub mod component;
 mod error;
 pub mod graph;
 mod interpolate;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use serde::Deserialize;
-
-pub use component::{
-    BuildContext, SinkConfig, SinkKind, SourceConfig, SourceKind, TransformConfig, TransformKind,
+pub use crate::component::{
+    BuildContext, GlobalOptions, KeyRule, KeysOptions, Kinds, SinkConfig, SinkKind, SourceConfig, SourceKind,
+    TransformConfig, TransformKind, default_keys_dir,
 };
 pub use error::{ConfigError, ConfigErrors, Origin};
 pub use interpolate::interpolate;
@@ -34,63 +33,6 @@ pub const DEFAULT_CONFIG: &str = include_str!("../../config/default.toml");
 
 /// The name under which the embedded default appears in messages.
 pub const DEFAULT_CONFIG_NAME: &str = "<embedded default>";
-
-/// Options that apply to the whole agent.
-#[derive(Debug, Clone)]
-pub struct GlobalOptions {
-    /// Where sealed segments, checkpoints and other state go.
-    pub data_dir: PathBuf,
-    pub keys: KeysOptions,
-    /// The `[telemetry]` section: the agent's own traces and metrics (off by default).
-    pub telemetry: crate::telemetry::TelemetryOptions,
-}
-
-impl Default for GlobalOptions {
-    fn default() -> GlobalOptions {
-        GlobalOptions {
-            data_dir: PathBuf::from("./sealtrail-data"),
-            keys: KeysOptions::default(),
-            telemetry: crate::telemetry::TelemetryOptions::default(),
-        }
-    }
-}
-
-/// The `[keys]` section.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KeysOptions {
-    /// The keyring directory. `--keys` and `SEALTRAIL_KEYS` take precedence; the default is
-    /// `$XDG_DATA_HOME/sealtrail/keys` (usually `~/.local/share/sealtrail/keys`).
-    #[serde(default)]
-    pub dir: Option<PathBuf>,
-    /// The key used when no rule matches.
-    #[serde(default = "default_key_name")]
-    pub default: String,
-    /// Key choice per service or function name, first match wins.
-    #[serde(default)]
-    pub rules: Vec<KeyRule>,
-}
-
-impl Default for KeysOptions {
-    fn default() -> KeysOptions {
-        KeysOptions { dir: None, default: default_key_name(), rules: Vec::new() }
-    }
-}
-
-fn default_key_name() -> String {
-    "default".to_owned()
-}
-
-/// One `[[keys.rules]]` entry.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KeyRule {
-    /// A glob over the service or function name (`payments-*`).
-    #[serde(rename = "match")]
-    pub pattern: String,
-    /// The key name to use for matching events.
-    pub key: String,
-}
 
 /// A component as loaded: the fields the topology owns, and the component's own config.
 #[derive(Debug)]
@@ -129,7 +71,7 @@ pub struct Source<'a> {
 
 /// Loads configuration files (or the embedded default when `paths` is empty), merges them and
 /// checks the graph.
-pub fn load_files(paths: &[PathBuf], overrides: &Overrides) -> Result<Config, ConfigErrors> {
+pub fn load_files(kinds: &Kinds, paths: &[PathBuf], overrides: &Overrides) -> Result<Config, ConfigErrors> {
     let mut texts = Vec::new();
     let mut errors = Vec::new();
     for p in paths {
@@ -149,12 +91,13 @@ pub fn load_files(paths: &[PathBuf], overrides: &Overrides) -> Result<Config, Co
     }
     let sources: Vec<Source<'_>> =
         texts.iter().map(|(name, text)| Source { name: name.clone(), text }).collect();
-    load(&sources, overrides, &|name| std::env::var(name).ok())
+    load(kinds, &sources, overrides, &|name| std::env::var(name).ok())
 }
 
 /// Loads configuration texts: the core of [`load_files`], with the environment passed in so
 /// tests control it.
 pub fn load(
+    kinds: &Kinds,
     files: &[Source<'_>],
     overrides: &Overrides,
     env: &dyn Fn(&str) -> Option<String>,
@@ -243,7 +186,7 @@ pub fn load(
                             continue;
                         }
                         seen.insert(id.clone(), origin.clone());
-                        match parse_component(&key, &id, body, origin.clone(), file.text) {
+                        match parse_component(kinds, &key, &id, body, origin.clone(), file.text) {
                             Ok(Parsed::Source(d)) => config.sources.push(d),
                             Ok(Parsed::Transform(d)) => config.transforms.push(d),
                             Ok(Parsed::Sink(d)) => config.sinks.push(d),
@@ -290,6 +233,7 @@ enum Parsed {
 }
 
 fn parse_component(
+    kinds: &Kinds,
     section: &str,
     id: &str,
     body: toml::Value,
@@ -345,16 +289,17 @@ fn parse_component(
             if inputs.is_some() {
                 return Err(err("a source takes no `inputs`".into()));
             }
-            let k = crate::sources::KINDS.iter().find(|k| k.name == kind).ok_or_else(|| {
-                err(unknown_type("source", &kind, crate::sources::KINDS.iter().map(|k| k.name)))
-            })?;
+            let k =
+                kinds.sources.iter().find(|k| k.name == kind).ok_or_else(|| {
+                    err(unknown_type("source", &kind, kinds.sources.iter().map(|k| k.name)))
+                })?;
             let config = (k.parse)(rest).map_err(field_err)?;
             let (id, kind, inputs) = def(Vec::new());
             Ok(Parsed::Source(ComponentDef { id, kind, inputs, allow_unredacted, origin, config }))
         }
         "transforms" => {
-            let k = crate::transforms::KINDS.iter().find(|k| k.name == kind).ok_or_else(|| {
-                err(unknown_type("transform", &kind, crate::transforms::KINDS.iter().map(|k| k.name)))
+            let k = kinds.transforms.iter().find(|k| k.name == kind).ok_or_else(|| {
+                err(unknown_type("transform", &kind, kinds.transforms.iter().map(|k| k.name)))
             })?;
             let inputs = inputs
                 .filter(|i| !i.is_empty())
@@ -364,9 +309,11 @@ fn parse_component(
             Ok(Parsed::Transform(ComponentDef { id, kind, inputs, allow_unredacted, origin, config }))
         }
         _ => {
-            let k = crate::sinks::KINDS.iter().find(|k| k.name == kind).ok_or_else(|| {
-                err(unknown_type("sink", &kind, crate::sinks::KINDS.iter().map(|k| k.name)))
-            })?;
+            let k = kinds
+                .sinks
+                .iter()
+                .find(|k| k.name == kind)
+                .ok_or_else(|| err(unknown_type("sink", &kind, kinds.sinks.iter().map(|k| k.name))))?;
             let inputs = inputs
                 .filter(|i| !i.is_empty())
                 .ok_or_else(|| err("missing `inputs`: a sink needs at least one input".into()))?;
@@ -466,24 +413,3 @@ fn field_in_message(msg: &str) -> Option<&str> {
     let end = msg[start..].find('`')? + start;
     Some(&msg[start..end])
 }
-
-/// Where the keyring lives: `--keys`, else `SEALTRAIL_KEYS` (both arrive as
-/// [`Overrides::keys_dir`]), else `[keys] dir`, else `$XDG_DATA_HOME/sealtrail/keys`, else
-/// `~/.local/share/sealtrail/keys`.
-pub fn default_keys_dir() -> PathBuf {
-    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
-        return Path::new(&x).join("sealtrail/keys");
-    }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
-    home.join(".local/share/sealtrail/keys")
-}
-
-impl GlobalOptions {
-    /// The keyring directory after every override (see [`default_keys_dir`]).
-    pub fn keys_dir(&self) -> PathBuf {
-        self.keys.dir.clone().unwrap_or_else(default_keys_dir)
-    }
-}
-
-#[cfg(test)]
-mod tests;

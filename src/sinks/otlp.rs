@@ -24,7 +24,8 @@ use prost::Message;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::config::component::{BoxFuture, BuildContext, Sink, SinkConfig, SinkKind, parse_sink};
+use crate::component::{BoxFuture, BuildContext, Sink, SinkConfig, SinkKind, parse_sink};
+use crate::component::{SinkContext, SinkInput};
 use crate::event::{Batch, Event};
 use crate::metrics::ComponentMetrics;
 use crate::otlp::convert::{logs_from_events, traces_from_events};
@@ -33,7 +34,6 @@ use crate::otlp::{
     ExportLogsServiceRequest, ExportLogsServiceResponse, ExportTraceServiceRequest,
     ExportTraceServiceResponse, LogsServiceClient, TraceServiceClient,
 };
-use crate::topology::{SinkContext, SinkInput};
 
 pub const KIND: SinkKind = SinkKind {
     name: "otlp",

@@ -17,13 +17,13 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use crate::config::component::{BoxFuture, BuildContext, Sink, SinkConfig, SinkKind, parse_sink};
+use crate::component::{BoxFuture, BuildContext, Sink, SinkConfig, SinkKind, parse_sink};
+use crate::component::{Received, SinkContext, SinkInput};
 use crate::event::{Batch, Event, Signal};
 use crate::keys::{Keyring, LocalProvider};
 use crate::metrics::ComponentMetrics;
 use crate::segment::columns::Columns;
 use crate::segment::writer::{SegmentWriter, WriteOptions, recover_inflight};
-use crate::topology::{Received, SinkContext, SinkInput};
 
 pub const KIND: SinkKind = SinkKind {
     name: "sealed",
@@ -108,8 +108,17 @@ impl SinkConfig for SealedConfig {
         let keys = &cx.globals.keys;
         crate::keys::check_name(&keys.default)?;
         let mut rules = Vec::new();
+        // A rule's key must exist now (only the default key is created on first use): found
+        // at the first matching event, a missing key would stop the sink with data in hand.
+        // Reading a key has no side effects, so `validate` checks the same keyring as `run`.
+        let keyring = Keyring::open(cx.globals.keys_dir());
         for r in &keys.rules {
             crate::keys::check_name(&r.key)?;
+            if r.key != keys.default {
+                keyring
+                    .get(&r.key)
+                    .map_err(|e| anyhow::anyhow!("keys.rules (match = `{}`): {e}", r.pattern))?;
+            }
             let p = glob::Pattern::new(&r.pattern)
                 .map_err(|e| anyhow::anyhow!("invalid glob `{}` in keys.rules: {e}", r.pattern))?;
             rules.push((p, r.key.clone()));

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::config::component::{
+use crate::component::{
     BuildContext, Transform, TransformConfig, TransformContext, TransformKind, parse_transform,
 };
 use crate::event::{Batch, Event, Signal, Signals, severity};
@@ -122,7 +122,7 @@ mod tests {
     #[test]
     fn keeps_matching_events() {
         let cfg: FilterConfig = toml::from_str("level = \"warn\"\npattern = \"pay\"").unwrap();
-        let mut f = cfg.build(&BuildContext { id: "f", globals: &Default::default() }).unwrap();
+        let mut f = cfg.build(&BuildContext::new("f", &Default::default())).unwrap();
         let cx = TransformContext { id: "f".into(), metrics: Arc::new(ComponentMetrics::new("t")) };
         let batch = Arc::new(vec![log("pay ok", 9), log("pay failed", 17), log("other", 17), log("pay?", 0)]);
         let out = f.transform(batch, &cx).unwrap();
@@ -136,7 +136,7 @@ mod tests {
     fn bad_options_are_errors() {
         for bad in ["level = \"loud\"", "signal = \"metrics\"", "pattern = \"(\""] {
             let cfg: FilterConfig = toml::from_str(bad).unwrap();
-            assert!(cfg.build(&BuildContext { id: "f", globals: &Default::default() }).is_err(), "{bad}");
+            assert!(cfg.build(&BuildContext::new("f", &Default::default())).is_err(), "{bad}");
         }
     }
 }

@@ -22,7 +22,7 @@ use anyhow::Context as _;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use crate::config::component::{
+use crate::component::{
     BuildContext, Transform, TransformConfig, TransformContext, TransformKind, parse_transform,
 };
 use crate::event::{Batch, Event, KeyValue, LogRecord, SourceId, Span, Value, attr, find_attr};

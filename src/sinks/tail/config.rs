@@ -14,7 +14,7 @@ use tokio_rustls::rustls;
 use zeroize::Zeroizing;
 
 use super::TailSink;
-use crate::config::component::{BuildContext, Sink, SinkConfig};
+use crate::component::{BuildContext, Sink, SinkConfig};
 
 /// The shortest token accepted: a shorter one is guessable.
 pub const MIN_TOKEN_LEN: usize = 16;

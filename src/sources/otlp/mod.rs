@@ -19,10 +19,10 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::config::component::{BoxFuture, BuildContext, Source, SourceConfig, SourceKind, parse_source};
+use crate::component::SourceContext;
+use crate::component::{BoxFuture, BuildContext, Source, SourceConfig, SourceKind, parse_source};
 use crate::event::Signals;
 use crate::otlp::tls::ServerTls;
-use crate::topology::SourceContext;
 
 pub const KIND: SourceKind = SourceKind {
     name: "otlp",

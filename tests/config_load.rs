@@ -1,6 +1,11 @@
 //! Loader tests: every error names the file, the line and the component.
 
-use super::*;
+use std::path::PathBuf;
+
+use sealtrail::components::KINDS;
+use sealtrail::config::{
+    Config, ConfigErrors, DEFAULT_CONFIG, DEFAULT_CONFIG_NAME, Origin, Overrides, Source, load,
+};
 
 fn env(name: &str) -> Option<String> {
     match name {
@@ -10,7 +15,7 @@ fn env(name: &str) -> Option<String> {
 }
 
 fn load_one(text: &str) -> Result<Config, ConfigErrors> {
-    load(&[Source { name: "t.toml".into(), text }], &Overrides::default(), &env)
+    load(&KINDS, &[Source { name: "t.toml".into(), text }], &Overrides::default(), &env)
 }
 
 fn errors(text: &str) -> Vec<String> {
@@ -44,7 +49,7 @@ fn loads_a_good_config() {
 #[test]
 fn overrides_win() {
     let o = Overrides { data_dir: Some("/o".into()), keys_dir: Some("/k".into()) };
-    let c = load(&[Source { name: "t".into(), text: GOOD }], &o, &env).unwrap();
+    let c = load(&KINDS, &[Source { name: "t".into(), text: GOOD }], &o, &env).unwrap();
     assert_eq!(c.globals.data_dir, PathBuf::from("/o"));
     assert_eq!(c.globals.keys_dir(), PathBuf::from("/k"));
 }
@@ -124,6 +129,7 @@ fn duplicate_ids_across_files() {
     let a = "[sources.app]\ntype = \"stdin\"\n";
     let b = "[sinks.out]\ntype = \"console\"\ninputs = [\"app\"]\nallow_unredacted = true\n[sources.app]\ntype = \"stdin\"\n";
     let e = load(
+        &KINDS,
         &[Source { name: "a.toml".into(), text: a }, Source { name: "b.toml".into(), text: b }],
         &Overrides::default(),
         &env,
@@ -140,6 +146,7 @@ fn merged_files_form_one_graph() {
     let a = "[sources.app]\ntype = \"stdin\"\n";
     let b = "[sinks.out]\ntype = \"console\"\ninputs = [\"app\"]\nallow_unredacted = true\n";
     let c = load(
+        &KINDS,
         &[Source { name: "a".into(), text: a }, Source { name: "b".into(), text: b }],
         &Overrides::default(),
         &env,
@@ -150,8 +157,13 @@ fn merged_files_form_one_graph() {
 
 #[test]
 fn embedded_default_loads() {
-    load(&[Source { name: DEFAULT_CONFIG_NAME.into(), text: DEFAULT_CONFIG }], &Overrides::default(), &env)
-        .unwrap();
+    load(
+        &KINDS,
+        &[Source { name: DEFAULT_CONFIG_NAME.into(), text: DEFAULT_CONFIG }],
+        &Overrides::default(),
+        &env,
+    )
+    .unwrap();
 }
 
 #[test]
@@ -200,7 +212,7 @@ fn telemetry_set_in_two_files_is_an_error() {
         Source { name: "b.toml".into(), text: a },
         Source { name: "c.toml".into(), text: a },
     ];
-    let e = load(&files, &Overrides::default(), &env).unwrap_err();
+    let e = load(&KINDS, &files, &Overrides::default(), &env).unwrap_err();
     assert_eq!(e.0.len(), 1);
     assert_eq!(e.0[0].to_string(), "c.toml:1: `[telemetry]` is already set in b.toml");
 }
