@@ -28,3 +28,4 @@ pub mod sources;
 pub mod telemetry;
 pub mod topology;
 pub mod transforms;
+pub mod units;

@@ -131,8 +131,9 @@ pub trait Sink: Send {
 }
 
 /// Parses a component's table (without `type`, `inputs` and the other fields the topology
-/// owns) into its config type.
-pub type ParseFn<T> = fn(toml::Value) -> Result<Box<T>, toml::de::Error>;
+/// owns) into its config type. The deserializer keeps the spans of the file, so an error says
+/// where the field it is about was written.
+pub type ParseFn<T> = fn(toml::de::ValueDeserializer<'_>) -> Result<Box<T>, toml::de::Error>;
 
 /// A source kind as the loader knows it: the `type` name and how to parse its table.
 pub struct SourceKind {
@@ -167,21 +168,21 @@ pub struct Kinds {
 
 /// The parse function for a source config type: `parse: parse_source::<StdinConfig>`.
 pub fn parse_source<T: SourceConfig + DeserializeOwned + 'static>(
-    v: toml::Value,
+    v: toml::de::ValueDeserializer<'_>,
 ) -> Result<Box<dyn SourceConfig>, toml::de::Error> {
-    Ok(Box::new(v.try_into::<T>()?))
+    Ok(Box::new(T::deserialize(v)?))
 }
 
 /// The parse function for a transform config type.
 pub fn parse_transform<T: TransformConfig + DeserializeOwned + 'static>(
-    v: toml::Value,
+    v: toml::de::ValueDeserializer<'_>,
 ) -> Result<Box<dyn TransformConfig>, toml::de::Error> {
-    Ok(Box::new(v.try_into::<T>()?))
+    Ok(Box::new(T::deserialize(v)?))
 }
 
 /// The parse function for a sink config type.
 pub fn parse_sink<T: SinkConfig + DeserializeOwned + 'static>(
-    v: toml::Value,
+    v: toml::de::ValueDeserializer<'_>,
 ) -> Result<Box<dyn SinkConfig>, toml::de::Error> {
-    Ok(Box::new(v.try_into::<T>()?))
+    Ok(Box::new(T::deserialize(v)?))
 }

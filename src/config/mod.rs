@@ -2,7 +2,8 @@
 //! wired by `inputs`, plus the global `data_dir`, `[keys]` and `[telemetry]`.
 //!
 //! Loading goes in four steps, each collecting every error it finds:
-//! 1. parse each file as TOML (syntax errors carry their line);
+//! 1. parse each file as TOML keeping spans, so that every error (syntax, an unknown or
+//!    invalid field, a failed check) points at its file, line and column;
 //! 2. interpolate `${VAR}` in every string ([`interpolate`]);
 //! 3. split each component table into the fields the topology owns (`type`, `inputs`,
 //!    `allow_unredacted`) and the rest, which the component kind parses with
@@ -19,6 +20,10 @@ mod interpolate;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+
+use serde::Deserialize;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 pub use crate::component::{
     BuildContext, GlobalOptions, KeyRule, KeysOptions, Kinds, SinkConfig, SinkKind, SourceConfig, SourceKind,
@@ -79,7 +84,7 @@ pub fn load_files(kinds: &Kinds, paths: &[PathBuf], overrides: &Overrides) -> Re
             Ok(t) => texts.push((p.display().to_string(), t)),
             Err(e) => errors.push(
                 ConfigError::new(format!("cannot read configuration file: {e}"))
-                    .at(Origin { file: p.display().to_string(), line: 0 }),
+                    .at(Origin::file(p.display().to_string())),
             ),
         }
     }
@@ -110,83 +115,92 @@ pub fn load(
     let mut seen: BTreeMap<String, Origin> = BTreeMap::new();
 
     for file in files {
-        let table: toml::Table = match file.text.parse() {
-            Ok(t) => t,
+        // Parsed keeping spans, so that every error points at the exact line and column.
+        let table = match DeTable::parse(file.text) {
+            Ok(t) => t.into_inner(),
             Err(e) => {
-                let line = e.span().map(|s| line_of(file.text, s.start)).unwrap_or(0);
-                errors.push(
-                    ConfigError::new(format!("invalid TOML: {}", e.message()))
-                        .at(Origin { file: file.name.clone(), line }),
+                let origin = e.span().map_or_else(
+                    || Origin::file(&file.name),
+                    |s| Origin::at_offset(&file.name, file.text, s.start),
                 );
+                errors.push(ConfigError::new(format!("invalid TOML: {}", e.message().trim_end())).at(origin));
                 continue;
             }
         };
-        let at = |line: usize| Origin { file: file.name.clone(), line };
+        let at = |pos: usize| Origin::at_offset(&file.name, file.text, pos);
+        // A deserialization error at the span it carries, else at `fallback`.
+        let de_err = |e: toml::de::Error, fallback: &Origin| {
+            let origin = e.span().map_or_else(|| fallback.clone(), |s| at(s.start));
+            ConfigError::new(e.message().trim_end().to_owned()).at(origin)
+        };
         for (key, mut value) in table {
-            let section_line = find_section_line(file.text, &key, None);
-            if let Err(e) = interpolate_value(&mut value, env) {
-                errors.push(ConfigError::new(e).at(at(section_line)).component(key.clone()));
+            let key_at = at(key.span().start);
+            let key = key.into_inner().into_owned();
+            if let Err(e) = interpolate_de(&mut value, env) {
+                errors.push(ConfigError::new(e.message).at(at(e.pos)).component(key.clone()));
                 continue;
             }
             match key.as_str() {
-                "data_dir" => match value {
-                    toml::Value::String(s) => {
+                "data_dir" => match value.get_ref() {
+                    DeValue::String(s) => {
                         if let Some((_, other)) = &data_dir {
-                            errors.push(ConfigError::new(format!("`data_dir` is already set in {other}")).at(at(section_line)));
+                            errors.push(ConfigError::new(format!("`data_dir` is already set in {other}")).at(key_at.clone()));
                         }
-                        data_dir = Some((PathBuf::from(s), file.name.clone()));
+                        data_dir = Some((PathBuf::from(s.as_ref()), file.name.clone()));
                     }
-                    _ => errors.push(ConfigError::new("`data_dir` must be a string").at(at(section_line))),
+                    _ => errors.push(ConfigError::new("`data_dir` must be a string").at(at(value.span().start))),
                 },
-                "keys" => match value.try_into::<KeysOptions>() {
+                "keys" => match KeysOptions::deserialize(ValueDeserializer::from(value)) {
                     Ok(k) => {
                         if let Some((_, other)) = &keys {
-                            errors.push(ConfigError::new(format!("`[keys]` is already set in {other}")).at(at(section_line)));
+                            errors.push(ConfigError::new(format!("`[keys]` is already set in {other}")).at(key_at.clone()));
                         }
                         for rule in &k.rules {
                             if let Err(e) = glob::Pattern::new(&rule.pattern) {
-                                errors.push(ConfigError::new(format!("invalid glob `{}` in keys.rules: {e}", rule.pattern)).at(at(section_line)));
+                                errors.push(ConfigError::new(format!("invalid glob `{}` in keys.rules: {e}", rule.pattern)).at(key_at.clone()));
                             }
                         }
                         keys = Some((k, file.name.clone()));
                     }
-                    Err(e) => errors.push(ConfigError::new(e.message().to_owned()).at(at(section_line)).component("keys")),
+                    Err(e) => errors.push(de_err(e, &key_at).component("keys")),
                 },
                 "telemetry" => {
-                    let field_line = |f: &str| find_field_line(file.text, section_line, f);
-                    match value.try_into::<crate::telemetry::TelemetryOptions>() {
+                    // The position of each field, for the errors `check` reports by field name.
+                    let fields: Vec<(String, usize)> = match value.get_ref() {
+                        DeValue::Table(t) => t.iter().map(|(k, _)| (k.get_ref().to_string(), k.span().start)).collect(),
+                        _ => Vec::new(),
+                    };
+                    let field_at = |f: &str| fields.iter().find(|(k, _)| k == f).map_or_else(|| key_at.clone(), |(_, p)| at(*p));
+                    match crate::telemetry::TelemetryOptions::deserialize(ValueDeserializer::from(value)) {
                         Ok(t) => {
                             if let Some((_, other)) = &telemetry {
-                                errors.push(ConfigError::new(format!("`[telemetry]` is already set in {other}")).at(at(section_line)));
+                                errors.push(ConfigError::new(format!("`[telemetry]` is already set in {other}")).at(key_at.clone()));
                             }
                             if let Err(es) = t.check() {
                                 for e in es {
-                                    errors.push(ConfigError::new(e.message).at(at(field_line(e.field))).component("telemetry"));
+                                    errors.push(ConfigError::new(e.message).at(field_at(e.field)).component("telemetry"));
                                 }
                             }
                             telemetry = Some((t, file.name.clone()));
                         }
-                        Err(e) => {
-                            let msg = e.message().to_owned();
-                            let line = field_in_message(&msg).map(field_line).unwrap_or(section_line);
-                            errors.push(ConfigError::new(msg).at(at(line)).component("telemetry"));
-                        }
+                        Err(e) => errors.push(de_err(e, &key_at).component("telemetry")),
                     }
                 }
                 "sources" | "transforms" | "sinks" => {
-                    let toml::Value::Table(components) = value else {
-                        errors.push(ConfigError::new(format!("`{key}` must be a table")).at(at(section_line)));
+                    let DeValue::Table(components) = value.into_inner() else {
+                        errors.push(ConfigError::new(format!("`{key}` must be a table")).at(key_at));
                         continue;
                     };
                     for (id, body) in components {
-                        let origin = at(find_section_line(file.text, &key, Some(&id)));
+                        let origin = at(id.span().start);
+                        let id = id.into_inner().into_owned();
                         let name = format!("{key}.{id}");
                         if let Some(prev) = seen.get(&id) {
                             errors.push(ConfigError::new(format!("component id `{id}` is already defined at {prev}")).at(origin).component(name));
                             continue;
                         }
                         seen.insert(id.clone(), origin.clone());
-                        match parse_component(kinds, &key, &id, body, origin.clone(), file.text) {
+                        match parse_component(kinds, &key, &id, body, origin.clone(), &de_err) {
                             Ok(Parsed::Source(d)) => config.sources.push(d),
                             Ok(Parsed::Transform(d)) => config.transforms.push(d),
                             Ok(Parsed::Sink(d)) => config.sinks.push(d),
@@ -198,7 +212,7 @@ pub fn load(
                     ConfigError::new(format!(
                         "unknown field `{other}`, expected one of `data_dir`, `keys`, `telemetry`, `sources`, `transforms`, `sinks`"
                     ))
-                    .at(at(section_line)),
+                    .at(key_at),
                 ),
             }
         }
@@ -236,29 +250,30 @@ fn parse_component(
     kinds: &Kinds,
     section: &str,
     id: &str,
-    body: toml::Value,
+    body: Spanned<DeValue<'_>>,
     origin: Origin,
-    text: &str,
+    de_err: &dyn Fn(toml::de::Error, &Origin) -> ConfigError,
 ) -> Result<Parsed, ConfigError> {
     let err = |m: String| ConfigError::new(m).at(origin.clone());
-    let toml::Value::Table(mut table) = body else {
+    let span = body.span();
+    let DeValue::Table(mut table) = body.into_inner() else {
         return Err(err("a component must be a table".into()));
     };
     if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
         return Err(err(format!("invalid component id `{id}`: use letters, digits, `_` and `-`")));
     }
-    let kind = match table.remove("type") {
-        Some(toml::Value::String(s)) => s,
+    let kind = match table.remove("type").map(Spanned::into_inner) {
+        Some(DeValue::String(s)) => s.into_owned(),
         Some(_) => return Err(err("`type` must be a string".into())),
         None => return Err(err("missing field `type`".into())),
     };
-    let inputs = match table.remove("inputs") {
+    let inputs = match table.remove("inputs").map(Spanned::into_inner) {
         None => None,
-        Some(toml::Value::Array(a)) => {
+        Some(DeValue::Array(a)) => {
             let mut v = Vec::with_capacity(a.len());
-            for x in a {
-                match x {
-                    toml::Value::String(s) => v.push(s),
+            for x in a.iter() {
+                match x.get_ref() {
+                    DeValue::String(s) => v.push(s.to_string()),
                     _ => return Err(err("`inputs` must be a list of component ids".into())),
                 }
             }
@@ -267,22 +282,17 @@ fn parse_component(
         Some(_) => return Err(err("`inputs` must be a list of component ids".into())),
     };
     let allow_unredacted = if section == "sinks" {
-        match table.remove("allow_unredacted") {
+        match table.remove("allow_unredacted").map(Spanned::into_inner) {
             None => false,
-            Some(toml::Value::Boolean(b)) => b,
+            Some(DeValue::Boolean(b)) => b,
             Some(_) => return Err(err("`allow_unredacted` must be true or false".into())),
         }
     } else {
         false
     };
-    let rest = toml::Value::Table(table);
-    // A field error from serde names the field; point at the line that sets it when we can.
-    let field_err = |e: toml::de::Error| {
-        let msg = e.message().to_owned();
-        let line =
-            field_in_message(&msg).map(|f| find_field_line(text, origin.line, f)).unwrap_or(origin.line);
-        ConfigError::new(msg).at(Origin { file: origin.file.clone(), line })
-    };
+    // The rest goes to the kind's parser; its errors carry the span of the field they are about.
+    let rest = ValueDeserializer::from(Spanned::new(span, DeValue::Table(table)));
+    let field_err = |e: toml::de::Error| de_err(e, &origin);
     let def = |inputs: Vec<String>| (id.to_owned(), kind.clone(), inputs);
     match section {
         "sources" => {
@@ -329,6 +339,31 @@ fn unknown_type<'a>(what: &str, kind: &str, known: impl Iterator<Item = &'a str>
     format!("unknown {what} type `{kind}`, expected one of {}", known.join(", "))
 }
 
+/// An interpolation error and the byte offset of the string it is in.
+struct InterpolateError {
+    message: String,
+    pos: usize,
+}
+
+/// Interpolates `${VAR}` in every string of a parsed value, keeping the spans.
+fn interpolate_de(
+    v: &mut Spanned<DeValue<'_>>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), InterpolateError> {
+    let pos = v.span().start;
+    match v.get_mut() {
+        DeValue::String(s) => {
+            *s = std::borrow::Cow::Owned(
+                interpolate(s, env).map_err(|message| InterpolateError { message, pos })?,
+            );
+            Ok(())
+        }
+        DeValue::Array(a) => a.iter_mut().try_for_each(|x| interpolate_de(x, env)),
+        DeValue::Table(t) => t.iter_mut().try_for_each(|(_, x)| interpolate_de(x, env)),
+        _ => Ok(()),
+    }
+}
+
 /// Interpolates `${VAR}` in every string of a TOML value (also used by `sealtrail redact`).
 pub(crate) fn interpolate_value(
     v: &mut toml::Value,
@@ -343,73 +378,4 @@ pub(crate) fn interpolate_value(
         toml::Value::Table(t) => t.iter_mut().try_for_each(|(_, x)| interpolate_value(x, env)),
         _ => Ok(()),
     }
-}
-
-/// The 1-based line of byte offset `pos` in `text`.
-fn line_of(text: &str, pos: usize) -> usize {
-    memchr::memchr_iter(b'\n', &text.as_bytes()[..pos.min(text.len())]).count() + 1
-}
-
-/// The line that opens a section: `[sources.app]` (or `[sources."app"]`, `sources.app.x = …`,
-/// `app = {` inside `[sources]`) when `id` is given, else the first line that mentions `key`
-/// at the top of a line. 0 when not found.
-fn find_section_line(text: &str, key: &str, id: Option<&str>) -> usize {
-    let mut in_section = false;
-    for (n, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        let compact: String =
-            line.chars().filter(|c| !c.is_whitespace() && *c != '"' && *c != '\'').collect();
-        match id {
-            None => {
-                if compact.starts_with(&format!("[{key}"))
-                    || compact.starts_with(&format!("{key}="))
-                    || compact.starts_with(&format!("{key}."))
-                {
-                    return n + 1;
-                }
-            }
-            Some(id) => {
-                if compact.starts_with(&format!("[{key}.{id}]"))
-                    || compact.starts_with(&format!("{key}.{id}."))
-                    || compact.starts_with(&format!("{key}.{id}="))
-                {
-                    return n + 1;
-                }
-                if compact.starts_with('[') {
-                    in_section = compact == format!("[{key}]");
-                } else if in_section
-                    && (compact.starts_with(&format!("{id}=")) || compact.starts_with(&format!("{id}.")))
-                {
-                    return n + 1;
-                }
-            }
-        }
-    }
-    0
-}
-
-/// The line of `field = …` in the section that starts at `section_line`, else `section_line`.
-fn find_field_line(text: &str, section_line: usize, field: &str) -> usize {
-    if section_line == 0 {
-        return 0;
-    }
-    for (n, raw) in text.lines().enumerate().skip(section_line) {
-        let line = raw.trim_start();
-        if line.starts_with('[') {
-            break;
-        }
-        if let Some(rest) = line.strip_prefix(field) {
-            if rest.trim_start().starts_with('=') || rest.starts_with('.') {
-                return n + 1;
-            }
-        }
-    }
-    section_line
-}
-
-/// The field a serde message is about: "unknown field `x`, …", "invalid type: … for key `x`".
-fn field_in_message(msg: &str) -> Option<&str> {
-    let start = msg.find('`')? + 1;
-    let end = msg[start..].find('`')? + start;
-    Some(&msg[start..end])
 }

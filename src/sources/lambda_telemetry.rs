@@ -101,12 +101,13 @@ pub struct LambdaTelemetryConfig {
     pub shutdown_grace_ms: u64,
     /// When to ask the sealed sink to seal: `limits` (default: only the sink's own row, byte
     /// and age limits), `end` (after every invoke's `platform.report`), `periodic` (every
-    /// `flush_interval_secs`). SHUTDOWN always seals everything.
+    /// `flush_interval`). SHUTDOWN always seals everything.
     #[serde(default)]
     pub flush: FlushPolicy,
-    /// The period of the `periodic` flush policy.
-    #[serde(default = "default_flush_interval")]
-    pub flush_interval_secs: u64,
+    /// The period of the `periodic` flush policy (the old name `flush_interval_secs` is
+    /// accepted).
+    #[serde(default = "default_flush_interval", alias = "flush_interval_secs")]
+    pub flush_interval: crate::units::Duration,
     /// The service name of every record (used by key rules); default: the function name
     /// (`AWS_LAMBDA_FUNCTION_NAME`).
     #[serde(default)]
@@ -172,8 +173,8 @@ fn default_max_buffered_bytes() -> usize {
 fn default_grace_ms() -> u64 {
     100
 }
-fn default_flush_interval() -> u64 {
-    60
+fn default_flush_interval() -> crate::units::Duration {
+    crate::units::Duration::from_secs(60)
 }
 fn default_max_items() -> u32 {
     1000
@@ -248,8 +249,8 @@ impl LambdaTelemetryConfig {
         if self.max_buffered_bytes < self.max_body_bytes {
             errs.push("`max_buffered_bytes` must be at least `max_body_bytes`".into());
         }
-        if self.flush == FlushPolicy::Periodic && self.flush_interval_secs == 0 {
-            errs.push("`flush_interval_secs` must be at least 1".into());
+        if self.flush == FlushPolicy::Periodic && self.flush_interval.get().as_secs() == 0 {
+            errs.push("`flush_interval` must be at least 1s".into());
         }
         if errs.is_empty() { Ok(()) } else { Err(anyhow::anyhow!(errs.join("; "))) }
     }
@@ -345,7 +346,7 @@ impl Source for LambdaTelemetrySource {
                 metrics: metrics.clone(),
             });
             let periodic = (config.flush == FlushPolicy::Periodic)
-                .then(|| Duration::from_secs(config.flush_interval_secs.max(1)));
+                .then(|| config.flush_interval.get().max(Duration::from_secs(1)));
             let forward = forward(qrx, out, queued_bytes, periodic);
             let grace = Duration::from_millis(config.shutdown_grace_ms);
             let serve = serve(listener, ingest, shutdown, handle, grace);
