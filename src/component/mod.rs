@@ -85,8 +85,8 @@ pub trait TransformConfig: Debug + Send + Sync {
     }
 
     /// `true` for the `redact` transform: what comes out of it is redacted. The loader uses
-    /// this to enforce that every sink is downstream of redaction (DESIGN.md, "secure by
-    /// default").
+    /// this to enforce that every sink is downstream of redaction (ARCHITECTURE.md, "The data
+    /// path").
     fn redacts(&self) -> bool {
         false
     }

@@ -352,7 +352,7 @@ impl Writer {
             }
             crate::telemetry::end_with(span, &s);
             let s = s?;
-            self.metrics.add("segments_sealed", 1);
+            self.metrics.add(crate::metrics::names::SEGMENTS_SEALED, 1);
             self.metrics.add_out(s.rows as usize, s.bytes as usize);
             tracing::info!(segment = %s.path.display(), rows = s.rows, bytes = s.bytes, key = %s.key_id, "segment sealed");
         }
