@@ -284,6 +284,7 @@ fn agent(
     let addr = free_port();
     let text = config(addr);
     let cfg = config::load(
+        &sealtrail::components::KINDS,
         &[Source { name: "bench".into(), text: &text }],
         &overrides.unwrap_or_default(),
         &|_| None,

@@ -29,8 +29,13 @@ fn config(with_transform: bool) -> String {
 }
 
 fn run_once(rt: &tokio::runtime::Runtime, text: &str) -> u64 {
-    let cfg =
-        config::load(&[Source { name: "bench".into(), text }], &Overrides::default(), &|_| None).unwrap();
+    let cfg = config::load(
+        &sealtrail::components::KINDS,
+        &[Source { name: "bench".into(), text }],
+        &Overrides::default(),
+        &|_| None,
+    )
+    .unwrap();
     let built = topology::build(&cfg).unwrap();
     let registry = Registry::default();
     let outcome = rt.block_on(topology::run(built, registry.clone(), std::future::pending()));

@@ -1,4 +1,4 @@
-//! The process exit codes (DESIGN.md "Command line"), in one place.
+//! The process exit codes (ARCHITECTURE.md "Formats", exit codes), in one place.
 
 use std::process::ExitCode;
 

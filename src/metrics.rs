@@ -9,6 +9,55 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
+/// Counter names, in one place: what the code bumps and what `[telemetry]` exports as metric
+/// families (`telemetry::counters`) both come from here, so the two cannot drift apart.
+pub mod names {
+    pub const EVENTS_IN: &str = "events_in";
+    pub const EVENTS_OUT: &str = "events_out";
+    pub const BYTES_IN: &str = "bytes_in";
+    pub const BYTES_OUT: &str = "bytes_out";
+    /// The total of every `errors.<kind>` counter.
+    pub const ERRORS: &str = "errors";
+    pub const SEGMENTS_SEALED: &str = "segments_sealed";
+
+    /// A family of counters `<prefix>.<detail>`, exported as one metric with the detail as an
+    /// attribute.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Family {
+        /// Secrets redacted, by detector.
+        Redactions,
+        /// Events dropped, by reason.
+        Dropped,
+        /// Requests or connections refused, by reason.
+        Refused,
+        /// Errors, by kind.
+        Errors,
+        /// Items rejected from accepted requests, by signal.
+        Rejected,
+    }
+
+    impl Family {
+        pub const ALL: [Family; 5] =
+            [Family::Redactions, Family::Dropped, Family::Refused, Family::Errors, Family::Rejected];
+
+        /// The name prefix (`dropped` for `dropped.full`).
+        pub const fn prefix(self) -> &'static str {
+            match self {
+                Family::Redactions => "redactions",
+                Family::Dropped => "dropped",
+                Family::Refused => "refused",
+                Family::Errors => "errors",
+                Family::Rejected => "rejected",
+            }
+        }
+
+        /// The counter name for one detail: `Family::Dropped.counter("full")` is `dropped.full`.
+        pub fn counter(self, detail: &str) -> String {
+            format!("{}.{detail}", self.prefix())
+        }
+    }
+}
+
 /// Counters of one component.
 #[derive(Debug, Default)]
 pub struct ComponentMetrics {
@@ -54,7 +103,7 @@ impl ComponentMetrics {
     /// Counts an error of a kind (also adds to `errors`).
     pub fn error(&self, kind: &str) {
         self.errors.fetch_add(1, Relaxed);
-        self.add(&format!("errors.{kind}"), 1);
+        self.add(&names::Family::Errors.counter(kind), 1);
     }
 
     /// The value of a named counter (0 if never touched).
@@ -65,11 +114,11 @@ impl ComponentMetrics {
     /// Every counter as (name, value), the fixed ones first; zero counters left out.
     pub fn snapshot(&self) -> Vec<(String, u64)> {
         let mut v = vec![
-            ("events_in".to_owned(), self.events_in.load(Relaxed)),
-            ("events_out".to_owned(), self.events_out.load(Relaxed)),
-            ("bytes_in".to_owned(), self.bytes_in.load(Relaxed)),
-            ("bytes_out".to_owned(), self.bytes_out.load(Relaxed)),
-            ("errors".to_owned(), self.errors.load(Relaxed)),
+            (names::EVENTS_IN.to_owned(), self.events_in.load(Relaxed)),
+            (names::EVENTS_OUT.to_owned(), self.events_out.load(Relaxed)),
+            (names::BYTES_IN.to_owned(), self.bytes_in.load(Relaxed)),
+            (names::BYTES_OUT.to_owned(), self.bytes_out.load(Relaxed)),
+            (names::ERRORS.to_owned(), self.errors.load(Relaxed)),
         ];
         v.extend(self.named.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(k, v)| (k.clone(), *v)));
         v.retain(|(_, n)| *n > 0);

@@ -242,22 +242,22 @@ fn validate_prints_the_topology() {
 }
 
 /// Each broken configuration fails with exit code 2 and one message naming the file, the
-/// line and the component, and nothing starts.
+/// line and column (from the parser's spans) and the component, and nothing starts.
 #[test]
 fn bad_configurations_fail_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let sink = "[sinks.out]\ntype = \"console\"\ninputs = [\"app\"]\nallow_unredacted = true\n";
     let cases: Vec<(&str, String, &str)> = vec![
-        ("malformed", "[sources.app\ntype = \"stdin\"\n".into(), "malformed.toml:1: invalid TOML"),
-        ("unknown_type", format!("[sources.app]\ntype = \"kafka\"\n{sink}"), "unknown_type.toml:1: sources.app: unknown source type `kafka`"),
-        ("unknown_field", format!("[sources.app]\ntype = \"stdin\"\ncolor = true\n{sink}"), "unknown_field.toml:3: sources.app: unknown field `color`"),
-        ("missing_input", "[sources.app]\ntype = \"stdin\"\n[sinks.out]\ntype = \"console\"\ninputs = [\"nope\"]\nallow_unredacted = true\n".into(), "missing_input.toml:3: sinks.out: unknown input `nope`"),
-        ("no_inputs", "[sources.app]\ntype = \"stdin\"\n[sinks.out]\ntype = \"console\"\n".into(), "no_inputs.toml:3: sinks.out: missing `inputs`"),
-        ("cycle", "[sources.app]\ntype = \"stdin\"\n[transforms.a]\ntype = \"filter\"\ninputs = [\"app\", \"b\"]\n[transforms.b]\ntype = \"filter\"\ninputs = [\"a\"]\n[sinks.out]\ntype = \"console\"\ninputs = [\"b\"]\nallow_unredacted = true\n".into(), "cycle.toml:3: transforms.a: cycle between a, b"),
-        ("unredacted", "[sources.app]\ntype = \"stdin\"\n[sinks.out]\ntype = \"console\"\ninputs = [\"app\"]\n".into(), "unredacted.toml:3: sinks.out: input `app` is not downstream of a `redact` transform"),
-        ("no_child", format!("[sources.app]\ntype = \"exec\"\ncommand = [\"definitely-not-a-program-xyz\"]\n{sink}"), "no_child.toml:1: sources.app: cannot start `definitely-not-a-program-xyz`"),
-        ("bad_glob", format!("[sources.app]\ntype = \"file\"\ninclude = [\"/tmp/[\"]\n{sink}"), "bad_glob.toml:1: sources.app: invalid glob `/tmp/[`"),
-        ("bad_level", "[sources.app]\ntype = \"stdin\"\n[transforms.f]\ntype = \"filter\"\nlevel = \"loud\"\ninputs = [\"app\"]\n[sinks.out]\ntype = \"console\"\ninputs = [\"f\"]\nallow_unredacted = true\n".into(), "bad_level.toml:3: transforms.f: `level`: unknown level `loud`"),
+        ("malformed", "[sources.app\ntype = \"stdin\"\n".into(), "malformed.toml:1:13: invalid TOML"),
+        ("unknown_type", format!("[sources.app]\ntype = \"kafka\"\n{sink}"), "unknown_type.toml:1:10: sources.app: unknown source type `kafka`"),
+        ("unknown_field", format!("[sources.app]\ntype = \"stdin\"\ncolor = true\n{sink}"), "unknown_field.toml:3:1: sources.app: unknown field `color`"),
+        ("missing_input", "[sources.app]\ntype = \"stdin\"\n[sinks.out]\ntype = \"console\"\ninputs = [\"nope\"]\nallow_unredacted = true\n".into(), "missing_input.toml:3:8: sinks.out: unknown input `nope`"),
+        ("no_inputs", "[sources.app]\ntype = \"stdin\"\n[sinks.out]\ntype = \"console\"\n".into(), "no_inputs.toml:3:8: sinks.out: missing `inputs`"),
+        ("cycle", "[sources.app]\ntype = \"stdin\"\n[transforms.a]\ntype = \"filter\"\ninputs = [\"app\", \"b\"]\n[transforms.b]\ntype = \"filter\"\ninputs = [\"a\"]\n[sinks.out]\ntype = \"console\"\ninputs = [\"b\"]\nallow_unredacted = true\n".into(), "cycle.toml:3:13: transforms.a: cycle between a, b"),
+        ("unredacted", "[sources.app]\ntype = \"stdin\"\n[sinks.out]\ntype = \"console\"\ninputs = [\"app\"]\n".into(), "unredacted.toml:3:8: sinks.out: input `app` is not downstream of a `redact` transform"),
+        ("no_child", format!("[sources.app]\ntype = \"exec\"\ncommand = [\"definitely-not-a-program-xyz\"]\n{sink}"), "no_child.toml:1:10: sources.app: cannot start `definitely-not-a-program-xyz`"),
+        ("bad_glob", format!("[sources.app]\ntype = \"file\"\ninclude = [\"/tmp/[\"]\n{sink}"), "bad_glob.toml:1:10: sources.app: invalid glob `/tmp/[`"),
+        ("bad_level", "[sources.app]\ntype = \"stdin\"\n[transforms.f]\ntype = \"filter\"\nlevel = \"loud\"\ninputs = [\"app\"]\n[sinks.out]\ntype = \"console\"\ninputs = [\"f\"]\nallow_unredacted = true\n".into(), "bad_level.toml:3:13: transforms.f: `level`: unknown level `loud`"),
     ];
     for (name, text, want) in cases {
         let path = write(dir.path(), &format!("{name}.toml"), &text);

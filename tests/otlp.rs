@@ -435,10 +435,7 @@ fn configuration_errors_are_clear() {
             "grpc_address = \"0.0.0.0:4317\"",
             "`grpc_address` = 0.0.0.0:4317 is not a loopback address and no `tls` is configured",
         ),
-        (
-            "http_address = \"localhost:4318\"",
-            "`http_address` = \"localhost:4318\" is not an IP address and port",
-        ),
+        ("http_address = \"localhost:4318\"", "`http_address`: \"localhost:4318\" is not a listen address"),
         ("grpc_address = \"\"\nhttp_address = \"\"", "both `grpc_address` and `http_address` are disabled"),
         ("tls = { crt_file = \"/nope.crt\", key_file = \"/nope.key\" }", "cannot read /nope.crt"),
         ("max_request_bytes = 10", "`max_request_bytes` must be at least 1024"),

@@ -15,7 +15,7 @@ use arrow_array::{Array, RecordBatch};
 use arrow_schema::DataType;
 use proptest::prelude::*;
 use prost::Message as _;
-use sealtrail::config::component::{Transform, TransformContext};
+use sealtrail::component::{Transform, TransformContext};
 use sealtrail::event::{Event, KeyValue, LogRecord, Signal, Span, SpanEvent, SpanLink, Value, attr};
 use sealtrail::keys::{Keyring, LocalProvider};
 use sealtrail::metrics::ComponentMetrics;

@@ -9,7 +9,7 @@ use sealtrail::config::GlobalOptions;
 use sealtrail::event::{Event, LogRecord, Span, severity};
 use sealtrail::metrics::Registry;
 use sealtrail::sinks::tail::TailConfig;
-use sealtrail::topology::{SinkContext, SinkInput};
+use sealtrail::topology::{Message, SinkContext, SinkInput};
 use tail_support::*;
 
 const T1: [u8; 16] = [0x11; 16];
@@ -58,7 +58,7 @@ fn names(lines: &[Line]) -> Vec<String> {
 /// task.
 struct InProcess {
     rt: tokio::runtime::Runtime,
-    tx: tokio::sync::mpsc::Sender<sealtrail::event::Batch>,
+    tx: tokio::sync::mpsc::Sender<Message>,
     url: String,
     running: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -85,7 +85,7 @@ fn start_sink() -> InProcess {
 impl InProcess {
     /// Sends one batch, ends the input and waits for the sink to finish.
     fn send_and_finish(self, batch: Vec<Event>) {
-        self.rt.block_on(self.tx.send(Arc::new(batch))).unwrap();
+        self.rt.block_on(self.tx.send(Message::Batch(Arc::new(batch)))).unwrap();
         drop(self.tx);
         self.rt.block_on(self.running).unwrap().unwrap();
     }

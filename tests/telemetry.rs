@@ -288,20 +288,20 @@ fn with_telemetry_off_nothing_connects() {
 fn telemetry_configuration_errors_name_file_line_and_field() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
-        ("[telemetry]\nenabled = true\n", "c.toml:2: telemetry: `endpoint` is required"),
+        ("[telemetry]\nenabled = true\n", "c.toml:2:1: telemetry: `endpoint` is required"),
         (
             "[telemetry]\nenabled = true\nendpoint = \"ftp://x\"\n",
-            "c.toml:3: telemetry: `endpoint` = \"ftp://x\" must start with http",
+            "c.toml:3:1: telemetry: `endpoint` = \"ftp://x\" must start with http",
         ),
-        ("[telemetry]\nendpont = \"http://x\"\n", "c.toml:2: telemetry: unknown field `endpont`"),
-        ("[telemetry]\nprotocol = \"http/json\"\n", "c.toml:1: telemetry: unknown variant `http/json`"),
+        ("[telemetry]\nendpont = \"http://x\"\n", "c.toml:2:1: telemetry: unknown field `endpont`"),
+        ("[telemetry]\nprotocol = \"http/json\"\n", "c.toml:2:12: telemetry: unknown variant `http/json`"),
         (
             "[telemetry]\nexport_interval = \"often\"\n",
-            "c.toml:2: telemetry: `export_interval` = \"often\" is not a duration",
+            "c.toml:2:1: telemetry: `export_interval` = \"often\" is not a duration",
         ),
         (
             "[telemetry]\nheaders = { \"a b\" = \"v\" }\n",
-            "c.toml:2: telemetry: `headers`: \"a b\" is not a valid header name",
+            "c.toml:2:1: telemetry: `headers`: \"a b\" is not a valid header name",
         ),
     ];
     for (section, want) in cases {

@@ -78,7 +78,7 @@ pub fn parse_time(s: &str, now_nanos: i64) -> Option<i64> {
     if s == "now" {
         return Some(now_nanos);
     }
-    let d = crate::sinks::sealed::parse_duration(s)?;
+    let d = crate::units::parse_duration(s)?;
     Some(now_nanos - i64::try_from(d.as_nanos()).ok()?)
 }
 

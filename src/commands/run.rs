@@ -1,10 +1,11 @@
 //! `sealtrail run`: load the configuration, build the topology and run it until the input
 //! ends or a signal arrives.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::config::{self, Overrides};
+use super::AgentArgs;
+use crate::components;
+use crate::config;
 use crate::exit_codes;
 use crate::metrics::Registry;
 use crate::telemetry::Telemetry;
@@ -12,25 +13,12 @@ use crate::topology;
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Configuration file (repeat to merge several). Without one: the embedded default.
-    #[arg(long = "config", short = 'c', env = "SEALTRAIL_CONFIG", value_delimiter = ',')]
-    pub config: Vec<PathBuf>,
-    /// Data directory (overrides `data_dir` in the configuration).
-    #[arg(long, env = "SEALTRAIL_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Keyring directory (overrides `[keys] dir`).
-    #[arg(long, env = "SEALTRAIL_KEYS")]
-    pub keys: Option<PathBuf>,
-}
-
-impl RunArgs {
-    pub fn overrides(&self) -> Overrides {
-        Overrides { data_dir: self.data_dir.clone(), keys_dir: self.keys.clone() }
-    }
+    #[command(flatten)]
+    pub agent: AgentArgs,
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let config = config::load_files(&args.config, &args.overrides())?;
+    let config = config::load_files(&components::KINDS, &args.agent.config, &args.agent.overrides())?;
     let built = topology::build(&config)?;
     raise_open_files_limit();
     limit_malloc_arenas();

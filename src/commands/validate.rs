@@ -1,28 +1,38 @@
-//! `sealtrail validate`: load and build every component without starting anything, print
-//! the topology, exit 2 on any error.
+//! `sealtrail validate`: load and build every component without starting anything, with the
+//! same configuration files, data directory and keyring that `run` would use (the same
+//! [`AgentArgs`]), print the topology, exit 2 on any error. `--list-kinds` prints every
+//! component kind instead.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::config::{self, Config, DEFAULT_CONFIG_NAME, Overrides};
+use super::AgentArgs;
+use crate::component::Kinds;
+use crate::components;
+use crate::config::{self, Config, DEFAULT_CONFIG_NAME};
 use crate::topology;
 
 #[derive(Debug, clap::Args)]
 pub struct ValidateArgs {
-    /// Configuration file (repeat to merge several). Without one: the embedded default.
-    #[arg(long = "config", short = 'c', env = "SEALTRAIL_CONFIG", value_delimiter = ',')]
-    pub config: Vec<PathBuf>,
+    #[command(flatten)]
+    pub agent: AgentArgs,
+    /// Print every source, transform and sink kind with its description, and exit.
+    #[arg(long)]
+    pub list_kinds: bool,
 }
 
 pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
-    let config = config::load_files(&args.config, &Overrides::default())?;
-    topology::build(&config)?;
     let mut out = std::io::stdout().lock();
-    let names: Vec<String> = if args.config.is_empty() {
+    if args.list_kinds {
+        write_kinds(&components::KINDS, &mut out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let config = config::load_files(&components::KINDS, &args.agent.config, &args.agent.overrides())?;
+    topology::build(&config)?;
+    let names: Vec<String> = if args.agent.config.is_empty() {
         vec![DEFAULT_CONFIG_NAME.to_owned()]
     } else {
-        args.config.iter().map(|p| p.display().to_string()).collect()
+        args.agent.config.iter().map(|p| p.display().to_string()).collect()
     };
     writeln!(out, "{}: ok", names.join(", "))?;
     write_topology(&config, &mut out)?;
@@ -41,6 +51,17 @@ pub fn write_topology(config: &Config, out: &mut impl Write) -> std::io::Result<
             let note = if s.allow_unredacted { " [allow_unredacted]" } else { "" };
             writeln!(out, "  sink      {id} ({}) <- {}{note}", s.kind, s.inputs.join(", "))?;
         }
+    }
+    Ok(())
+}
+
+/// Prints every kind, one per line: section, `type` name, description.
+pub fn write_kinds(kinds: &Kinds, out: &mut impl Write) -> std::io::Result<()> {
+    let rows = (kinds.sources.iter().map(|k| ("source", k.name, k.description)))
+        .chain(kinds.transforms.iter().map(|k| ("transform", k.name, k.description)))
+        .chain(kinds.sinks.iter().map(|k| ("sink", k.name, k.description)));
+    for (section, name, description) in rows {
+        writeln!(out, "{section:<9} {name:<16} {description}")?;
     }
     Ok(())
 }

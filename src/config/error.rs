@@ -2,16 +2,38 @@
 
 use std::fmt;
 
-/// Where something was written: a configuration file and a line in it (1-based; 0 unknown).
+/// Where something was written: a configuration file, and a line and column in it (1-based,
+/// the column in characters; 0 unknown). Both come from the spans the TOML parser keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
     pub file: String,
     pub line: usize,
+    pub column: usize,
+}
+
+impl Origin {
+    /// A whole file (no position known).
+    pub fn file(file: impl Into<String>) -> Origin {
+        Origin { file: file.into(), line: 0, column: 0 }
+    }
+
+    /// The position of byte offset `pos` in `text`.
+    pub fn at_offset(file: impl Into<String>, text: &str, pos: usize) -> Origin {
+        let before = text.get(..pos.min(text.len())).unwrap_or(text);
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let line = memchr::memchr_iter(b'\n', before.as_bytes()).count() + 1;
+        let column = before[line_start..].chars().count() + 1;
+        Origin { file: file.into(), line, column }
+    }
 }
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.line > 0 { write!(f, "{}:{}", self.file, self.line) } else { f.write_str(&self.file) }
+        match (self.line, self.column) {
+            (0, _) => f.write_str(&self.file),
+            (l, 0) => write!(f, "{}:{l}", self.file),
+            (l, c) => write!(f, "{}:{l}:{c}", self.file),
+        }
     }
 }
 

@@ -2,28 +2,32 @@
 //! wired by `inputs`, plus the global `data_dir`, `[keys]` and `[telemetry]`.
 //!
 //! Loading goes in four steps, each collecting every error it finds:
-//! 1. parse each file as TOML (syntax errors carry their line);
+//! 1. parse each file as TOML keeping spans, so that every error (syntax, an unknown or
+//!    invalid field, a failed check) points at its file, line and column;
 //! 2. interpolate `${VAR}` in every string ([`interpolate`]);
 //! 3. split each component table into the fields the topology owns (`type`, `inputs`,
 //!    `allow_unredacted`) and the rest, which the component kind parses with
-//!    `deny_unknown_fields` ([`component`]);
+//!    `deny_unknown_fields` (the kinds come in as a [`Kinds`] list: the loader never imports
+//!    a source, transform or sink);
 //! 4. check the graph ([`graph`]): unknown inputs, cycles, signal mismatches, unused
 //!    components and sinks that are not downstream of redaction.
 //!
 //! Several files merge into one configuration; a component id defined twice is an error.
 
-pub mod component;
 mod error;
 pub mod graph;
 mod interpolate;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Deserialize;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-pub use component::{
-    BuildContext, SinkConfig, SinkKind, SourceConfig, SourceKind, TransformConfig, TransformKind,
+pub use crate::component::{
+    BuildContext, GlobalOptions, KeyRule, KeysOptions, Kinds, SinkConfig, SinkKind, SourceConfig, SourceKind,
+    TransformConfig, TransformKind, default_keys_dir,
 };
 pub use error::{ConfigError, ConfigErrors, Origin};
 pub use interpolate::interpolate;
@@ -34,68 +38,6 @@ pub const DEFAULT_CONFIG: &str = include_str!("../../config/default.toml");
 
 /// The name under which the embedded default appears in messages.
 pub const DEFAULT_CONFIG_NAME: &str = "<embedded default>";
-
-/// Options that apply to the whole agent.
-#[derive(Debug, Clone)]
-pub struct GlobalOptions {
-    /// Where sealed segments, checkpoints and other state go.
-    pub data_dir: PathBuf,
-    pub keys: KeysOptions,
-    /// The `[telemetry]` section: the agent's own traces and metrics (off by default).
-    pub telemetry: crate::telemetry::TelemetryOptions,
-    /// Environment variables the configuration interpolates into a secret field (a token,
-    /// password, secret, key or header value). The `exec` source removes them from its
-    /// child's environment, beside every `SEALTRAIL_KEY_*` and `SEALTRAIL_TAIL_TOKEN`.
-    pub secret_env: std::collections::BTreeSet<String>,
-}
-
-impl Default for GlobalOptions {
-    fn default() -> GlobalOptions {
-        GlobalOptions {
-            data_dir: PathBuf::from("./sealtrail-data"),
-            keys: KeysOptions::default(),
-            telemetry: crate::telemetry::TelemetryOptions::default(),
-            secret_env: Default::default(),
-        }
-    }
-}
-
-/// The `[keys]` section.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KeysOptions {
-    /// The keyring directory. `--keys` and `SEALTRAIL_KEYS` take precedence; the default is
-    /// `$XDG_DATA_HOME/sealtrail/keys` (usually `~/.local/share/sealtrail/keys`).
-    #[serde(default)]
-    pub dir: Option<PathBuf>,
-    /// The key used when no rule matches.
-    #[serde(default = "default_key_name")]
-    pub default: String,
-    /// Key choice per service or function name, first match wins.
-    #[serde(default)]
-    pub rules: Vec<KeyRule>,
-}
-
-impl Default for KeysOptions {
-    fn default() -> KeysOptions {
-        KeysOptions { dir: None, default: default_key_name(), rules: Vec::new() }
-    }
-}
-
-fn default_key_name() -> String {
-    "default".to_owned()
-}
-
-/// One `[[keys.rules]]` entry.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KeyRule {
-    /// A glob over the service or function name (`payments-*`).
-    #[serde(rename = "match")]
-    pub pattern: String,
-    /// The key name to use for matching events.
-    pub key: String,
-}
 
 /// A component as loaded: the fields the topology owns, and the component's own config.
 #[derive(Debug)]
@@ -134,7 +76,7 @@ pub struct Source<'a> {
 
 /// Loads configuration files (or the embedded default when `paths` is empty), merges them and
 /// checks the graph.
-pub fn load_files(paths: &[PathBuf], overrides: &Overrides) -> Result<Config, ConfigErrors> {
+pub fn load_files(kinds: &Kinds, paths: &[PathBuf], overrides: &Overrides) -> Result<Config, ConfigErrors> {
     let mut texts = Vec::new();
     let mut errors = Vec::new();
     for p in paths {
@@ -142,7 +84,7 @@ pub fn load_files(paths: &[PathBuf], overrides: &Overrides) -> Result<Config, Co
             Ok(t) => texts.push((p.display().to_string(), t)),
             Err(e) => errors.push(
                 ConfigError::new(format!("cannot read configuration file: {e}"))
-                    .at(Origin { file: p.display().to_string(), line: 0 }),
+                    .at(Origin::file(p.display().to_string())),
             ),
         }
     }
@@ -154,12 +96,13 @@ pub fn load_files(paths: &[PathBuf], overrides: &Overrides) -> Result<Config, Co
     }
     let sources: Vec<Source<'_>> =
         texts.iter().map(|(name, text)| Source { name: name.clone(), text }).collect();
-    load(&sources, overrides, &|name| std::env::var(name).ok())
+    load(kinds, &sources, overrides, &|name| std::env::var(name).ok())
 }
 
 /// Loads configuration texts: the core of [`load_files`], with the environment passed in so
 /// tests control it.
 pub fn load(
+    kinds: &Kinds,
     files: &[Source<'_>],
     overrides: &Overrides,
     env: &dyn Fn(&str) -> Option<String>,
@@ -173,83 +116,92 @@ pub fn load(
     let mut secret_env = std::collections::BTreeSet::new();
 
     for file in files {
-        let table: toml::Table = match file.text.parse() {
-            Ok(t) => t,
+        // Parsed keeping spans, so that every error points at the exact line and column.
+        let table = match DeTable::parse(file.text) {
+            Ok(t) => t.into_inner(),
             Err(e) => {
-                let line = e.span().map(|s| line_of(file.text, s.start)).unwrap_or(0);
-                errors.push(
-                    ConfigError::new(format!("invalid TOML: {}", e.message()))
-                        .at(Origin { file: file.name.clone(), line }),
+                let origin = e.span().map_or_else(
+                    || Origin::file(&file.name),
+                    |s| Origin::at_offset(&file.name, file.text, s.start),
                 );
+                errors.push(ConfigError::new(format!("invalid TOML: {}", e.message().trim_end())).at(origin));
                 continue;
             }
         };
-        let at = |line: usize| Origin { file: file.name.clone(), line };
+        let at = |pos: usize| Origin::at_offset(&file.name, file.text, pos);
+        // A deserialization error at the span it carries, else at `fallback`.
+        let de_err = |e: toml::de::Error, fallback: &Origin| {
+            let origin = e.span().map_or_else(|| fallback.clone(), |s| at(s.start));
+            ConfigError::new(e.message().trim_end().to_owned()).at(origin)
+        };
         for (key, mut value) in table {
-            let section_line = find_section_line(file.text, &key, None);
-            if let Err(e) = interpolate_recording_secrets(&mut value, env, false, &mut secret_env) {
-                errors.push(ConfigError::new(e).at(at(section_line)).component(key.clone()));
+            let key_at = at(key.span().start);
+            let key = key.into_inner().into_owned();
+            if let Err(e) = interpolate_de(&mut value, env, false, &mut secret_env) {
+                errors.push(ConfigError::new(e.message).at(at(e.pos)).component(key.clone()));
                 continue;
             }
             match key.as_str() {
-                "data_dir" => match value {
-                    toml::Value::String(s) => {
+                "data_dir" => match value.get_ref() {
+                    DeValue::String(s) => {
                         if let Some((_, other)) = &data_dir {
-                            errors.push(ConfigError::new(format!("`data_dir` is already set in {other}")).at(at(section_line)));
+                            errors.push(ConfigError::new(format!("`data_dir` is already set in {other}")).at(key_at.clone()));
                         }
-                        data_dir = Some((PathBuf::from(s), file.name.clone()));
+                        data_dir = Some((PathBuf::from(s.as_ref()), file.name.clone()));
                     }
-                    _ => errors.push(ConfigError::new("`data_dir` must be a string").at(at(section_line))),
+                    _ => errors.push(ConfigError::new("`data_dir` must be a string").at(at(value.span().start))),
                 },
-                "keys" => match value.try_into::<KeysOptions>() {
+                "keys" => match KeysOptions::deserialize(ValueDeserializer::from(value)) {
                     Ok(k) => {
                         if let Some((_, other)) = &keys {
-                            errors.push(ConfigError::new(format!("`[keys]` is already set in {other}")).at(at(section_line)));
+                            errors.push(ConfigError::new(format!("`[keys]` is already set in {other}")).at(key_at.clone()));
                         }
                         for rule in &k.rules {
                             if let Err(e) = glob::Pattern::new(&rule.pattern) {
-                                errors.push(ConfigError::new(format!("invalid glob `{}` in keys.rules: {e}", rule.pattern)).at(at(section_line)));
+                                errors.push(ConfigError::new(format!("invalid glob `{}` in keys.rules: {e}", rule.pattern)).at(key_at.clone()));
                             }
                         }
                         keys = Some((k, file.name.clone()));
                     }
-                    Err(e) => errors.push(ConfigError::new(e.message().to_owned()).at(at(section_line)).component("keys")),
+                    Err(e) => errors.push(de_err(e, &key_at).component("keys")),
                 },
                 "telemetry" => {
-                    let field_line = |f: &str| find_field_line(file.text, section_line, f);
-                    match value.try_into::<crate::telemetry::TelemetryOptions>() {
+                    // The position of each field, for the errors `check` reports by field name.
+                    let fields: Vec<(String, usize)> = match value.get_ref() {
+                        DeValue::Table(t) => t.iter().map(|(k, _)| (k.get_ref().to_string(), k.span().start)).collect(),
+                        _ => Vec::new(),
+                    };
+                    let field_at = |f: &str| fields.iter().find(|(k, _)| k == f).map_or_else(|| key_at.clone(), |(_, p)| at(*p));
+                    match crate::telemetry::TelemetryOptions::deserialize(ValueDeserializer::from(value)) {
                         Ok(t) => {
                             if let Some((_, other)) = &telemetry {
-                                errors.push(ConfigError::new(format!("`[telemetry]` is already set in {other}")).at(at(section_line)));
+                                errors.push(ConfigError::new(format!("`[telemetry]` is already set in {other}")).at(key_at.clone()));
                             }
                             if let Err(es) = t.check() {
                                 for e in es {
-                                    errors.push(ConfigError::new(e.message).at(at(field_line(e.field))).component("telemetry"));
+                                    errors.push(ConfigError::new(e.message).at(field_at(e.field)).component("telemetry"));
                                 }
                             }
                             telemetry = Some((t, file.name.clone()));
                         }
-                        Err(e) => {
-                            let msg = e.message().to_owned();
-                            let line = field_in_message(&msg).map(field_line).unwrap_or(section_line);
-                            errors.push(ConfigError::new(msg).at(at(line)).component("telemetry"));
-                        }
+                        Err(e) => errors.push(de_err(e, &key_at).component("telemetry")),
                     }
                 }
                 "sources" | "transforms" | "sinks" => {
-                    let toml::Value::Table(components) = value else {
-                        errors.push(ConfigError::new(format!("`{key}` must be a table")).at(at(section_line)));
+                    let DeValue::Table(components) = value.into_inner() else {
+                        errors.push(ConfigError::new(format!("`{key}` must be a table")).at(key_at));
                         continue;
                     };
                     for (id, body) in components {
-                        let origin = at(find_section_line(file.text, &key, Some(&id)));
+                        let origin = at(id.span().start);
+                        let id = id.into_inner().into_owned();
                         let name = format!("{key}.{id}");
                         if let Some(prev) = seen.get(&id) {
                             errors.push(ConfigError::new(format!("component id `{id}` is already defined at {prev}")).at(origin).component(name));
                             continue;
                         }
                         seen.insert(id.clone(), origin.clone());
-                        match parse_component(&key, &id, body, origin.clone(), file.text) {
+                        match parse_component(kinds, &key, &id, body, origin.clone(), &de_err) {
                             Ok(Parsed::Source(d)) => config.sources.push(d),
                             Ok(Parsed::Transform(d)) => config.transforms.push(d),
                             Ok(Parsed::Sink(d)) => config.sinks.push(d),
@@ -261,7 +213,7 @@ pub fn load(
                     ConfigError::new(format!(
                         "unknown field `{other}`, expected one of `data_dir`, `keys`, `telemetry`, `sources`, `transforms`, `sinks`"
                     ))
-                    .at(at(section_line)),
+                    .at(key_at),
                 ),
             }
         }
@@ -297,31 +249,33 @@ enum Parsed {
 }
 
 fn parse_component(
+    kinds: &Kinds,
     section: &str,
     id: &str,
-    body: toml::Value,
+    body: Spanned<DeValue<'_>>,
     origin: Origin,
-    text: &str,
+    de_err: &dyn Fn(toml::de::Error, &Origin) -> ConfigError,
 ) -> Result<Parsed, ConfigError> {
     let err = |m: String| ConfigError::new(m).at(origin.clone());
-    let toml::Value::Table(mut table) = body else {
+    let span = body.span();
+    let DeValue::Table(mut table) = body.into_inner() else {
         return Err(err("a component must be a table".into()));
     };
     if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
         return Err(err(format!("invalid component id `{id}`: use letters, digits, `_` and `-`")));
     }
-    let kind = match table.remove("type") {
-        Some(toml::Value::String(s)) => s,
+    let kind = match table.remove("type").map(Spanned::into_inner) {
+        Some(DeValue::String(s)) => s.into_owned(),
         Some(_) => return Err(err("`type` must be a string".into())),
         None => return Err(err("missing field `type`".into())),
     };
-    let inputs = match table.remove("inputs") {
+    let inputs = match table.remove("inputs").map(Spanned::into_inner) {
         None => None,
-        Some(toml::Value::Array(a)) => {
+        Some(DeValue::Array(a)) => {
             let mut v = Vec::with_capacity(a.len());
-            for x in a {
-                match x {
-                    toml::Value::String(s) => v.push(s),
+            for x in a.iter() {
+                match x.get_ref() {
+                    DeValue::String(s) => v.push(s.to_string()),
                     _ => return Err(err("`inputs` must be a list of component ids".into())),
                 }
             }
@@ -330,38 +284,34 @@ fn parse_component(
         Some(_) => return Err(err("`inputs` must be a list of component ids".into())),
     };
     let allow_unredacted = if section == "sinks" {
-        match table.remove("allow_unredacted") {
+        match table.remove("allow_unredacted").map(Spanned::into_inner) {
             None => false,
-            Some(toml::Value::Boolean(b)) => b,
+            Some(DeValue::Boolean(b)) => b,
             Some(_) => return Err(err("`allow_unredacted` must be true or false".into())),
         }
     } else {
         false
     };
-    let rest = toml::Value::Table(table);
-    // A field error from serde names the field; point at the line that sets it when we can.
-    let field_err = |e: toml::de::Error| {
-        let msg = e.message().to_owned();
-        let line =
-            field_in_message(&msg).map(|f| find_field_line(text, origin.line, f)).unwrap_or(origin.line);
-        ConfigError::new(msg).at(Origin { file: origin.file.clone(), line })
-    };
+    // The rest goes to the kind's parser; its errors carry the span of the field they are about.
+    let rest = ValueDeserializer::from(Spanned::new(span, DeValue::Table(table)));
+    let field_err = |e: toml::de::Error| de_err(e, &origin);
     let def = |inputs: Vec<String>| (id.to_owned(), kind.clone(), inputs);
     match section {
         "sources" => {
             if inputs.is_some() {
                 return Err(err("a source takes no `inputs`".into()));
             }
-            let k = crate::sources::KINDS.iter().find(|k| k.name == kind).ok_or_else(|| {
-                err(unknown_type("source", &kind, crate::sources::KINDS.iter().map(|k| k.name)))
-            })?;
+            let k =
+                kinds.sources.iter().find(|k| k.name == kind).ok_or_else(|| {
+                    err(unknown_type("source", &kind, kinds.sources.iter().map(|k| k.name)))
+                })?;
             let config = (k.parse)(rest).map_err(field_err)?;
             let (id, kind, inputs) = def(Vec::new());
             Ok(Parsed::Source(ComponentDef { id, kind, inputs, allow_unredacted, origin, config }))
         }
         "transforms" => {
-            let k = crate::transforms::KINDS.iter().find(|k| k.name == kind).ok_or_else(|| {
-                err(unknown_type("transform", &kind, crate::transforms::KINDS.iter().map(|k| k.name)))
+            let k = kinds.transforms.iter().find(|k| k.name == kind).ok_or_else(|| {
+                err(unknown_type("transform", &kind, kinds.transforms.iter().map(|k| k.name)))
             })?;
             let inputs = inputs
                 .filter(|i| !i.is_empty())
@@ -371,9 +321,11 @@ fn parse_component(
             Ok(Parsed::Transform(ComponentDef { id, kind, inputs, allow_unredacted, origin, config }))
         }
         _ => {
-            let k = crate::sinks::KINDS.iter().find(|k| k.name == kind).ok_or_else(|| {
-                err(unknown_type("sink", &kind, crate::sinks::KINDS.iter().map(|k| k.name)))
-            })?;
+            let k = kinds
+                .sinks
+                .iter()
+                .find(|k| k.name == kind)
+                .ok_or_else(|| err(unknown_type("sink", &kind, kinds.sinks.iter().map(|k| k.name))))?;
             let inputs = inputs
                 .filter(|i| !i.is_empty())
                 .ok_or_else(|| err("missing `inputs`: a sink needs at least one input".into()))?;
@@ -387,6 +339,44 @@ fn parse_component(
 fn unknown_type<'a>(what: &str, kind: &str, known: impl Iterator<Item = &'a str>) -> String {
     let known: Vec<_> = known.map(|k| format!("`{k}`")).collect();
     format!("unknown {what} type `{kind}`, expected one of {}", known.join(", "))
+}
+
+/// An interpolation error and the byte offset of the string it is in.
+struct InterpolateError {
+    message: String,
+    pos: usize,
+}
+
+/// Interpolates `${VAR}` in every string of a parsed value, keeping the spans, and records in
+/// `secrets` the variables interpolated into a secret field (see [`is_secret_field`]): those
+/// must never reach a child process.
+fn interpolate_de(
+    v: &mut Spanned<DeValue<'_>>,
+    env: &dyn Fn(&str) -> Option<String>,
+    secret: bool,
+    secrets: &mut std::collections::BTreeSet<String>,
+) -> Result<(), InterpolateError> {
+    let pos = v.span().start;
+    match v.get_mut() {
+        DeValue::String(s) => {
+            let used = std::cell::RefCell::new(Vec::new());
+            let recording = |name: &str| {
+                used.borrow_mut().push(name.to_owned());
+                env(name)
+            };
+            let r = interpolate(s, &recording).map_err(|message| InterpolateError { message, pos });
+            if secret {
+                secrets.extend(used.into_inner());
+            }
+            *s = std::borrow::Cow::Owned(r?);
+            Ok(())
+        }
+        DeValue::Array(a) => a.iter_mut().try_for_each(|x| interpolate_de(x, env, secret, secrets)),
+        DeValue::Table(t) => t
+            .iter_mut()
+            .try_for_each(|(k, x)| interpolate_de(x, env, secret || is_secret_field(k.get_ref()), secrets)),
+        _ => Ok(()),
+    }
 }
 
 /// Interpolates `${VAR}` in every string of a TOML value (also used by `sealtrail redact`).
@@ -405,40 +395,6 @@ pub(crate) fn interpolate_value(
     }
 }
 
-/// [`interpolate_value`] that also records, in `secrets`, the variables interpolated into a
-/// secret field (see [`is_secret_field`]): those must never reach a child process.
-fn interpolate_recording_secrets(
-    v: &mut toml::Value,
-    env: &dyn Fn(&str) -> Option<String>,
-    secret: bool,
-    secrets: &mut std::collections::BTreeSet<String>,
-) -> Result<(), String> {
-    match v {
-        toml::Value::String(s) if secret => {
-            let used = std::cell::RefCell::new(Vec::new());
-            let recording = |name: &str| {
-                used.borrow_mut().push(name.to_owned());
-                env(name)
-            };
-            let r = interpolate(s, &recording);
-            secrets.extend(used.into_inner());
-            *s = r?;
-            Ok(())
-        }
-        toml::Value::String(s) => {
-            *s = interpolate(s, env)?;
-            Ok(())
-        }
-        toml::Value::Array(a) => {
-            a.iter_mut().try_for_each(|x| interpolate_recording_secrets(x, env, secret, secrets))
-        }
-        toml::Value::Table(t) => t.iter_mut().try_for_each(|(k, x)| {
-            interpolate_recording_secrets(x, env, secret || is_secret_field(k), secrets)
-        }),
-        _ => Ok(()),
-    }
-}
-
 /// Whether a configuration field holds a secret: a token, password, secret, key material or
 /// credential, or a header map (`Authorization`, API keys).
 fn is_secret_field(name: &str) -> bool {
@@ -447,93 +403,3 @@ fn is_secret_field(name: &str) -> bool {
         .iter()
         .any(|w| n.contains(w))
 }
-
-/// The 1-based line of byte offset `pos` in `text`.
-fn line_of(text: &str, pos: usize) -> usize {
-    memchr::memchr_iter(b'\n', &text.as_bytes()[..pos.min(text.len())]).count() + 1
-}
-
-/// The line that opens a section: `[sources.app]` (or `[sources."app"]`, `sources.app.x = …`,
-/// `app = {` inside `[sources]`) when `id` is given, else the first line that mentions `key`
-/// at the top of a line. 0 when not found.
-fn find_section_line(text: &str, key: &str, id: Option<&str>) -> usize {
-    let mut in_section = false;
-    for (n, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        let compact: String =
-            line.chars().filter(|c| !c.is_whitespace() && *c != '"' && *c != '\'').collect();
-        match id {
-            None => {
-                if compact.starts_with(&format!("[{key}"))
-                    || compact.starts_with(&format!("{key}="))
-                    || compact.starts_with(&format!("{key}."))
-                {
-                    return n + 1;
-                }
-            }
-            Some(id) => {
-                if compact.starts_with(&format!("[{key}.{id}]"))
-                    || compact.starts_with(&format!("{key}.{id}."))
-                    || compact.starts_with(&format!("{key}.{id}="))
-                {
-                    return n + 1;
-                }
-                if compact.starts_with('[') {
-                    in_section = compact == format!("[{key}]");
-                } else if in_section
-                    && (compact.starts_with(&format!("{id}=")) || compact.starts_with(&format!("{id}.")))
-                {
-                    return n + 1;
-                }
-            }
-        }
-    }
-    0
-}
-
-/// The line of `field = …` in the section that starts at `section_line`, else `section_line`.
-fn find_field_line(text: &str, section_line: usize, field: &str) -> usize {
-    if section_line == 0 {
-        return 0;
-    }
-    for (n, raw) in text.lines().enumerate().skip(section_line) {
-        let line = raw.trim_start();
-        if line.starts_with('[') {
-            break;
-        }
-        if let Some(rest) = line.strip_prefix(field) {
-            if rest.trim_start().starts_with('=') || rest.starts_with('.') {
-                return n + 1;
-            }
-        }
-    }
-    section_line
-}
-
-/// The field a serde message is about: "unknown field `x`, …", "invalid type: … for key `x`".
-fn field_in_message(msg: &str) -> Option<&str> {
-    let start = msg.find('`')? + 1;
-    let end = msg[start..].find('`')? + start;
-    Some(&msg[start..end])
-}
-
-/// Where the keyring lives: `--keys`, else `SEALTRAIL_KEYS` (both arrive as
-/// [`Overrides::keys_dir`]), else `[keys] dir`, else `$XDG_DATA_HOME/sealtrail/keys`, else
-/// `~/.local/share/sealtrail/keys`.
-pub fn default_keys_dir() -> PathBuf {
-    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
-        return Path::new(&x).join("sealtrail/keys");
-    }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
-    home.join(".local/share/sealtrail/keys")
-}
-
-impl GlobalOptions {
-    /// The keyring directory after every override (see [`default_keys_dir`]).
-    pub fn keys_dir(&self) -> PathBuf {
-        self.keys.dir.clone().unwrap_or_else(default_keys_dir)
-    }
-}
-
-#[cfg(test)]
-mod tests;

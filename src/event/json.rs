@@ -1,5 +1,5 @@
 //! The JSON form of events: used by the console sink, the tail stream and `query --format
-//! jsonl`. Keys are the field names of DESIGN.md "Events"; times are RFC 3339 in UTC with
+//! jsonl`. Keys are the field names of ARCHITECTURE.md "Formats"; times are RFC 3339 in UTC with
 //! nanoseconds (null when unknown); ids are lower-case hex.
 
 use serde_json::{Map, Value as J, json};

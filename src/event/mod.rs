@@ -1,6 +1,6 @@
 //! The event model: log records and spans, the two signals that flow through a topology.
 //!
-//! Field names follow DESIGN.md "Events": they are the Parquet column names of sealed segments
+//! Field names follow ARCHITECTURE.md "Formats": they are the Parquet column names of sealed segments
 //! and the keys of `query --format jsonl`. Events move through the topology in [`Batch`]es,
 //! shared between consumers through an [`Arc`] so that fan-out never copies events; a
 //! component that changes events (the `redact` transform) takes them out of the `Arc`, which

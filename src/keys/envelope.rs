@@ -19,7 +19,7 @@ use super::{KeyError, Material};
 /// file's plaintext crypto metadata without a key.
 pub const PREFIX: &[u8] = br#"{"keyMaterialType":"PKMT1""#;
 
-/// The key metadata of a segment (DESIGN.md "Sealed segments").
+/// The key metadata of a segment (ARCHITECTURE.md "Formats").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyMetadata {
     #[serde(rename = "keyMaterialType")]

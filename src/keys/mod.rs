@@ -1,7 +1,7 @@
 //! The keyring: named keys with numbered versions, the envelope encryption of per-segment data
 //! keys (DEKs), and the query audit log.
 //!
-//! A key lives in `<keyring>/<name>.json` (mode 0600; DESIGN.md "Keys"):
+//! A key lives in `<keyring>/<name>.json` (mode 0600; ARCHITECTURE.md "Formats"):
 //! `{"name":"payments","versions":[{"version":1,"created":"<RFC 3339>","material":"base64:…"}]}`.
 //! The newest version encrypts; every version still decrypts. A key can also come from the
 //! environment as `SEALTRAIL_KEY_<NAME>=base64:<32 bytes>` (version 1), which wins over a file

@@ -1,5 +1,5 @@
 //! The key store: the keyring directory, one JSON file per key, and keys supplied through the
-//! environment (DESIGN.md "Keys").
+//! environment (ARCHITECTURE.md "Formats").
 
 use std::collections::HashMap;
 use std::fs;
@@ -67,7 +67,7 @@ impl Key {
     }
 }
 
-/// The on-disk form of a key file (DESIGN.md "Keys").
+/// The on-disk form of a key file (ARCHITECTURE.md "Formats").
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct KeyFile {

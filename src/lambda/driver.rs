@@ -25,6 +25,7 @@ use opentelemetry::{KeyValue, global};
 
 use super::client::{Client, LifecycleEvent, Subscribed};
 use super::{FunctionInfo, Handle, Invoke, ShutdownInfo};
+use crate::components;
 use crate::config::{self, Config, Overrides};
 use crate::exit_codes;
 use crate::metrics::Registry;
@@ -81,14 +82,14 @@ pub fn extension_name() -> String {
 pub fn load_config(opts: &Options) -> anyhow::Result<Config> {
     let overrides = Overrides { data_dir: opts.data_dir.clone(), keys_dir: opts.keys.clone() };
     if !opts.config.is_empty() {
-        return Ok(config::load_files(&opts.config, &overrides)?);
+        return Ok(config::load_files(&components::KINDS, &opts.config, &overrides)?);
     }
     let layer = std::path::Path::new(super::LAYER_CONFIG_PATH);
     if layer.exists() {
-        return Ok(config::load_files(&[layer.to_path_buf()], &overrides)?);
+        return Ok(config::load_files(&components::KINDS, &[layer.to_path_buf()], &overrides)?);
     }
     let files = [config::Source { name: super::DEFAULT_CONFIG_NAME.to_owned(), text: super::DEFAULT_CONFIG }];
-    Ok(config::load(&files, &overrides, &|name| std::env::var(name).ok())?)
+    Ok(config::load(&components::KINDS, &files, &overrides, &|name| std::env::var(name).ok())?)
 }
 
 async fn drive(opts: Options) -> anyhow::Result<ExitCode> {
@@ -114,7 +115,6 @@ async fn drive(opts: Options) -> anyhow::Result<ExitCode> {
         function.version = reg.function_version.clone().unwrap_or_default();
     }
     let handle = Arc::new(Handle::new(function));
-    super::install(handle.clone());
 
     let built = load_config(&opts).and_then(|c| {
         let n = c.sources.iter().filter(|s| s.kind == crate::sources::lambda_telemetry::KIND.name).count();
@@ -122,7 +122,7 @@ async fn drive(opts: Options) -> anyhow::Result<ExitCode> {
             n <= 1,
             "{n} `lambda_telemetry` sources: an extension has one Telemetry API subscription"
         );
-        Ok((topology::build(&c)?, n == 1, c.globals.telemetry))
+        Ok((topology::build_with(&c, Some(&handle))?, n == 1, c.globals.telemetry))
     });
     let registry = Registry::default();
     // Registered before the exporters start, so the invoke counter is exported from the first.

@@ -31,7 +31,7 @@ pub const MAX_GAP: usize = 30;
 
 /// The built-in account keywords (lower case).
 pub const KEYWORDS: &[&str] = &[
-    // DESIGN.md and common log spellings.
+    // README.md "What is redacted" and common log spellings.
     "acct",
     "account no",
     "account #",

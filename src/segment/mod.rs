@@ -1,4 +1,4 @@
-//! Sealed segments: encrypted Parquet files of redacted events (DESIGN.md "Sealed segments").
+//! Sealed segments: encrypted Parquet files of redacted events (ARCHITECTURE.md "Formats").
 //!
 //! - [`schema`] holds the Arrow schemas of the two signals, [`columns`] the builders that turn
 //!   events into record batches (and back).

@@ -1,5 +1,5 @@
-//! The Arrow schemas of sealed segments, one per signal, with column names from DESIGN.md
-//! "Events". Times are UTC nanoseconds (null when unknown), ids lower-case hex, attributes
+//! The Arrow schemas of sealed segments, one per signal, with column names from ARCHITECTURE.md
+//! "Formats". Times are UTC nanoseconds (null when unknown), ids lower-case hex, attributes
 //! `Map<Utf8, Utf8>` (non-string values in their text form, see `Value::to_text`), and a
 //! span's `events` and `links` JSON text.
 

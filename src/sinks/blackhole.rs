@@ -3,8 +3,8 @@
 
 use serde::Deserialize;
 
-use crate::config::component::{BoxFuture, BuildContext, Sink, SinkConfig, SinkKind, parse_sink};
-use crate::topology::{SinkContext, SinkInput};
+use crate::component::{BoxFuture, BuildContext, Sink, SinkConfig, SinkKind, parse_sink};
+use crate::component::{SinkContext, SinkInput};
 
 pub const KIND: SinkKind = SinkKind {
     name: "blackhole",

@@ -4,9 +4,9 @@
 use serde::Deserialize;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use crate::config::component::{BoxFuture, BuildContext, Sink, SinkConfig, SinkKind, parse_sink};
+use crate::component::{BoxFuture, BuildContext, Sink, SinkConfig, SinkKind, parse_sink};
+use crate::component::{SinkContext, SinkInput};
 use crate::event::{Event, Span, json::rfc3339};
-use crate::topology::{SinkContext, SinkInput};
 
 pub const KIND: SinkKind = SinkKind {
     name: "console",

@@ -7,7 +7,7 @@ pub mod otlp;
 pub mod sealed;
 pub mod tail;
 
-use crate::config::SinkKind;
+use crate::component::SinkKind;
 
 /// Every sink kind, by its `type` name.
 pub const KINDS: &[SinkKind] = &[blackhole::KIND, console::KIND, otlp::KIND, sealed::KIND, tail::KIND];

@@ -24,7 +24,8 @@ use prost::Message;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::config::component::{BoxFuture, BuildContext, Sink, SinkConfig, SinkKind, parse_sink};
+use crate::component::{BoxFuture, BuildContext, Sink, SinkConfig, SinkKind, parse_sink};
+use crate::component::{SinkContext, SinkInput};
 use crate::event::{Batch, Event};
 use crate::metrics::ComponentMetrics;
 use crate::net::exposure;
@@ -34,7 +35,6 @@ use crate::otlp::{
     ExportLogsServiceRequest, ExportLogsServiceResponse, ExportTraceServiceRequest,
     ExportTraceServiceResponse, LogsServiceClient, TraceServiceClient,
 };
-use crate::topology::{SinkContext, SinkInput};
 
 pub const KIND: SinkKind = SinkKind {
     name: "otlp",
@@ -619,7 +619,9 @@ mod tests {
                 "endpoint = \"http://10.0.0.1:4318\"\nprotocol = \"http_protobuf\"\n{extra}"
             ))
             .unwrap();
-            c.build(&BuildContext { id: "up", globals: &Default::default() }).err().map(|e| format!("{e:#}"))
+            c.build(&BuildContext { id: "up", globals: &Default::default(), lambda: None })
+                .err()
+                .map(|e| format!("{e:#}"))
         };
         let e = build("headers = { x-api-key = \"s3cr3t-value\" }").expect("refused");
         assert!(e.contains("allow_plaintext = true") && e.contains("plain text"), "{e}");
@@ -628,7 +630,7 @@ mod tests {
         assert_eq!(build(""), None);
         let local: OtlpSinkConfig =
             toml::from_str("endpoint = \"http://127.0.0.1:4318\"\nheaders = { k = \"v\" }").unwrap();
-        assert!(local.build(&BuildContext { id: "up", globals: &Default::default() }).is_ok());
+        assert!(local.build(&BuildContext { id: "up", globals: &Default::default(), lambda: None }).is_ok());
     }
 
     #[test]

@@ -23,13 +23,13 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use crate::config::component::{BoxFuture, BuildContext, Sink, SinkConfig, SinkKind, parse_sink};
+use crate::component::{BoxFuture, BuildContext, Sink, SinkConfig, SinkKind, parse_sink};
+use crate::component::{Received, SinkContext, SinkInput};
 use crate::event::{Batch, Event, Signal};
 use crate::keys::{Keyring, LocalProvider};
 use crate::metrics::ComponentMetrics;
 use crate::segment::columns::Columns;
 use crate::segment::writer::{SegmentWriter, WriteOptions, recover_inflight};
-use crate::topology::{Received, SinkContext, SinkInput};
 
 pub const KIND: SinkKind = SinkKind {
     name: "sealed",
@@ -50,9 +50,10 @@ pub struct SealedConfig {
     /// Seal a segment once it reaches this many bytes on disk (compressed). Default 128 MiB.
     #[serde(default = "default_max_bytes")]
     pub max_bytes: u64,
-    /// Seal a segment this long after its first event: `30s`, `5m`, `1h`. Default `5m`.
+    /// Seal a segment this long after its first event: `30s`, `5m`, `1h` or seconds. Default
+    /// `5m`.
     #[serde(default = "default_max_age")]
-    pub max_age: String,
+    pub max_age: crate::units::Duration,
     /// zstd compression level, 1 (fastest) to 22. Default 1.
     #[serde(default = "default_level")]
     pub compression_level: i32,
@@ -68,31 +69,14 @@ fn default_max_rows() -> u64 {
 fn default_max_bytes() -> u64 {
     128 << 20
 }
-fn default_max_age() -> String {
-    "5m".into()
+fn default_max_age() -> crate::units::Duration {
+    crate::units::Duration::from_secs(300)
 }
 fn default_level() -> i32 {
     1
 }
 fn default_row_group_bytes() -> usize {
     4 << 20
-}
-
-/// Parses `500ms`, `30s`, `5m`, `1h`, `2d`.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit())?;
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().ok()?;
-    let secs = match unit {
-        "ms" => return Some(Duration::from_millis(n)),
-        "s" => n,
-        "m" => n.checked_mul(60)?,
-        "h" => n.checked_mul(3600)?,
-        "d" => n.checked_mul(86400)?,
-        _ => return None,
-    };
-    Some(Duration::from_secs(secs))
 }
 
 /// Rows per Arrow record batch handed to the Parquet writer.
@@ -108,14 +92,22 @@ impl SinkConfig for SealedConfig {
             self.compression_level
         );
         anyhow::ensure!(self.row_group_bytes >= 64 * 1024, "`row_group_bytes` must be at least 65536");
-        let max_age = parse_duration(&self.max_age).filter(|d| !d.is_zero()).ok_or_else(|| {
-            anyhow::anyhow!("invalid `max_age` `{}`: use a number with ms, s, m, h or d", self.max_age)
-        })?;
+        let max_age = self.max_age.get();
+        anyhow::ensure!(!max_age.is_zero(), "`max_age` must be more than 0");
         let keys = &cx.globals.keys;
         crate::keys::check_name(&keys.default)?;
         let mut rules = Vec::new();
+        // A rule's key must exist now (only the default key is created on first use): found
+        // at the first matching event, a missing key would stop the sink with data in hand.
+        // Reading a key has no side effects, so `validate` checks the same keyring as `run`.
+        let keyring = Keyring::open(cx.globals.keys_dir());
         for r in &keys.rules {
             crate::keys::check_name(&r.key)?;
+            if r.key != keys.default {
+                keyring
+                    .get(&r.key)
+                    .map_err(|e| anyhow::anyhow!("keys.rules (match = `{}`): {e}", r.pattern))?;
+            }
             let p = glob::Pattern::new(&r.pattern)
                 .map_err(|e| anyhow::anyhow!("invalid glob `{}` in keys.rules: {e}", r.pattern))?;
             rules.push((p, r.key.clone()));
@@ -380,7 +372,7 @@ impl Writer {
             }
             crate::telemetry::end_with(span, &s);
             let s = s?;
-            self.metrics.add("segments_sealed", 1);
+            self.metrics.add(crate::metrics::names::SEGMENTS_SEALED, 1);
             self.metrics.add_out(s.rows as usize, s.bytes as usize);
             tracing::info!(segment = %s.path.display(), rows = s.rows, bytes = s.bytes, key = %s.key_id, "segment sealed");
         }
@@ -398,19 +390,5 @@ impl Writer {
             }
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
-        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration("5"), None);
-        assert_eq!(parse_duration("m"), None);
-        assert_eq!(parse_duration("3w"), None);
     }
 }

@@ -16,9 +16,9 @@ use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::lines::{LineSplitter, RecordBuilder};
-use crate::config::component::{BoxFuture, BuildContext, Source, SourceConfig, SourceKind, parse_source};
+use crate::component::{BoxFuture, BuildContext, Source, SourceConfig, SourceKind, parse_source};
+use crate::component::{Fanout, Reason, SourceContext};
 use crate::event::{KeyValue, Signals, Value, attr};
-use crate::topology::{Fanout, Reason, SourceContext};
 
 pub const KIND: SourceKind = SourceKind {
     name: "exec",

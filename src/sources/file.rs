@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::lines::{LineSplitter, RecordBuilder};
-use crate::config::component::{BoxFuture, BuildContext, Source, SourceConfig, SourceKind, parse_source};
+use crate::component::SourceContext;
+use crate::component::{BoxFuture, BuildContext, Source, SourceConfig, SourceKind, parse_source};
 use crate::event::{KeyValue, Signals, Value, attr};
-use crate::topology::SourceContext;
 
 pub const KIND: SourceKind = SourceKind {
     name: "file",

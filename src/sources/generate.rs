@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::component::{BoxFuture, BuildContext, Source, SourceConfig, SourceKind, parse_source};
+use crate::component::SourceContext;
+use crate::component::{BoxFuture, BuildContext, Source, SourceConfig, SourceKind, parse_source};
 use crate::event::{Event, LogRecord, Signals, SourceId, now_nanos};
-use crate::topology::SourceContext;
 
 pub const KIND: SourceKind = SourceKind {
     name: "generate",

@@ -9,7 +9,7 @@ pub mod lines;
 pub mod otlp;
 pub mod stdin;
 
-use crate::config::SourceKind;
+use crate::component::SourceKind;
 
 /// Every source kind, by its `type` name.
 pub const KINDS: &[SourceKind] =

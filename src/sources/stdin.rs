@@ -7,9 +7,9 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::lines::{LineSplitter, RecordBuilder};
-use crate::config::component::{BoxFuture, BuildContext, Source, SourceConfig, SourceKind, parse_source};
+use crate::component::SourceContext;
+use crate::component::{BoxFuture, BuildContext, Source, SourceConfig, SourceKind, parse_source};
 use crate::event::Signals;
-use crate::topology::SourceContext;
 
 pub const KIND: SourceKind = SourceKind {
     name: "stdin",

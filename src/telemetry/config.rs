@@ -10,7 +10,6 @@ use serde::Deserialize;
 
 use crate::net::tls::ClientTls;
 pub use crate::sinks::otlp::Headers;
-use crate::sinks::sealed::parse_duration;
 
 /// The `[telemetry]` section. Off unless `enabled = true`.
 #[derive(Debug, Clone, Deserialize)]
@@ -176,10 +175,10 @@ impl TelemetryOptions {
 }
 
 fn duration(s: &str, field: &str, min: Duration) -> Result<Duration, String> {
-    match parse_duration(s) {
-        Some(d) if d >= min => Ok(d),
-        Some(_) => Err(format!("`{field}` = {s:?} is too short: at least {}ms", min.as_millis())),
-        None => Err(format!("`{field}` = {s:?} is not a duration such as \"500ms\", \"10s\" or \"1m\"")),
+    match crate::units::Duration::parse(s).map(crate::units::Duration::get) {
+        Ok(d) if d >= min => Ok(d),
+        Ok(_) => Err(format!("`{field}` = {s:?} is too short: at least {}ms", min.as_millis())),
+        Err(_) => Err(format!("`{field}` = {s:?} is not a duration such as \"500ms\", \"10s\" or \"1m\"")),
     }
 }
 

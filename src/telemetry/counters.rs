@@ -20,23 +20,25 @@ use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Meter, ObservableCounter};
 
 use crate::metrics::Registry;
+use crate::metrics::names::{self, Family};
 
 /// Plain counters: registry name, unit, description.
 const PLAIN: [(&str, &str, &str); 5] = [
-    ("events_in", "{event}", "Events a component received."),
-    ("events_out", "{event}", "Events a component passed on or wrote."),
-    ("bytes_in", "By", "Bytes of events a component received (estimated size)."),
-    ("bytes_out", "By", "Bytes a component passed on or wrote."),
-    ("segments_sealed", "{segment}", "Sealed segments written."),
+    (names::EVENTS_IN, "{event}", "Events a component received."),
+    (names::EVENTS_OUT, "{event}", "Events a component passed on or wrote."),
+    (names::BYTES_IN, "By", "Bytes of events a component received (estimated size)."),
+    (names::BYTES_OUT, "By", "Bytes a component passed on or wrote."),
+    (names::SEGMENTS_SEALED, "{segment}", "Sealed segments written."),
 ];
 
-/// Families `prefix.detail`: prefix, attribute that carries the detail, description.
+/// Families `prefix.detail`: prefix, attribute that carries the detail, description. Every
+/// [`Family`] has one (the test below checks it).
 const FAMILIES: [(&str, &str, &str); 5] = [
-    ("redactions", "detector", "Secrets redacted, by detector."),
-    ("dropped", "reason", "Events dropped, by reason."),
-    ("refused", "reason", "Requests or connections refused, by reason."),
-    ("errors", "kind", "Errors, by kind."),
-    ("rejected", "signal", "Items rejected from accepted requests, by signal."),
+    (Family::Redactions.prefix(), "detector", "Secrets redacted, by detector."),
+    (Family::Dropped.prefix(), "reason", "Events dropped, by reason."),
+    (Family::Refused.prefix(), "reason", "Requests or connections refused, by reason."),
+    (Family::Errors.prefix(), "kind", "Errors, by kind."),
+    (Family::Rejected.prefix(), "signal", "Items rejected from accepted requests, by signal."),
 ];
 
 /// What a registry counter becomes.
@@ -52,7 +54,7 @@ fn route(name: &str) -> Route<'_> {
     if let Some((p, ..)) = PLAIN.iter().find(|(p, ..)| *p == name) {
         return Route::Plain(p);
     }
-    if name == "errors" {
+    if name == names::ERRORS {
         return Route::Skip;
     }
     if let Some((prefix, detail)) = name.split_once('.') {
@@ -151,5 +153,15 @@ mod tests {
         assert_eq!(component("source.app"), ("source", "app"));
         assert_eq!(component("sink.vault.x"), ("sink", "vault.x"));
         assert_eq!(component("telemetry"), ("agent", "telemetry"));
+    }
+
+    /// Every family the code can bump is exported as its own metric.
+    #[test]
+    fn every_family_is_exported() {
+        for f in Family::ALL {
+            assert!(FAMILIES.iter().any(|(p, ..)| *p == f.prefix()), "{f:?} has no metric");
+            let name = f.counter("x");
+            assert!(matches!(route(&name), Route::Family(p, "x") if p == f.prefix()), "{name}");
+        }
     }
 }

@@ -7,9 +7,6 @@
 //! flushes, and returns in turn, so the end of input ripples through the graph and every
 //! accepted event is delivered before the agent exits.
 
-mod context;
-pub mod shutdown;
-
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -18,12 +15,15 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-pub use context::{Closed, Fanout, Full, Received, SinkContext, SinkInput, SourceContext};
-pub use shutdown::{Reason, Shutdown, ShutdownTrigger};
+pub use crate::component::shutdown;
+pub use crate::component::{
+    Closed, Fanout, Full, Message, Reason, Received, Shutdown, ShutdownTrigger, SinkContext, SinkInput,
+    SourceContext,
+};
 
-use crate::config::component::{BuildContext, Sink, Source, Transform, TransformContext};
-use crate::config::{Config, ConfigError, ConfigErrors, GlobalOptions};
-use crate::event::Batch;
+use crate::component::lambda::Handle as LambdaHandle;
+use crate::component::{BuildContext, GlobalOptions, Sink, Source, Transform, TransformContext};
+use crate::config::{Config, ConfigError, ConfigErrors};
 use crate::metrics::Registry;
 
 /// How many batches a component's input channel holds before its producers wait.
@@ -39,9 +39,15 @@ pub struct Built {
 
 /// Builds every component; collects every build error, each naming its component.
 pub fn build(config: &Config) -> Result<Built, ConfigErrors> {
+    build_with(config, None)
+}
+
+/// [`build`] for the Lambda extension: components get the driver's session in their
+/// [`BuildContext`].
+pub fn build_with(config: &Config, lambda: Option<&Arc<LambdaHandle>>) -> Result<Built, ConfigErrors> {
     let globals = Arc::new(config.globals.clone());
     let mut errors = Vec::new();
-    let cx = |id| BuildContext { id, globals: &config.globals };
+    let cx = |id| BuildContext { id, globals: &config.globals, lambda };
     let mut built =
         Built { globals: globals.clone(), sources: Vec::new(), transforms: Vec::new(), sinks: Vec::new() };
     let err = |section: &str, id: &str, origin: &crate::config::Origin, e: anyhow::Error| {
@@ -92,15 +98,15 @@ pub async fn run(built: Built, registry: Registry, stop: impl Future<Output = Re
     let exit_code = Arc::new(Mutex::new(None));
 
     // One input channel per transform and sink.
-    let mut inputs: BTreeMap<String, mpsc::Sender<Batch>> = BTreeMap::new();
-    let mut receivers: BTreeMap<String, mpsc::Receiver<Batch>> = BTreeMap::new();
+    let mut inputs: BTreeMap<String, mpsc::Sender<Message>> = BTreeMap::new();
+    let mut receivers: BTreeMap<String, mpsc::Receiver<Message>> = BTreeMap::new();
     for id in built.transforms.iter().map(|t| &t.0).chain(built.sinks.iter().map(|s| &s.0)) {
         let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
         inputs.insert(id.clone(), tx);
         receivers.insert(id.clone(), rx);
     }
     // The consumers of each component.
-    let mut consumers: BTreeMap<String, Vec<mpsc::Sender<Batch>>> = BTreeMap::new();
+    let mut consumers: BTreeMap<String, Vec<mpsc::Sender<Message>>> = BTreeMap::new();
     let wiring = built.transforms.iter().map(|(id, ins, _)| (id, ins));
     for (id, ins) in wiring.chain(built.sinks.iter().map(|(id, ins, _)| (id, ins))) {
         for i in ins {
@@ -207,16 +213,19 @@ pub async fn run(built: Built, registry: Registry, stop: impl Future<Output = Re
 
 async fn run_transform(
     mut transform: Box<dyn Transform>,
-    mut rx: mpsc::Receiver<Batch>,
+    mut rx: mpsc::Receiver<Message>,
     mut out: Fanout,
     cx: TransformContext,
 ) -> anyhow::Result<()> {
-    while let Some(batch) = rx.recv().await {
-        if batch.is_empty() {
-            // A seal marker (`Fanout::send_seal`): passed on in order, never transformed.
-            out.send_seal().await?;
-            continue;
-        }
+    while let Some(message) = rx.recv().await {
+        let batch = match message {
+            Message::Batch(b) => b,
+            // Passed on in order, never transformed.
+            Message::Seal => {
+                out.send_seal().await?;
+                continue;
+            }
+        };
         let bytes: usize = batch.iter().map(crate::event::Event::size_estimate).sum();
         cx.metrics.add_in(batch.len(), bytes);
         if let Some(b) = transform.transform(batch, &cx) {
@@ -246,8 +255,7 @@ pub async fn signals() -> Reason {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::component::Transform;
-    use crate::event::{Event, LogRecord};
+    use crate::event::{Batch, Event, LogRecord};
     use crate::metrics::ComponentMetrics;
 
     /// Drops every batch, as a filter that keeps nothing does.
@@ -314,5 +322,22 @@ mod tests {
         task.await.unwrap().unwrap();
         let mut input = SinkInput::new(sink_rx, metrics);
         assert!(input.recv().await.is_none());
+    }
+
+    /// Issue 11, "one channel message": an empty batch from `try_send` (the OTLP source's
+    /// path) used to travel as an empty `Batch`, which is how the seal order was encoded, so
+    /// the sealed sink sealed every open segment early. Seal is now its own variant and an
+    /// empty batch is never sent.
+    #[tokio::test]
+    async fn an_empty_batch_is_never_a_seal_order() {
+        let metrics = Arc::new(ComponentMetrics::new("t"));
+        let (tx, rx) = mpsc::channel(4);
+        let mut source = Fanout::new(vec![tx], metrics.clone());
+        source.try_send(Arc::new(Vec::new())).unwrap();
+        source.try_send(Arc::new(vec![log("a")])).unwrap();
+        drop(source);
+        let mut input = SinkInput::new(rx, metrics);
+        assert!(matches!(input.recv_or_seal().await, Some(Message::Batch(b)) if b.len() == 1));
+        assert!(input.recv_or_seal().await.is_none());
     }
 }

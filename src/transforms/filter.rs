@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::config::component::{
+use crate::component::{
     BuildContext, Transform, TransformConfig, TransformContext, TransformKind, parse_transform,
 };
 use crate::event::{Batch, Event, Signal, Signals};
@@ -127,7 +127,7 @@ mod tests {
     #[test]
     fn keeps_matching_events() {
         let cfg: FilterConfig = toml::from_str("level = \"warn\"\npattern = \"pay\"").unwrap();
-        let mut f = cfg.build(&BuildContext { id: "f", globals: &Default::default() }).unwrap();
+        let mut f = cfg.build(&BuildContext::new("f", &Default::default())).unwrap();
         let cx = TransformContext { id: "f".into(), metrics: Arc::new(ComponentMetrics::new("t")) };
         let batch = Arc::new(vec![log("pay ok", 9), log("pay failed", 17), log("other", 17), log("pay?", 0)]);
         let out = f.transform(batch, &cx).unwrap();
@@ -148,7 +148,7 @@ mod tests {
             "service = \"[\"",
         ] {
             let cfg: FilterConfig = toml::from_str(bad).unwrap();
-            assert!(cfg.build(&BuildContext { id: "f", globals: &Default::default() }).is_err(), "{bad}");
+            assert!(cfg.build(&BuildContext::new("f", &Default::default())).is_err(), "{bad}");
         }
     }
 }

@@ -4,7 +4,7 @@
 pub mod filter;
 pub mod redact;
 
-use crate::config::TransformKind;
+use crate::component::TransformKind;
 
 /// Every transform kind, by its `type` name.
 pub const KINDS: &[TransformKind] = &[filter::KIND, redact::KIND];

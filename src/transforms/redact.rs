@@ -30,7 +30,7 @@ use anyhow::Context as _;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use crate::config::component::{
+use crate::component::{
     BuildContext, Transform, TransformConfig, TransformContext, TransformKind, parse_transform,
 };
 use crate::event::visit::{Field, Place, TextVisitor, visit_event};

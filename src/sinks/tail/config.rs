@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 
 use super::TailSink;
 use super::hub::QueueBound;
-use crate::config::component::{BuildContext, Sink, SinkConfig};
+use crate::component::{BuildContext, Sink, SinkConfig};
 use crate::net::exposure;
 use crate::net::server::ListenerConfig;
 use crate::net::tls::{Alpn, ServerTls};
@@ -159,12 +159,9 @@ impl TailConfig {
     /// Validates the configuration and compiles it (reads the token and TLS files; binds
     /// nothing).
     pub fn compile(&self) -> anyhow::Result<TailSink> {
-        let address: SocketAddr = self.address.trim().parse().map_err(|_| {
-            anyhow::anyhow!(
-                "`address`: `{}` is not an IP address and port, e.g. 127.0.0.1:8686",
-                self.address
-            )
-        })?;
+        let address: SocketAddr = crate::units::ListenAddress::parse(&self.address)
+            .map_err(|e| anyhow::anyhow!("`address`: {e}"))?
+            .0;
         let token = match self.auth {
             AuthMode::Token => Some(digest(self.token()?.as_bytes())),
             AuthMode::None => {

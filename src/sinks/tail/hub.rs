@@ -33,9 +33,9 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::filter::Filter;
+use crate::component::SinkInput;
 use crate::event::{Batch, Event};
 use crate::metrics::ComponentMetrics;
-use crate::topology::SinkInput;
 
 /// How often the hub sends pending drop notices and forgets disconnected clients when no
 /// batch arrives.
@@ -638,7 +638,7 @@ mod tests {
         reg_tx.try_send(all).unwrap();
         reg_tx.try_send(some).unwrap();
         for i in 0..n {
-            in_tx.try_send(batch(i * 10..i * 10 + 10)).unwrap();
+            in_tx.try_send(crate::component::Message::Batch(batch(i * 10..i * 10 + 10))).unwrap();
         }
         drop(in_tx);
         run(SinkInput::new(in_rx, metrics.clone()), reg_rx, slots(1000), metrics.clone()).await;

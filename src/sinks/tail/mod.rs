@@ -31,8 +31,8 @@ use tokio_rustls::{TlsAcceptor, rustls};
 pub use config::{AuthMode, Secret, TailConfig, TlsConfig};
 pub use filter::{Filter, FilterError};
 
-use crate::config::component::{BoxFuture, Sink, SinkKind, parse_sink};
-use crate::topology::{SinkContext, SinkInput};
+use crate::component::{BoxFuture, Sink, SinkKind, parse_sink};
+use crate::component::{SinkContext, SinkInput};
 
 pub const KIND: SinkKind = SinkKind {
     name: "tail",

@@ -62,7 +62,7 @@ impl Source for LambdaTelemetrySource {
                 metrics: metrics.clone(),
             });
             let periodic = (config.flush == FlushPolicy::Periodic)
-                .then(|| Duration::from_secs(config.flush_interval_secs.max(1)));
+                .then(|| config.flush_interval.get().max(Duration::from_secs(1)));
             let forward = forward(qrx, out, queued_bytes, periodic);
             let grace = Duration::from_millis(config.shutdown_grace_ms);
             let serve = serve(listener, ingest, shutdown, handle, grace, limits);
@@ -78,7 +78,7 @@ impl Source for LambdaTelemetrySource {
 async fn serve(
     listener: tokio::net::TcpListener,
     ingest: Arc<Ingest>,
-    mut shutdown: crate::topology::Shutdown,
+    mut shutdown: crate::component::Shutdown,
     handle: Option<Arc<Handle>>,
     grace: Duration,
     limits: Limits,

@@ -49,12 +49,12 @@ use handler::Ingest;
 use listener::LambdaTelemetrySource;
 use mapping::{Envelope, Mapper, StreamState};
 
-use crate::config::component::{BoxFuture, BuildContext, Source, SourceConfig, SourceKind, parse_source};
+use crate::component::lambda::{self, Handle, ListenerReady};
+use crate::component::{BoxFuture, BuildContext, Source, SourceConfig, SourceKind, parse_source};
+use crate::component::{Fanout, SourceContext};
 use crate::event::{Batch, Event, KeyValue, LogRecord, Signals, SourceId, Value, now_nanos, severity};
-use crate::lambda::{self, Handle, ListenerReady};
 use crate::metrics::ComponentMetrics;
 use crate::net::server::{Limits, ListenerConfig, Server};
-use crate::topology::{Fanout, SourceContext};
 
 pub const KIND: SourceKind = SourceKind {
     name: "lambda_telemetry",
@@ -114,12 +114,12 @@ pub struct LambdaTelemetryConfig {
     pub shutdown_grace_ms: u64,
     /// When to ask the sealed sink to seal: `limits` (default: only the sink's own row, byte
     /// and age limits), `end` (after every invoke's `platform.report`), `periodic` (every
-    /// `flush_interval_secs`). SHUTDOWN always seals everything.
+    /// `flush_interval`). SHUTDOWN always seals everything.
     #[serde(default)]
     pub flush: FlushPolicy,
     /// The period of the `periodic` flush policy.
-    #[serde(default = "default_flush_interval")]
-    pub flush_interval_secs: u64,
+    #[serde(default = "default_flush_interval", alias = "flush_interval_secs")]
+    pub flush_interval: crate::units::Duration,
     /// The service name of every record (used by key rules); default: the function name
     /// (`AWS_LAMBDA_FUNCTION_NAME`).
     #[serde(default)]
@@ -195,8 +195,8 @@ fn default_max_connections() -> usize {
 fn default_grace_ms() -> u64 {
     100
 }
-fn default_flush_interval() -> u64 {
-    60
+fn default_flush_interval() -> crate::units::Duration {
+    crate::units::Duration::from_secs(60)
 }
 fn default_max_items() -> u32 {
     1000
@@ -267,8 +267,8 @@ impl LambdaTelemetryConfig {
         if self.max_buffered_bytes < self.max_body_bytes {
             errs.push("`max_buffered_bytes` must be at least `max_body_bytes`".into());
         }
-        if self.flush == FlushPolicy::Periodic && self.flush_interval_secs == 0 {
-            errs.push("`flush_interval_secs` must be at least 1".into());
+        if self.flush == FlushPolicy::Periodic && self.flush_interval.get().as_secs() == 0 {
+            errs.push("`flush_interval` must be at least 1s".into());
         }
         if errs.is_empty() { Ok(()) } else { Err(anyhow::anyhow!(errs.join("; "))) }
     }
@@ -282,7 +282,7 @@ impl SourceConfig for LambdaTelemetryConfig {
     fn build(&self, cx: &BuildContext<'_>) -> anyhow::Result<Box<dyn Source>> {
         self.check()?;
         let limits = self.listener.limits(self.max_connections)?;
-        let handle = lambda::current();
+        let handle = cx.lambda.cloned();
         let function =
             handle.as_ref().map(|h| h.function.clone()).unwrap_or_else(lambda::FunctionInfo::from_env);
         let service = self.service.clone().unwrap_or_else(|| function.name.clone());

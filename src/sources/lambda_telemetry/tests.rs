@@ -142,13 +142,14 @@ async fn post(port: u16, body: &str) -> u16 {
 
 #[tokio::test]
 async fn end_policy_sends_a_seal_marker_after_the_report_and_shutdown_drains() {
-    use crate::topology::shutdown;
+    use crate::component::Message;
+    use crate::component::shutdown;
     let handle = Arc::new(Handle::new(lambda::FunctionInfo { name: "fn".into(), ..Default::default() }));
-    lambda::install(handle.clone());
     let cfg: LambdaTelemetryConfig =
         toml::from_str("port = 0\naddress = \"127.0.0.1\"\nflush = \"end\"\nmax_body_bytes = 524288")
             .unwrap();
-    let built = cfg.build(&BuildContext { id: "tel", globals: &Default::default() }).unwrap();
+    let built =
+        cfg.build(&BuildContext { id: "tel", globals: &Default::default(), lambda: Some(&handle) }).unwrap();
     let metrics = Arc::new(ComponentMetrics::new("source.tel"));
     let (tx, mut rx) = mpsc::channel(16);
     let (trigger, sd) = shutdown::channel();
@@ -168,18 +169,18 @@ async fn end_policy_sends_a_seal_marker_after_the_report_and_shutdown_drains() {
     )
     .await;
     assert_eq!(status, 200);
-    let b = rx.recv().await.unwrap();
+    let Some(Message::Batch(b)) = rx.recv().await else { panic!("expected a batch") };
     assert_eq!(b.len(), 2);
-    assert!(rx.try_recv().is_err(), "no seal marker before the end of the invoke");
+    assert!(rx.try_recv().is_err(), "no seal order before the end of the invoke");
 
     assert_eq!(
         post(port, r#"[{"type":"platform.report","record":{"requestId":"r1","status":"success"}}]"#).await,
         200
     );
-    assert_eq!(rx.recv().await.unwrap().len(), 1);
+    assert!(matches!(rx.recv().await, Some(Message::Batch(b)) if b.len() == 1));
     // The seal marker (an empty batch) follows the report's batch.
-    let marker = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
-    assert!(marker.is_empty(), "expected the seal marker, got {} events", marker.len());
+    let order = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
+    assert!(matches!(order, Message::Seal), "expected the seal order, got {order:?}");
 
     let big = format!("[{{\"type\":\"function\",\"record\":\"{}\"}}]", "x".repeat(600_000));
     assert_eq!(post(port, &big).await, 413);
@@ -191,11 +192,13 @@ async fn end_policy_sends_a_seal_marker_after_the_report_and_shutdown_drains() {
 
     // Shutdown: the source delivers what it accepted and returns; the output closes.
     assert_eq!(post(port, r#"[{"type":"function","record":"last"}]"#).await, 200);
-    trigger.trigger(crate::topology::Reason::Requested);
+    trigger.trigger(crate::component::Reason::Requested);
     task.await.unwrap().unwrap();
     let mut rest = Vec::new();
-    while let Some(b) = rx.recv().await {
-        rest.extend(b.iter().cloned());
+    while let Some(m) = rx.recv().await {
+        if let Message::Batch(b) = m {
+            rest.extend(b.iter().cloned());
+        }
     }
     assert_eq!(rest.len(), 1);
     assert!(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err(), "still accepting");

@@ -5,11 +5,11 @@
 
 use std::sync::{Arc, Mutex};
 
+use crate::component::Fanout;
 use crate::event::{SourceId, now_nanos};
 use crate::metrics::ComponentMetrics;
 use crate::otlp::convert::{self, Rejected};
 use crate::otlp::{ExportLogsServiceRequest, ExportTraceServiceRequest};
-use crate::topology::Fanout;
 
 /// The limits every request is checked against.
 #[derive(Debug, Clone, Copy)]

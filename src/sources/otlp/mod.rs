@@ -18,11 +18,11 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::config::component::{BoxFuture, BuildContext, Source, SourceConfig, SourceKind, parse_source};
+use crate::component::SourceContext;
+use crate::component::{BoxFuture, BuildContext, Source, SourceConfig, SourceKind, parse_source};
 use crate::event::Signals;
 use crate::net::server::{Limits, ListenerConfig, listen};
 use crate::net::tls::{Alpn, ServerTls};
-use crate::topology::SourceContext;
 
 pub const KIND: SourceKind = SourceKind {
     name: "otlp",
@@ -63,10 +63,11 @@ pub struct OtlpSourceConfig {
     /// request over the limit is answered "retry later" at once, never queued.
     #[serde(default = "default_max_concurrent_requests")]
     pub max_concurrent_requests: usize,
-    /// The delay, in seconds, that a client is asked to wait when the pipeline is full
-    /// (`Retry-After`, gRPC `RetryInfo`; default 1).
-    #[serde(default = "default_retry_after")]
-    pub retry_after_secs: u64,
+    /// The delay that a client is asked to wait when the pipeline is full (`Retry-After`,
+    /// gRPC `RetryInfo`; default 1 s; whole seconds, as `Retry-After` carries). The old name
+    /// `retry_after_secs` is accepted.
+    #[serde(default = "default_retry_after", alias = "retry_after_secs")]
+    pub retry_after: crate::units::Duration,
     /// Timeouts of both listeners (`[sources.X.listener]`): TLS handshake, headers, body,
     /// idle connections and HTTP/2 keep-alive.
     #[serde(default)]
@@ -97,8 +98,8 @@ fn default_max_concurrent_requests() -> usize {
     64
 }
 
-fn default_retry_after() -> u64 {
-    1
+fn default_retry_after() -> crate::units::Duration {
+    crate::units::Duration::from_secs(1)
 }
 
 impl SourceConfig for OtlpSourceConfig {
@@ -149,7 +150,7 @@ impl SourceConfig for OtlpSourceConfig {
             limits: ingest::Limits {
                 max_request_bytes: self.max_request_bytes,
                 max_items: self.max_items_per_request,
-                retry_after_secs: self.retry_after_secs,
+                retry_after_secs: self.retry_after.get().as_secs(),
                 max_concurrent_requests: self.max_concurrent_requests,
             },
             listener,
@@ -162,9 +163,9 @@ fn parse_address(s: &str, field: &str) -> anyhow::Result<Option<SocketAddr>> {
     if s.is_empty() {
         return Ok(None);
     }
-    match s.parse() {
-        Ok(a) => Ok(Some(a)),
-        Err(_) => anyhow::bail!("`{field}` = {s:?} is not an IP address and port such as 127.0.0.1:4317"),
+    match crate::units::ListenAddress::parse(s) {
+        Ok(a) => Ok(Some(a.0)),
+        Err(e) => anyhow::bail!("`{field}`: {e}"),
     }
 }
 

@@ -1,20 +1,34 @@
 //! What the topology hands to running components: a source's output ([`Fanout`]) and
-//! context, a sink's input and context.
+//! context, a sink's input and context, and the [`Message`] that travels on every channel.
 
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
+use super::globals::GlobalOptions;
 use super::shutdown::Shutdown;
-use crate::config::GlobalOptions;
 use crate::event::{Batch, Event};
 use crate::metrics::{ComponentMetrics, Registry};
+
+/// What travels on a channel between components: a batch of events, or the order to seal.
+/// The seal order is a variant of its own (not, say, an empty batch) so that no batch can
+/// ever be mistaken for one.
+#[derive(Debug, Clone)]
+pub enum Message {
+    Batch(Batch),
+    /// Every batch sent before this message on its path has been delivered: a sink that holds
+    /// open segments seals them now. Transforms pass it on untouched, in order.
+    Seal,
+}
+
+/// What a sink receives (the name sinks match on).
+pub type Received = Message;
 
 /// The output of a component: one bounded channel per consumer. Sending clones the batch's
 /// `Arc`, not its events, and waits for room in every consumer's channel (backpressure).
 #[derive(Clone)]
 pub struct Fanout {
-    senders: Vec<mpsc::Sender<Batch>>,
+    senders: Vec<mpsc::Sender<Message>>,
     metrics: Arc<ComponentMetrics>,
 }
 
@@ -29,7 +43,7 @@ pub struct Closed;
 pub struct Full(pub Batch);
 
 impl Fanout {
-    pub fn new(senders: Vec<mpsc::Sender<Batch>>, metrics: Arc<ComponentMetrics>) -> Fanout {
+    pub fn new(senders: Vec<mpsc::Sender<Message>>, metrics: Arc<ComponentMetrics>) -> Fanout {
         Fanout { senders, metrics }
     }
 
@@ -42,9 +56,14 @@ impl Fanout {
             return Ok(());
         }
         self.count(&batch);
+        self.send_message(Message::Batch(batch)).await
+    }
+
+    /// Sends one message to every consumer, waiting for room; drops consumers that are gone.
+    async fn send_message(&mut self, message: Message) -> Result<(), Closed> {
         let mut i = 0;
         while i < self.senders.len() {
-            if self.senders[i].send(batch.clone()).await.is_err() {
+            if self.senders[i].send(message.clone()).await.is_err() {
                 self.senders.swap_remove(i);
             } else {
                 i += 1;
@@ -53,24 +72,14 @@ impl Fanout {
         if self.senders.is_empty() { Err(Closed) } else { Ok(()) }
     }
 
-    /// Sends a seal marker to every consumer, in order with the batches sent before it:
+    /// Sends [`Message::Seal`] to every consumer, in order with the batches sent before it:
     /// transforms pass it on untouched and a sink that holds open segments seals them when
-    /// it arrives (see [`Received::Seal`]). The marker is an empty batch, which
-    /// [`Fanout::send`] never sends, so nothing else can be mistaken for one.
+    /// it arrives.
     ///
     /// # Errors
     /// [`Closed`] when no consumer is left.
     pub async fn send_seal(&mut self) -> Result<(), Closed> {
-        let marker: Batch = Arc::new(Vec::new());
-        let mut i = 0;
-        while i < self.senders.len() {
-            if self.senders[i].send(marker.clone()).await.is_err() {
-                self.senders.swap_remove(i);
-            } else {
-                i += 1;
-            }
-        }
-        if self.senders.is_empty() { Err(Closed) } else { Ok(()) }
+        self.send_message(Message::Seal).await
     }
 
     /// Sends a vector of events as one batch (see [`Fanout::send`]).
@@ -78,8 +87,12 @@ impl Fanout {
         self.send(Arc::new(events)).await
     }
 
-    /// Sends a batch only if every consumer has room now; otherwise gives it back.
+    /// Sends a batch only if every consumer has room now; otherwise gives it back. An empty
+    /// batch is accepted and not sent, as with [`Fanout::send`].
     pub fn try_send(&mut self, batch: Batch) -> Result<(), Full> {
+        if batch.is_empty() {
+            return Ok(());
+        }
         let mut permits = Vec::with_capacity(self.senders.len());
         for s in &self.senders {
             match s.try_reserve() {
@@ -89,7 +102,7 @@ impl Fanout {
         }
         self.count(&batch);
         for p in permits {
-            p.send(batch.clone());
+            p.send(Message::Batch(batch.clone()));
         }
         Ok(())
     }
@@ -121,68 +134,60 @@ pub struct SinkContext {
 
 /// The input of a sink: all its upstream components' batches, merged in arrival order.
 pub struct SinkInput {
-    rx: mpsc::Receiver<Batch>,
+    rx: mpsc::Receiver<Message>,
     metrics: Arc<ComponentMetrics>,
 }
 
-/// What a sink receives: a batch of events, or a seal marker from [`Fanout::send_seal`].
-#[derive(Debug)]
-pub enum Received {
-    Batch(Batch),
-    /// Every batch sent before the marker on its path has been received: seal open segments.
-    Seal,
-}
-
 impl SinkInput {
-    pub fn new(rx: mpsc::Receiver<Batch>, metrics: Arc<ComponentMetrics>) -> SinkInput {
+    pub fn new(rx: mpsc::Receiver<Message>, metrics: Arc<ComponentMetrics>) -> SinkInput {
         SinkInput { rx, metrics }
     }
 
-    /// The next batch or seal marker, or `None` once every upstream component has finished.
-    /// Only sinks that hold data across batches (the `sealed` sink) need the markers.
-    pub async fn recv_or_seal(&mut self) -> Option<Received> {
-        let b = self.rx.recv().await?;
-        Some(self.received(b))
+    /// The next batch or seal order, or `None` once every upstream component has finished.
+    /// Only sinks that hold data across batches (the `sealed` sink) need the seal orders.
+    pub async fn recv_or_seal(&mut self) -> Option<Message> {
+        let m = self.rx.recv().await?;
+        Some(self.received(m))
     }
 
-    /// The next batch, or `None` once every upstream component has finished. Seal markers
+    /// The next batch, or `None` once every upstream component has finished. Seal orders
     /// are skipped.
     pub async fn recv(&mut self) -> Option<Batch> {
         loop {
-            if let Received::Batch(b) = self.recv_or_seal().await? {
+            if let Message::Batch(b) = self.recv_or_seal().await? {
                 return Some(b);
             }
         }
     }
 
-    /// The next batch if one is ready now (`Err` tells empty from finished). Seal markers
+    /// The next batch if one is ready now (`Err` tells empty from finished). Seal orders
     /// are skipped.
     pub fn try_recv(&mut self) -> Result<Batch, mpsc::error::TryRecvError> {
         loop {
             let b = self.rx.try_recv()?;
-            if let Received::Batch(b) = self.received(b) {
+            if let Message::Batch(b) = self.received(b) {
                 return Ok(b);
             }
         }
     }
 
-    /// Blocking receive, for sinks that run on a thread of their own. Seal markers are
+    /// Blocking receive, for sinks that run on a thread of their own. Seal orders are
     /// skipped.
     pub fn blocking_recv(&mut self) -> Option<Batch> {
         loop {
             let b = self.rx.blocking_recv()?;
-            if let Received::Batch(b) = self.received(b) {
+            if let Message::Batch(b) = self.received(b) {
                 return Some(b);
             }
         }
     }
 
-    fn received(&self, b: Batch) -> Received {
-        if b.is_empty() {
-            return Received::Seal;
+    /// Counts a batch in as it is handed to the sink.
+    fn received(&self, m: Message) -> Message {
+        if let Message::Batch(b) = &m {
+            let bytes: usize = b.iter().map(Event::size_estimate).sum();
+            self.metrics.add_in(b.len(), bytes);
         }
-        let bytes: usize = b.iter().map(Event::size_estimate).sum();
-        self.metrics.add_in(b.len(), bytes);
-        Received::Batch(b)
+        m
     }
 }

@@ -1,5 +1,12 @@
-//! The traits every component implements, and the registration records that make a component
-//! kind known to the configuration loader.
+//! The component layer: the traits every component implements, the registration records that
+//! make a component kind known to the configuration loader ([`Kinds`]), what a component gets
+//! when it is built ([`BuildContext`]) and when it runs ([`context`]), the one shutdown path
+//! ([`shutdown`]), the channel [`Message`], the global options, and the Lambda session that
+//! the extension driver passes to the `lambda_telemetry` source ([`lambda`]).
+//!
+//! This layer sits below `config` and `topology` and above `event`, `metrics`, `telemetry`
+//! and `units` (see ARCHITECTURE.md): components, the loader and the runtime all depend on
+//! it, and it depends on none of them.
 //!
 //! A component has two halves, as in Vector: a *config* type that is exactly what the user
 //! wrote (deserialized with `deny_unknown_fields`), and a *runtime* type that `build` compiles
@@ -10,25 +17,44 @@
 //! Components never see the graph: the topology gives a source a [`SourceContext`] with its
 //! output, a sink a [`SinkInput`], and runs transforms batch by batch.
 
+pub mod context;
+pub mod globals;
+pub mod lambda;
+pub mod shutdown;
+
 use std::fmt::Debug;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
-use crate::config::GlobalOptions;
+pub use context::{Closed, Fanout, Full, Message, Received, SinkContext, SinkInput, SourceContext};
+pub use globals::{GlobalOptions, KeyRule, KeysOptions, default_keys_dir};
+pub use shutdown::{Reason, Shutdown, ShutdownTrigger};
+
 use crate::event::{Batch, Signals};
-use crate::topology::{SinkContext, SinkInput, SourceContext};
 
 /// A boxed future as returned by the run methods (the traits stay object safe).
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-/// What `build` gets: the component's id and the global options.
+/// What `build` gets: the component's id, the global options and, in Lambda extension mode,
+/// the session the driver shares with the `lambda_telemetry` source.
 #[derive(Debug, Clone, Copy)]
 pub struct BuildContext<'a> {
     /// The component id, e.g. `app` for `[sources.app]`.
     pub id: &'a str,
     pub globals: &'a GlobalOptions,
+    /// Set by the Lambda extension driver, `None` elsewhere. Passed here rather than through a
+    /// process-wide global so that two topologies in one process (tests) never share one.
+    pub lambda: Option<&'a Arc<lambda::Handle>>,
+}
+
+impl<'a> BuildContext<'a> {
+    /// A context outside Lambda extension mode.
+    pub fn new(id: &'a str, globals: &'a GlobalOptions) -> BuildContext<'a> {
+        BuildContext { id, globals, lambda: None }
+    }
 }
 
 /// The configuration of a source.
@@ -59,8 +85,8 @@ pub trait TransformConfig: Debug + Send + Sync {
     }
 
     /// `true` for the `redact` transform: what comes out of it is redacted. The loader uses
-    /// this to enforce that every sink is downstream of redaction (DESIGN.md, "secure by
-    /// default").
+    /// this to enforce that every sink is downstream of redaction (ARCHITECTURE.md, "The data
+    /// path").
     fn redacts(&self) -> bool {
         false
     }
@@ -84,7 +110,7 @@ pub trait Transform: Send {
 /// What a transform gets with each batch: its id and its counters.
 pub struct TransformContext {
     pub id: String,
-    pub metrics: std::sync::Arc<crate::metrics::ComponentMetrics>,
+    pub metrics: Arc<crate::metrics::ComponentMetrics>,
 }
 
 /// The configuration of a sink.
@@ -105,8 +131,9 @@ pub trait Sink: Send {
 }
 
 /// Parses a component's table (without `type`, `inputs` and the other fields the topology
-/// owns) into its config type.
-pub type ParseFn<T> = fn(toml::Value) -> Result<Box<T>, toml::de::Error>;
+/// owns) into its config type. The deserializer keeps the spans of the file, so an error says
+/// where the field it is about was written.
+pub type ParseFn<T> = fn(toml::de::ValueDeserializer<'_>) -> Result<Box<T>, toml::de::Error>;
 
 /// A source kind as the loader knows it: the `type` name and how to parse its table.
 pub struct SourceKind {
@@ -129,23 +156,33 @@ pub struct SinkKind {
     pub parse: ParseFn<dyn SinkConfig>,
 }
 
+/// Every component kind the configuration loader accepts. The loader takes this as an
+/// argument (the list itself is `crate::components::KINDS`), so `config` never imports a
+/// source, transform or sink.
+#[derive(Clone, Copy)]
+pub struct Kinds {
+    pub sources: &'static [SourceKind],
+    pub transforms: &'static [TransformKind],
+    pub sinks: &'static [SinkKind],
+}
+
 /// The parse function for a source config type: `parse: parse_source::<StdinConfig>`.
 pub fn parse_source<T: SourceConfig + DeserializeOwned + 'static>(
-    v: toml::Value,
+    v: toml::de::ValueDeserializer<'_>,
 ) -> Result<Box<dyn SourceConfig>, toml::de::Error> {
-    Ok(Box::new(v.try_into::<T>()?))
+    Ok(Box::new(T::deserialize(v)?))
 }
 
 /// The parse function for a transform config type.
 pub fn parse_transform<T: TransformConfig + DeserializeOwned + 'static>(
-    v: toml::Value,
+    v: toml::de::ValueDeserializer<'_>,
 ) -> Result<Box<dyn TransformConfig>, toml::de::Error> {
-    Ok(Box::new(v.try_into::<T>()?))
+    Ok(Box::new(T::deserialize(v)?))
 }
 
 /// The parse function for a sink config type.
 pub fn parse_sink<T: SinkConfig + DeserializeOwned + 'static>(
-    v: toml::Value,
+    v: toml::de::ValueDeserializer<'_>,
 ) -> Result<Box<dyn SinkConfig>, toml::de::Error> {
-    Ok(Box::new(v.try_into::<T>()?))
+    Ok(Box::new(T::deserialize(v)?))
 }
