@@ -276,7 +276,8 @@ fn the_agent_refuses_to_start_without_a_token() {
     let cases = [
         (config("127.0.0.1:0", "").replace("token = \"${SEALTRAIL_TAIL_TOKEN}\"", ""), "no token configured"),
         (
-            config("0.0.0.0:0", "auth = \"none\"").replace("token = \"${SEALTRAIL_TAIL_TOKEN}\"", ""),
+            config("0.0.0.0:0", "auth = \"none\"\nallow_unredacted_remote = true")
+                .replace("token = \"${SEALTRAIL_TAIL_TOKEN}\"", ""),
             "only allowed on a loopback address",
         ),
         (config("127.0.0.1:0", "").replace("${SEALTRAIL_TAIL_TOKEN}", "short"), "too short"),

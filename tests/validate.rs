@@ -141,3 +141,31 @@ fn list_kinds_prints_every_kind_with_its_description() {
         assert!(text.lines().any(|l| l.split_whitespace().nth(1) == Some(name)), "{name} missing");
     }
 }
+
+/// Issue 13: `allow_unredacted = true` on a tail sink bound to `0.0.0.0` was accepted
+/// silently. `validate` refuses it at the sink's position unless `allow_unredacted_remote`
+/// says so; on loopback the one flag is enough.
+#[test]
+fn allow_unredacted_on_a_network_tail_needs_allow_unredacted_remote() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |address: &str, extra: &str| {
+        format!(
+            "[sources.app]\ntype = \"stdin\"\n\n[sinks.watch]\ntype = \"tail\"\ninputs = [\"app\"]\n\
+             allow_unredacted = true\naddress = \"{address}\"\ntoken = \"0123456789abcdef0123456789abcdef\"\n\
+             allow_plaintext = true\n{extra}"
+        )
+    };
+    let validate = |name: &str, text: String| {
+        let cfg = write(dir.path(), name, &text);
+        bare(dir.path()).args(["validate", "--config", cfg.to_str().unwrap()]).output().unwrap()
+    };
+    let out = validate("wide.toml", config("0.0.0.0:8686", ""));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("wide.toml:") && err.contains("sinks.watch"), "{err}");
+    assert!(err.contains("allow_unredacted_remote = true") && err.contains("0.0.0.0:8686"), "{err}");
+    let out = validate("opted.toml", config("0.0.0.0:8686", "allow_unredacted_remote = true"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = validate("local.toml", config("127.0.0.1:8686", ""));
+    assert!(out.status.success(), "{}", stderr(&out));
+}

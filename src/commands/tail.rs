@@ -14,18 +14,16 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::StatusCode;
-use hyper::http::{Request, Uri, header};
-use hyper_util::rt::TokioIo;
+use hyper::http::{Request, header};
 use serde_json::Value as J;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
-use tokio_rustls::rustls;
 
 use crate::event::severity;
 use crate::exit_codes::{self, config_error};
 use crate::filter::FilterArgs;
+use crate::net::client::{Client, ClientError, Connector, Endpoint, Pool};
+use crate::net::tls::ClientTls;
 
 /// The environment variable holding the token when `--token-file` is not given.
 pub const TOKEN_ENV: &str = "SEALTRAIL_TAIL_TOKEN";
@@ -77,45 +75,29 @@ pub fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
 /// Everything needed to connect, checked before the first attempt.
 struct Target {
     url: String,
-    host: String,
-    port: u16,
-    /// `Some` for https.
-    tls: Option<tokio_rustls::TlsConnector>,
-    /// Path and query of the request.
-    path: String,
-    authority: String,
+    /// The absolute URL of the stream request (path and query included).
+    request_url: String,
+    /// The agent's HTTP client ([`crate::net::client`]), a fresh connection per session.
+    client: Client,
     token: Option<zeroize::Zeroizing<String>>,
 }
 
 impl Target {
     fn new(args: &TailArgs) -> anyhow::Result<Target> {
         let url = args.url.trim().to_owned();
-        let uri: Uri = url.parse().map_err(|e| config_error(anyhow::anyhow!("--url `{url}`: {e}")))?;
-        let https = match uri.scheme_str() {
-            Some("http") => false,
-            Some("https") => true,
-            _ => {
-                return Err(config_error(anyhow::anyhow!(
-                    "--url `{url}`: expected an http:// or https:// URL"
-                )));
-            }
-        };
-        let authority =
-            uri.authority().ok_or_else(|| config_error(anyhow::anyhow!("--url `{url}`: no host")))?.clone();
-        if authority.as_str().contains('@') {
+        let endpoint = Endpoint::parse(&url, "--url").map_err(config_error)?;
+        if endpoint.authority.contains('@') {
             return Err(config_error(anyhow::anyhow!(
                 "--url: do not put credentials in the URL; use --token-file or ${TOKEN_ENV}"
             )));
         }
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_owned();
-        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
 
         // Check the filters here, so that a typo is a usage error before any connection.
         let spec = args.filter.spec();
         spec.build().map_err(|e| config_error(anyhow::anyhow!("{}", e.for_flags())))?;
         let q = spec.to_query();
-        let base = uri.path().trim_end_matches('/');
-        let path = if q.is_empty() { format!("{base}/v1/tail") } else { format!("{base}/v1/tail?{q}") };
+        let request_url =
+            if q.is_empty() { endpoint.url("/v1/tail") } else { endpoint.url(&format!("/v1/tail?{q}")) };
 
         let token = match &args.token_file {
             Some(p) => {
@@ -139,18 +121,13 @@ impl Target {
                 )));
             }
         }
-        let tls = if https { Some(tls_connector(args.ca_file.as_deref())?) } else { None };
-        Ok(Target { url, host, port, tls, path, authority: authority.to_string(), token })
+        let tls = ClientTls { ca_file: args.ca_file.clone(), ..Default::default() };
+        let tls = if endpoint.https { Some(&tls) } else { None };
+        let connector = Connector::new(&endpoint, tls, &[b"http/1.1"])
+            .map_err(|e| config_error(anyhow::anyhow!("--ca-file: {e:#}")))?
+            .with_connect_timeout(CONNECT_TIMEOUT);
+        Ok(Target { url, request_url, client: Client::new(connector, Pool::Never), token })
     }
-}
-
-/// A TLS connector trusting `ca_file`, or the system's roots (the agent's one TLS
-/// configuration, [`crate::net::tls`]).
-fn tls_connector(ca_file: Option<&std::path::Path>) -> anyhow::Result<tokio_rustls::TlsConnector> {
-    let tls = crate::net::tls::ClientTls { ca_file: ca_file.map(PathBuf::from), ..Default::default() };
-    let config =
-        tls.client_config(&[b"http/1.1"]).map_err(|e| config_error(anyhow::anyhow!("--ca-file: {e:#}")))?;
-    Ok(tokio_rustls::TlsConnector::from(config))
 }
 
 /// Why a session ended.
@@ -202,46 +179,7 @@ async fn follow(args: &TailArgs, target: &Target) -> anyhow::Result<ExitCode> {
 
 /// One connection: request, response, then every line of the stream.
 async fn session(target: &Target, printer: &mut Printer, connected: &mut bool) -> Ended {
-    let tcp =
-        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((target.host.as_str(), target.port)))
-            .await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Ended::Transient(e.into()),
-            Err(_) => return Ended::Transient(anyhow::anyhow!("connection timed out")),
-        };
-    let _ = tcp.set_nodelay(true);
-    match &target.tls {
-        None => request(TokioIo::new(tcp), target, printer, connected).await,
-        Some(connector) => {
-            let name = match rustls::pki_types::ServerName::try_from(target.host.clone()) {
-                Ok(n) => n,
-                Err(e) => return Ended::Fatal(config_error(anyhow::anyhow!("--url: bad host name: {e}"))),
-            };
-            match tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp)).await {
-                Ok(Ok(s)) => request(TokioIo::new(s), target, printer, connected).await,
-                // A certificate the client does not trust will not change by retrying.
-                Ok(Err(e)) if e.get_ref().is_some_and(|i| i.is::<rustls::Error>()) => {
-                    Ended::Fatal(anyhow::anyhow!("TLS with {} failed: {e}", target.url))
-                }
-                Ok(Err(e)) => Ended::Transient(anyhow::anyhow!("TLS handshake: {e}")),
-                Err(_) => Ended::Transient(anyhow::anyhow!("TLS handshake timed out")),
-            }
-        }
-    }
-}
-
-async fn request<I>(io: TokioIo<I>, target: &Target, printer: &mut Printer, connected: &mut bool) -> Ended
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, conn) = match hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(io).await {
-        Ok(x) => x,
-        Err(e) => return Ended::Transient(e.into()),
-    };
-    let conn = tokio::spawn(conn);
-    let mut req = Request::get(target.path.as_str())
-        .header(header::HOST, target.authority.as_str())
+    let mut req = Request::get(target.request_url.as_str())
         .header(header::ACCEPT, "application/x-ndjson")
         .header(header::USER_AGENT, concat!("sealtrail/", env!("CARGO_PKG_VERSION")));
     if let Some(t) = &target.token {
@@ -254,12 +192,16 @@ where
         v.set_sensitive(true);
         req = req.header(header::AUTHORIZATION, v);
     }
-    let req = match req.body(Empty::new()) {
+    let req = match req.body(Full::new(Bytes::new())) {
         Ok(r) => r,
         Err(e) => return Ended::Fatal(config_error(anyhow::anyhow!("--url: {e}"))),
     };
-    let resp = match sender.send_request(req).await {
+    let resp = match target.client.send(req).await {
         Ok(r) => r,
+        // A certificate the client does not trust will not change by retrying.
+        Err(e @ ClientError::Tls(_)) => {
+            return Ended::Fatal(anyhow::anyhow!("TLS with {} failed: {e}", target.url));
+        }
         Err(e) => return Ended::Transient(e.into()),
     };
     let status = resp.status();
@@ -269,7 +211,6 @@ where
             _ => String::new(),
         };
         let body = escape_text(&body);
-        conn.abort();
         return match status {
             StatusCode::UNAUTHORIZED => Ended::Fatal(config_error(anyhow::anyhow!(
                 "{}: 401 unauthorized: {}",
@@ -316,8 +257,6 @@ where
             }
         }
     }
-    drop(sender);
-    conn.abort();
     Ended::Stream
 }
 

@@ -122,6 +122,13 @@ pub trait SinkConfig: Debug + Send + Sync {
 
     /// Validates the configuration and compiles the runtime sink. No side effects.
     fn build(&self, cx: &BuildContext<'_>) -> anyhow::Result<Box<dyn Sink>>;
+
+    /// Called by the loader when the sink sets `allow_unredacted = true`: a sink that would
+    /// serve those events to other hosts refuses (with the message) unless its own explicit
+    /// opt-in is set, so that one flag cannot expose raw data to the network silently.
+    fn check_unredacted(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// A running sink: consumes batches from `input` until it ends (`recv` returns `None`), then

@@ -149,6 +149,11 @@ pub fn check(config: &Config) -> Vec<ConfigError> {
                     format!("accepts {} but its inputs emit {input}", s.config.accepts()),
                 ));
             }
+            if s.allow_unredacted {
+                if let Err(message) = s.config.check_unredacted() {
+                    errors.push(err(id, n, message));
+                }
+            }
             if !all_redacted && !s.allow_unredacted {
                 let raw: Vec<&str> =
                     n.inputs.iter().filter(|i| !redacted[i.as_str()]).map(String::as_str).collect();

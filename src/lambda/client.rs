@@ -1,8 +1,8 @@
 //! The Extensions API client (version `2020-01-01`) and the Telemetry API subscription call:
 //! register, `event/next`, `init/error`, `exit/error`, and `PUT /2022-07-01/telemetry`.
 //!
-//! HTTP/1.1 over one fresh loopback connection per call (hyper's connection API, no pool):
-//! the calls are few (one `next` per invoke), and a fresh connection can never be a stale one
+//! HTTP/1.1 through the agent's one HTTP client ([`crate::net::client`]) with a fresh loopback
+//! connection per call ([`Pool::Never`]): the calls are few (one `next` per invoke), and a fresh connection can never be a stale one
 //! that the platform closed while the environment was frozen.
 //!
 //! Where the documentation and AWS's emulator disagree (see the reference), both forms are
@@ -11,10 +11,11 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde::Deserialize;
+
+use crate::net::client::{Client as HttpClient, ClientError, Connector, Endpoint, Pool};
 
 /// The largest response body read from the platform.
 const MAX_RESPONSE_BYTES: usize = 1 << 20;
@@ -27,11 +28,11 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 #[non_exhaustive]
 pub enum ApiError {
     /// No connection to `AWS_LAMBDA_RUNTIME_API`.
-    #[error("cannot connect to the Lambda Runtime API at {addr}: {source}")]
-    Connect { addr: String, source: std::io::Error },
+    #[error("cannot connect to the Lambda Runtime API at {addr}: {detail}")]
+    Connect { addr: String, detail: String },
     /// The connection broke or the response was not HTTP.
     #[error("{what}: HTTP error: {source}")]
-    Http { what: &'static str, source: hyper::Error },
+    Http { what: &'static str, source: ClientError },
     /// The call took longer than allowed.
     #[error("{what}: no answer within {timeout:?}")]
     Timeout { what: &'static str, timeout: Duration },
@@ -71,9 +72,18 @@ pub enum Subscribed {
 }
 
 /// A client of the Extensions and Telemetry APIs at `AWS_LAMBDA_RUNTIME_API`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Client {
     addr: String,
+    /// The agent's HTTP client with a fresh connection per call; `Err` holds why `addr` is
+    /// not `host:port` (reported by the first call).
+    http: Result<(Endpoint, HttpClient), String>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("addr", &self.addr).finish_non_exhaustive()
+    }
 }
 
 struct Response {
@@ -85,7 +95,14 @@ struct Response {
 impl Client {
     /// A client for `host:port` (the value of `AWS_LAMBDA_RUNTIME_API`).
     pub fn new(addr: impl Into<String>) -> Client {
-        Client { addr: addr.into() }
+        let addr = addr.into();
+        let http = Endpoint::parse(&format!("http://{addr}"), "AWS_LAMBDA_RUNTIME_API")
+            .and_then(|endpoint| {
+                let connector = Connector::new(&endpoint, None, &[])?;
+                Ok((endpoint, HttpClient::new(connector, Pool::Never)))
+            })
+            .map_err(|e| format!("{e:#}"));
+        Client { addr, http }
     }
 
     pub fn addr(&self) -> &str {
@@ -250,30 +267,25 @@ impl Client {
         headers: &[(&str, &str)],
         body: Bytes,
     ) -> Result<Response, ApiError> {
-        let stream = tokio::net::TcpStream::connect(&self.addr)
-            .await
-            .map_err(|source| ApiError::Connect { addr: self.addr.clone(), source })?;
-        let _ = stream.set_nodelay(true);
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|source| ApiError::Http { what, source })?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let mut req = Request::builder().method(method).uri(path).header("Host", &self.addr);
+        let (endpoint, http) = self
+            .http
+            .as_ref()
+            .map_err(|detail| ApiError::Connect { addr: self.addr.clone(), detail: detail.clone() })?;
+        let mut req = Request::builder().method(method).uri(endpoint.url(path));
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
         let req = req
             .body(Full::new(body))
             .map_err(|e| ApiError::BadResponse { what, detail: format!("cannot build the request: {e}") })?;
-        let resp = send.send_request(req).await.map_err(|source| ApiError::Http { what, source })?;
+        let resp = http.send_collect(req, MAX_RESPONSE_BYTES).await.map_err(|e| match e {
+            ClientError::Connect(detail) => ApiError::Connect { addr: self.addr.clone(), detail },
+            ClientError::Body(detail) => {
+                ApiError::BadResponse { what, detail: format!("reading the body: {detail}") }
+            }
+            source => ApiError::Http { what, source },
+        })?;
         let (parts, body) = resp.into_parts();
-        let body = Limited::new(body, MAX_RESPONSE_BYTES)
-            .collect()
-            .await
-            .map_err(|e| ApiError::BadResponse { what, detail: format!("reading the body: {e}") })?
-            .to_bytes();
         Ok(Response { status: parts.status, headers: parts.headers, body })
     }
 }

@@ -3,33 +3,36 @@
 //! batches, gzip-compressed, with retries and exponential backoff on the codes the OTLP
 //! specification calls retryable, custom headers (API keys, usually from `${ENV}`) and TLS.
 //!
-//! Connections go through one connector of our own (TCP, then rustls when the endpoint is
-//! `https://`), so gRPC and HTTP share the TLS settings and the ring provider. A batch that
+//! Connections go through the agent's one HTTP client ([`crate::net::client`]): its connector
+//! (TCP, then rustls when the endpoint is `https://`) is also tonic's, so gRPC and HTTP share
+//! the TLS settings and the ring provider. A batch that
 //! still fails after the last retry, or that the upstream refuses for good, is dropped and
 //! counted (`dropped.export_failed`) with a warning that names the upstream's reason, never
 //! event contents or header values.
 
-use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::Uri;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use http_body_util::Full;
 use prost::Message;
 use serde::Deserialize;
-use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::component::{BoxFuture, BuildContext, Sink, SinkConfig, SinkKind, parse_sink};
 use crate::component::{SinkContext, SinkInput};
 use crate::event::{Batch, Event};
 use crate::metrics::ComponentMetrics;
+use crate::net::client::{Client, ClientError, CompiledHeaders, Connector, Endpoint, Pool};
 use crate::net::exposure;
 use crate::net::tls::ClientTls;
+
+pub use crate::net::client::Headers;
+
+/// The most bytes of an upstream's response body read back (an OTLP response is a few bytes).
+const MAX_RESPONSE_BYTES: usize = 1 << 20;
+
+/// How long an idle connection to the upstream is kept for the next batch.
+const IDLE: Duration = Duration::from_secs(60);
 use crate::otlp::convert::{logs_from_events, traces_from_events};
 use crate::otlp::{
     ExportLogsServiceRequest, ExportLogsServiceResponse, ExportTraceServiceRequest,
@@ -101,18 +104,6 @@ pub enum Compression {
     None,
 }
 
-/// Header names and values; `Debug` shows the names only, so a configuration dump never
-/// prints an API key.
-#[derive(Clone, Default, Deserialize)]
-#[serde(transparent)]
-pub struct Headers(pub BTreeMap<String, String>);
-
-impl std::fmt::Debug for Headers {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_map().entries(self.0.keys().map(|k| (k, "<redacted>"))).finish()
-    }
-}
-
 fn default_batch_max_events() -> usize {
     512
 }
@@ -131,54 +122,18 @@ fn default_max_backoff_ms() -> u64 {
 
 impl SinkConfig for OtlpSinkConfig {
     fn build(&self, _cx: &BuildContext<'_>) -> anyhow::Result<Box<dyn Sink>> {
-        let uri: Uri = self
-            .endpoint
-            .parse()
-            .map_err(|e| anyhow::anyhow!("`endpoint` = {:?} is not a URL: {e}", self.endpoint))?;
-        let tls = match uri.scheme_str() {
-            Some("http") => {
-                anyhow::ensure!(self.tls.is_none(), "`tls` is set but `endpoint` is http://; use https://");
-                None
-            }
-            Some("https") => {
-                let alpn: &[&[u8]] = match self.protocol {
-                    Protocol::Grpc => &[b"h2"],
-                    Protocol::HttpProtobuf => &[b"http/1.1"],
-                };
-                Some(self.tls.clone().unwrap_or_default().client_config(alpn)?)
-            }
-            _ => anyhow::bail!("`endpoint` = {:?} must start with http:// or https://", self.endpoint),
+        let endpoint = Endpoint::parse(&self.endpoint, "endpoint")?;
+        let alpn: &[&[u8]] = match self.protocol {
+            Protocol::Grpc => &[b"h2"],
+            Protocol::HttpProtobuf => &[b"http/1.1"],
         };
-        let host = uri.host().ok_or_else(|| anyhow::anyhow!("`endpoint` has no host"))?.to_owned();
-        let port = uri.port_u16().unwrap_or(if tls.is_some() { 443 } else { 80 });
-        let server_name = match &self.tls.as_ref().and_then(|t| t.server_name.clone()) {
-            Some(n) => n.clone(),
-            None => host.trim_start_matches('[').trim_end_matches(']').to_owned(),
-        };
-        let server_name = rustls_pki_types::ServerName::try_from(server_name)
-            .map_err(|e| anyhow::anyhow!("`endpoint` host is not a valid TLS server name: {e}"))?;
-        let mut http_headers = http::HeaderMap::new();
-        let mut grpc_metadata = tonic::metadata::MetadataMap::new();
-        for (k, v) in &self.headers.0 {
-            let name = http::HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| anyhow::anyhow!("`headers`: {k:?} is not a valid header name"))?;
-            // The value is not quoted in the error: it is usually a secret.
-            let value = http::HeaderValue::from_str(v)
-                .map_err(|_| anyhow::anyhow!("`headers`: the value of {k:?} is not a valid header value"))?;
-            let mut value = value;
-            value.set_sensitive(true);
-            let key = tonic::metadata::AsciiMetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
-                .map_err(|_| anyhow::anyhow!("`headers`: {k:?} is not a valid gRPC metadata key"))?;
-            let mval = tonic::metadata::AsciiMetadataValue::try_from(v.as_str())
-                .map_err(|_| anyhow::anyhow!("`headers`: the value of {k:?} is not valid gRPC metadata"))?;
-            http_headers.insert(name, value);
-            grpc_metadata.insert(key, mval);
-        }
+        let connector = Connector::new(&endpoint, self.tls.as_ref(), alpn)?;
+        let headers = self.headers.compile()?;
         anyhow::ensure!(
-            tls.is_some()
-                || http_headers.is_empty()
+            endpoint.https
+                || headers.http.is_empty()
                 || self.allow_plaintext
-                || exposure::is_loopback_host(&host),
+                || exposure::is_loopback_host(&endpoint.host),
             "`headers` would be sent to the http:// endpoint {:?} in plain text (they usually carry \
              credentials); use https:// or set `allow_plaintext = true`",
             self.endpoint
@@ -189,19 +144,7 @@ impl SinkConfig for OtlpSinkConfig {
             self.initial_backoff_ms >= 1 && self.initial_backoff_ms <= self.max_backoff_ms,
             "`initial_backoff_ms` must be between 1 and `max_backoff_ms`"
         );
-        let base_path = uri.path().trim_end_matches('/').to_owned();
-        Ok(Box::new(OtlpSink {
-            config: self.clone(),
-            connector: Connector {
-                host,
-                port,
-                tls: tls.map(|c| (tokio_rustls::TlsConnector::from(c), server_name)),
-            },
-            base_path,
-            authority: uri.authority().map(|a| a.to_string()).unwrap_or_default(),
-            http_headers,
-            grpc_metadata,
-        }))
+        Ok(Box::new(OtlpSink { config: self.clone(), connector, endpoint, headers }))
     }
 }
 
@@ -209,11 +152,8 @@ impl SinkConfig for OtlpSinkConfig {
 struct OtlpSink {
     config: OtlpSinkConfig,
     connector: Connector,
-    /// The endpoint's path without a trailing slash (HTTP appends `/v1/traces`).
-    base_path: String,
-    authority: String,
-    http_headers: http::HeaderMap,
-    grpc_metadata: tonic::metadata::MetadataMap,
+    endpoint: Endpoint,
+    headers: CompiledHeaders,
 }
 
 impl Sink for OtlpSink {
@@ -275,22 +215,17 @@ struct Exporter {
     sink: OtlpSink,
     metrics: Arc<ComponentMetrics>,
     grpc: Option<tonic::transport::Channel>,
-    http: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
+    /// The pooled HTTP client (keeps the connection alive between batches).
+    http: Client,
 }
 
 impl Exporter {
     fn new(sink: OtlpSink, metrics: Arc<ComponentMetrics>) -> Exporter {
-        let grpc = (sink.config.protocol == Protocol::Grpc).then(|| {
-            // The URI only names the authority for the `:authority` header; TLS is the
-            // connector's business, so the scheme given to tonic is always http.
-            let uri = format!("http://{}", sink.authority);
-            let endpoint = tonic::transport::Endpoint::from_shared(uri)
-                .unwrap_or_else(|_| tonic::transport::Endpoint::from_static("http://localhost"))
-                .timeout(Duration::from_secs(sink.config.timeout_secs))
-                .connect_timeout(Duration::from_secs(sink.config.timeout_secs));
-            endpoint.connect_with_connector_lazy(sink.connector.clone())
-        });
-        Exporter { sink, metrics, grpc, http: None }
+        let timeout = Duration::from_secs(sink.config.timeout_secs);
+        let grpc = (sink.config.protocol == Protocol::Grpc)
+            .then(|| sink.connector.grpc_channel(&sink.endpoint.authority, timeout));
+        let http = Client::new(sink.connector.clone().with_connect_timeout(timeout), Pool::KeepIdle(IDLE));
+        Exporter { sink, metrics, grpc, http }
     }
 
     /// Exports one request, retrying as configured; counts what was sent or dropped.
@@ -343,7 +278,7 @@ impl Exporter {
                     client = client.send_compressed(tonic::codec::CompressionEncoding::Gzip);
                 }
                 let mut request = tonic::Request::new(req);
-                *request.metadata_mut() = self.sink.grpc_metadata.clone();
+                *request.metadata_mut() = self.sink.headers.grpc.clone();
                 let resp = client.export(request).await.map_err(grpc_failure)?;
                 Ok(resp.into_inner().partial_success.map(|p| p.rejected_spans.max(0) as u64).unwrap_or(0))
             }
@@ -364,7 +299,7 @@ impl Exporter {
                     client = client.send_compressed(tonic::codec::CompressionEncoding::Gzip);
                 }
                 let mut request = tonic::Request::new(req);
-                *request.metadata_mut() = self.sink.grpc_metadata.clone();
+                *request.metadata_mut() = self.sink.headers.grpc.clone();
                 let resp = client.export(request).await.map_err(grpc_failure)?;
                 Ok(resp
                     .into_inner()
@@ -381,39 +316,19 @@ impl Exporter {
         }
     }
 
-    /// POSTs a protobuf body on the kept-alive HTTP/1.1 connection (reconnecting when it has
-    /// closed) and returns the response body of a 2xx answer.
+    /// POSTs a protobuf body through the pooled client and returns the response body of a
+    /// 2xx answer.
     async fn http_post(&mut self, suffix: &str, body: Vec<u8>) -> Result<Bytes, Failure> {
         let timeout = Duration::from_secs(self.sink.config.timeout_secs);
         match tokio::time::timeout(timeout, self.http_post_inner(suffix, body)).await {
             Ok(r) => r,
             Err(_) => {
-                self.http = None;
                 Err(Failure::Retryable { reason: format!("no answer within {timeout:?}"), after: None })
             }
         }
     }
 
     async fn http_post_inner(&mut self, suffix: &str, body: Vec<u8>) -> Result<Bytes, Failure> {
-        let retry = |reason: String| Failure::Retryable { reason, after: None };
-        let ready = match &mut self.http {
-            Some(s) => s.ready().await.is_ok(),
-            None => false,
-        };
-        if !ready {
-            let io =
-                self.sink.connector.clone().connect().await.map_err(|e| retry(format!("connect: {e}")))?;
-            let (send, conn) = hyper::client::conn::http1::handshake(io)
-                .await
-                .map_err(|e| retry(format!("HTTP handshake: {e}")))?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            self.http = Some(send);
-        }
-        let Some(send) = self.http.as_mut() else {
-            return Err(retry("no connection".into()));
-        };
         let gzip = self.sink.config.compression == Compression::Gzip;
         let body = if gzip {
             // A compression failure must never send an empty body as if it were the data.
@@ -424,23 +339,21 @@ impl Exporter {
         };
         let mut req = http::Request::builder()
             .method(http::Method::POST)
-            .uri(format!("{}{suffix}", self.sink.base_path))
-            .header(http::header::HOST, &self.sink.authority)
+            .uri(self.sink.endpoint.url(suffix))
             .header(http::header::CONTENT_TYPE, "application/x-protobuf")
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| Failure::Permanent { reason: format!("building the request: {e}") })?;
         if gzip {
             req.headers_mut().insert(http::header::CONTENT_ENCODING, http::HeaderValue::from_static("gzip"));
         }
-        for (k, v) in &self.sink.http_headers {
+        for (k, v) in &self.sink.headers.http {
             req.headers_mut().insert(k, v.clone());
         }
-        let resp = match send.send_request(req).await {
+        let resp = match self.http.send_collect(req, MAX_RESPONSE_BYTES).await {
             Ok(r) => r,
-            Err(e) => {
-                self.http = None;
-                return Err(retry(format!("sending: {e}")));
-            }
+            // A refused certificate will not change by retrying.
+            Err(e @ ClientError::Tls(_)) => return Err(Failure::Permanent { reason: e.to_string() }),
+            Err(e) => return Err(Failure::Retryable { reason: e.to_string(), after: None }),
         };
         let status = resp.status();
         let after = resp
@@ -449,9 +362,8 @@ impl Exporter {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
         if status.is_success() {
-            return Ok(body);
+            return Ok(resp.into_body());
         }
         let reason = format!("upstream answered {status}");
         match status.as_u16() {
@@ -515,47 +427,6 @@ fn gzip_bytes(b: &[u8]) -> std::io::Result<Vec<u8>> {
     enc.finish()
 }
 
-/// A byte stream to the upstream, plain or TLS.
-pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
-
-/// Opens connections to the endpoint's host and port, with TLS when configured. Used as
-/// tonic's connector and by the HTTP client.
-/// Also the transport of the agent's own telemetry (`crate::telemetry`).
-#[derive(Clone)]
-pub(crate) struct Connector {
-    pub(crate) host: String,
-    pub(crate) port: u16,
-    pub(crate) tls: Option<(tokio_rustls::TlsConnector, rustls_pki_types::ServerName<'static>)>,
-}
-
-impl Connector {
-    pub(crate) async fn connect(self) -> std::io::Result<TokioIo<Box<dyn Io>>> {
-        let host = self.host.trim_start_matches('[').trim_end_matches(']');
-        let tcp = tokio::net::TcpStream::connect((host, self.port)).await?;
-        let _ = tcp.set_nodelay(true);
-        let io: Box<dyn Io> = match self.tls {
-            None => Box::new(tcp),
-            Some((connector, name)) => Box::new(connector.connect(name, tcp).await?),
-        };
-        Ok(TokioIo::new(io))
-    }
-}
-
-impl tower_service::Service<Uri> for Connector {
-    type Response = TokioIo<Box<dyn Io>>;
-    type Error = std::io::Error;
-    type Future = Pin<Box<dyn Future<Output = std::io::Result<Self::Response>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _uri: Uri) -> Self::Future {
-        Box::pin(self.clone().connect())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -574,13 +445,6 @@ mod tests {
             Failure::Retryable { after: None, .. }
         ));
         assert!(matches!(grpc_failure(tonic::Status::invalid_argument("x")), Failure::Permanent { .. }));
-    }
-
-    #[test]
-    fn header_values_stay_out_of_debug_output() {
-        let h = Headers([("x-api-key".to_owned(), "s3cr3t".to_owned())].into());
-        let shown = format!("{h:?}");
-        assert!(shown.contains("x-api-key") && !shown.contains("s3cr3t"), "{shown}");
     }
 
     /// Issue 11: an undecodable success body was counted as "0 rejected".

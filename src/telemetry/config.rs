@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::net::client::Endpoint;
+pub use crate::net::client::Headers;
 use crate::net::tls::ClientTls;
-pub use crate::sinks::otlp::Headers;
 
 /// The `[telemetry]` section. Off unless `enabled = true`.
 #[derive(Debug, Clone, Deserialize)]
@@ -103,7 +104,8 @@ pub struct FieldError {
 /// The checked, typed form of the options.
 #[derive(Debug, Clone)]
 pub struct Checked {
-    pub endpoint: http::Uri,
+    /// `None` when telemetry is disabled and no endpoint is given.
+    pub endpoint: Option<Endpoint>,
     pub export_interval: Duration,
     pub timeout: Duration,
 }
@@ -131,35 +133,23 @@ impl TelemetryOptions {
         if self.service_name.trim().is_empty() {
             err("service_name", "`service_name` must not be empty".into());
         }
-        for (k, v) in &self.headers.0 {
-            if http::HeaderName::from_bytes(k.as_bytes()).is_err()
-                || tonic::metadata::AsciiMetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes()).is_err()
-            {
-                err("headers", format!("`headers`: {k:?} is not a valid header name"));
-            } else if http::HeaderValue::from_str(v).is_err() {
-                err("headers", format!("`headers`: the value of {k:?} is not a valid header value"));
-            }
+        for problem in self.headers.problems() {
+            err("headers", problem);
         }
-        let mut endpoint = http::Uri::from_static("http://localhost");
+        let mut endpoint = None;
         match &self.endpoint {
             None if self.enabled => err(
                 "enabled",
                 "`endpoint` is required when `enabled = true` (e.g. \"http://127.0.0.1:4318\")".into(),
             ),
             None => {}
-            Some(e) => match e.parse::<http::Uri>() {
-                Err(x) => err("endpoint", format!("`endpoint` = {e:?} is not a URL: {x}")),
-                Ok(u) if !matches!(u.scheme_str(), Some("http" | "https")) => {
-                    err("endpoint", format!("`endpoint` = {e:?} must start with http:// or https://"))
-                }
-                Ok(u) if u.host().is_none_or(str::is_empty) => {
-                    err("endpoint", format!("`endpoint` = {e:?} has no host"))
-                }
+            Some(e) => match Endpoint::parse(e, "endpoint") {
+                Err(x) => err("endpoint", x.to_string()),
                 Ok(u) => {
-                    if self.tls.is_some() && u.scheme_str() == Some("http") {
+                    if self.tls.is_some() && !u.https {
                         err("tls", "`tls` is set but `endpoint` is http://; use https://".into());
                     }
-                    endpoint = u;
+                    endpoint = Some(u);
                 }
             },
         }
@@ -233,7 +223,7 @@ mod tests {
         let o = parse("enabled = true\nendpoint = \"http://h:4318\"\ntls = {}");
         assert_eq!(o.check().unwrap_err()[0].field, "tls");
         let o = parse("enabled = true\nendpoint = \"https://h:4318/base\"\ntraces = false");
-        assert_eq!(o.check().unwrap().endpoint.path(), "/base");
+        assert_eq!(o.check().unwrap().endpoint.map(|e| e.base_path).as_deref(), Some("/base"));
         let o = parse("enabled = true\nendpoint = \"http://h\"\ntraces = false\nmetrics = false");
         assert!(o.check().unwrap_err()[0].message.contains("nothing to export"));
     }

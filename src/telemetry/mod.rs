@@ -169,7 +169,7 @@ impl Telemetry {
             (None, Vec::new())
         };
         tracing::info!(
-            endpoint = %checked.endpoint,
+            endpoint = %checked.endpoint.as_ref().map(|e| e.url("")).unwrap_or_default(),
             protocol = ?options.protocol,
             traces = options.traces,
             metrics = options.metrics,

@@ -1,6 +1,6 @@
 //! How the agent's telemetry reaches the collector: the OTLP exporters of
-//! `opentelemetry-otlp` over the `otlp` sink's connector (tonic for gRPC, a small hyper
-//! client for HTTP), wrapped so that every export runs on the agent's runtime under a time
+//! `opentelemetry-otlp` over the agent's one HTTP client and connector ([`crate::net::client`]:
+//! tonic over the connector for gRPC, the pooled client for HTTP), wrapped so that every export runs on the agent's runtime under a time
 //! limit and a failure is counted and logged at most once per interval.
 //!
 //! The SDK calls exporters from its own threads with a plain `block_on`; [`InRuntime`] enters
@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use opentelemetry_http::{HttpClient, HttpError, Request, Response};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
@@ -25,10 +25,13 @@ use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 
 use super::config::{Checked, TelemetryOptions, TelemetryProtocol};
 use crate::metrics::ComponentMetrics;
-use crate::sinks::otlp::Connector;
+use crate::net::client::{Client, CompiledHeaders, Connector, Endpoint, Pool};
 
 /// The most bytes of a collector's response body read back.
 const MAX_RESPONSE_BYTES: usize = 1 << 20;
+
+/// How long an idle connection to the collector is kept for the next export.
+const IDLE: Duration = Duration::from_secs(90);
 
 /// Counts export failures and rate-limits their warnings: at most one per `every`.
 pub(super) struct Report {
@@ -160,15 +163,11 @@ impl PushMetricExporter for GuardedMetrics {
 
 /// The connection settings shared by the span and the metric exporter.
 pub(super) struct Link {
-    protocol: TelemetryProtocol,
-    connector: Connector,
-    authority: String,
-    /// The endpoint's path without a trailing slash (`/v1/traces` is appended).
-    base: String,
-    scheme: &'static str,
+    endpoint: Endpoint,
     timeout: Duration,
-    http_headers: http::HeaderMap,
-    grpc_metadata: tonic::metadata::MetadataMap,
+    headers: CompiledHeaders,
+    /// The agent's HTTP client (HTTP/protobuf only), shared by both exporters.
+    client: Option<Client>,
     /// A lazily connecting channel, shared by both exporters (gRPC only).
     channel: Option<tonic::transport::Channel>,
 }
@@ -177,80 +176,43 @@ impl Link {
     /// Builds the connector (and, for gRPC, a lazy channel: this must run inside the agent's
     /// runtime). Connects nowhere.
     pub(super) fn new(options: &TelemetryOptions, checked: &Checked) -> anyhow::Result<Link> {
-        let uri = &checked.endpoint;
-        let https = uri.scheme_str() == Some("https");
-        let host = uri.host().unwrap_or_default().to_owned();
-        let tls = if https {
-            let alpn: &[&[u8]] = match options.protocol {
-                TelemetryProtocol::Grpc => &[b"h2"],
-                TelemetryProtocol::HttpProtobuf => &[b"http/1.1"],
-            };
-            let config = options.tls.clone().unwrap_or_default();
-            let name = config.server_name.clone().unwrap_or_else(|| host.trim_matches(['[', ']']).to_owned());
-            let name = rustls_pki_types::ServerName::try_from(name).map_err(|e| {
-                anyhow::anyhow!("telemetry: `endpoint` host is not a valid TLS server name: {e}")
-            })?;
-            Some((tokio_rustls::TlsConnector::from(config.client_config(alpn)?), name))
-        } else {
-            None
+        let endpoint = checked
+            .endpoint
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("telemetry: `endpoint` is required when `enabled = true`"))?;
+        let alpn: &[&[u8]] = match options.protocol {
+            TelemetryProtocol::Grpc => &[b"h2"],
+            TelemetryProtocol::HttpProtobuf => &[b"http/1.1"],
         };
-        let connector = Connector { host, port: uri.port_u16().unwrap_or(if https { 443 } else { 80 }), tls };
-        let authority = uri.authority().map(|a| a.to_string()).unwrap_or_default();
-        let mut http_headers = http::HeaderMap::new();
-        let mut grpc_metadata = tonic::metadata::MetadataMap::new();
-        for (k, v) in &options.headers.0 {
-            // `check` has validated these; a failure here is skipped rather than echoed.
-            if let (Ok(name), Ok(mut value)) =
-                (http::HeaderName::from_bytes(k.as_bytes()), http::HeaderValue::from_str(v))
-            {
-                value.set_sensitive(true);
-                http_headers.insert(name, value);
+        let connector = Connector::new(&endpoint, options.tls.as_ref(), alpn)
+            .map_err(|e| anyhow::anyhow!("telemetry: {e:#}"))?;
+        let headers = options.headers.compile().map_err(|e| anyhow::anyhow!("telemetry: {e:#}"))?;
+        let (client, channel) = match options.protocol {
+            TelemetryProtocol::Grpc => {
+                (None, Some(connector.grpc_channel(&endpoint.authority, checked.timeout)))
             }
-            if let (Ok(key), Ok(value)) = (
-                tonic::metadata::AsciiMetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes()),
-                tonic::metadata::AsciiMetadataValue::try_from(v.as_str()),
-            ) {
-                grpc_metadata.insert(key, value);
+            TelemetryProtocol::HttpProtobuf => {
+                let connector = connector.with_connect_timeout(checked.timeout);
+                (Some(Client::new(connector, Pool::KeepIdle(IDLE))), None)
             }
-        }
-        let channel = (options.protocol == TelemetryProtocol::Grpc).then(|| {
-            // As in the `otlp` sink: the URI only names the authority; TLS is the connector's.
-            tonic::transport::Endpoint::from_shared(format!("http://{authority}"))
-                .unwrap_or_else(|_| tonic::transport::Endpoint::from_static("http://localhost"))
-                .timeout(checked.timeout)
-                .connect_timeout(checked.timeout)
-                .connect_with_connector_lazy(connector.clone())
-        });
-        Ok(Link {
-            protocol: options.protocol,
-            connector,
-            authority,
-            base: uri.path().trim_end_matches('/').to_owned(),
-            scheme: if https { "https" } else { "http" },
-            timeout: checked.timeout,
-            http_headers,
-            grpc_metadata,
-            channel,
-        })
+        };
+        Ok(Link { endpoint, timeout: checked.timeout, headers, client, channel })
     }
 
-    fn http_client(&self) -> HttpTransport {
-        HttpTransport {
-            connector: self.connector.clone(),
-            authority: self.authority.clone(),
-            headers: self.http_headers.clone(),
-            timeout: self.timeout,
-        }
+    fn http_client(&self) -> anyhow::Result<HttpTransport> {
+        let client =
+            self.client.clone().ok_or_else(|| anyhow::anyhow!("telemetry: no HTTP client for gRPC"))?;
+        Ok(HttpTransport { client, headers: self.headers.http.clone(), timeout: self.timeout })
     }
 
     fn url(&self, suffix: &str) -> String {
-        format!("{}://{}{}{suffix}", self.scheme, self.authority, self.base)
+        self.endpoint.url(suffix)
     }
 
     /// The interceptor that sets exactly the configured metadata: whatever the exporter took
     /// from `OTEL_EXPORTER_OTLP_HEADERS` (the served function's settings) is dropped.
     fn metadata(&self) -> impl tonic::service::Interceptor + Clone + Send + Sync + 'static {
-        let md = self.grpc_metadata.clone();
+        let md = self.headers.grpc.clone();
         move |mut req: tonic::Request<()>| {
             *req.metadata_mut() = md.clone();
             Ok(req)
@@ -259,16 +221,16 @@ impl Link {
 
     pub(super) fn span_exporter(&self) -> anyhow::Result<opentelemetry_otlp::SpanExporter> {
         let b = opentelemetry_otlp::SpanExporter::builder();
-        let r = match (&self.channel, self.protocol) {
-            (Some(ch), _) => b
+        let r = match &self.channel {
+            Some(ch) => b
                 .with_tonic()
                 .with_channel(ch.clone())
                 .with_interceptor(self.metadata())
                 .with_timeout(self.timeout)
                 .build(),
-            (None, _) => b
+            None => b
                 .with_http()
-                .with_http_client(self.http_client())
+                .with_http_client(self.http_client()?)
                 .with_endpoint(self.url("/v1/traces"))
                 .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
                 .with_timeout(self.timeout)
@@ -288,7 +250,7 @@ impl Link {
                 .build(),
             None => b
                 .with_http()
-                .with_http_client(self.http_client())
+                .with_http_client(self.http_client()?)
                 .with_endpoint(self.url("/v1/metrics"))
                 .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
                 .with_timeout(self.timeout)
@@ -298,19 +260,18 @@ impl Link {
     }
 }
 
-/// A one-request-per-connection HTTP/1.1 client over the connector. Telemetry exports are a
-/// few per interval, so keeping connections alive is not worth the state.
+/// The agent's HTTP client ([`crate::net::client`]) as the exporters' `HttpClient`, with a
+/// connection kept between exports.
 struct HttpTransport {
-    connector: Connector,
-    authority: String,
+    client: Client,
     headers: http::HeaderMap,
     timeout: Duration,
 }
 
 impl std::fmt::Debug for HttpTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Header values are secrets; the connector holds nothing worth printing.
-        f.debug_struct("HttpTransport").field("authority", &self.authority).finish_non_exhaustive()
+        // Header values are secrets; the client holds nothing worth printing.
+        f.debug_struct("HttpTransport").field("timeout", &self.timeout).finish_non_exhaustive()
     }
 }
 
@@ -327,10 +288,8 @@ impl HttpClient for HttpTransport {
 impl HttpTransport {
     async fn send(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
         let (parts, body) = request.into_parts();
-        let path = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".into());
         // Only the body's own headers and the configured ones go out (see `Link::metadata`).
-        let mut req =
-            http::Request::post(path).header(http::header::HOST, &self.authority).body(Full::new(body))?;
+        let mut req = http::Request::post(parts.uri).body(Full::new(body))?;
         for name in [http::header::CONTENT_TYPE, http::header::CONTENT_ENCODING] {
             if let Some(v) = parts.headers.get(&name) {
                 req.headers_mut().insert(name, v.clone());
@@ -339,14 +298,6 @@ impl HttpTransport {
         for (k, v) in &self.headers {
             req.headers_mut().insert(k, v.clone());
         }
-        let io = self.connector.clone().connect().await?;
-        let (mut send, conn) = hyper::client::conn::http1::handshake(io).await?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let resp = send.send_request(req).await?;
-        let (parts, body) = resp.into_parts();
-        let body = Limited::new(body, MAX_RESPONSE_BYTES).collect().await?.to_bytes();
-        Ok(Response::from_parts(parts, body))
+        Ok(self.client.send_collect(req, MAX_RESPONSE_BYTES).await?)
     }
 }

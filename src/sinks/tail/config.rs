@@ -62,10 +62,13 @@ pub struct TailConfig {
     /// Listener timeouts (`[sinks.X.listener]`): TLS handshake, headers, body, idle.
     #[serde(default)]
     pub listener: ListenerConfig,
-    /// Allows serving a token over plain HTTP on a non-loopback address, or events that
-    /// are not downstream of redaction on a wildcard address.
+    /// Allows serving a token over plain HTTP on a non-loopback address.
     #[serde(default)]
     pub allow_plaintext: bool,
+    /// Allows `allow_unredacted = true` on a non-loopback `address`: unredacted events served
+    /// to other hosts need this second, explicit opt-in (issue 13).
+    #[serde(default)]
+    pub allow_unredacted_remote: bool,
 }
 
 /// The `[sinks.<id>.tls]` table: `crt_file`, `key_file` and optionally `client_ca_file`.
@@ -152,6 +155,20 @@ pub(crate) fn digest(token: &[u8]) -> TokenDigest {
 impl SinkConfig for TailConfig {
     fn build(&self, _cx: &BuildContext<'_>) -> anyhow::Result<Box<dyn Sink>> {
         Ok(Box::new(self.compile()?))
+    }
+
+    fn check_unredacted(&self) -> Result<(), String> {
+        // A bad address is `build`'s error to report.
+        let Ok(address) = crate::units::ListenAddress::parse(&self.address) else { return Ok(()) };
+        if exposure::is_loopback(&address.0) || self.allow_unredacted_remote {
+            return Ok(());
+        }
+        Err(format!(
+            "`allow_unredacted = true` on the non-loopback `address` {}: events that bypass redaction \
+             would be served to other hosts; bind a loopback address, route the input through \
+             `redact`, or also set `allow_unredacted_remote = true`",
+            address.0
+        ))
     }
 }
 
@@ -328,6 +345,23 @@ mod tests {
         let ok = parse(&format!("token = \"{TOKEN}\"\naddress = \"10.1.2.3:8686\"\nallow_plaintext = true"));
         assert!(ok.compile().is_ok());
         assert!(parse(&format!("token = \"{TOKEN}\"\naddress = \"[::1]:8686\"")).compile().is_ok());
+    }
+
+    /// Issue 13: `allow_unredacted = true` on `0.0.0.0` was accepted silently.
+    #[test]
+    fn unredacted_events_off_loopback_need_allow_unredacted_remote() {
+        let e = parse(&format!("token = \"{TOKEN}\"\naddress = \"0.0.0.0:8686\"\nallow_plaintext = true"))
+            .check_unredacted()
+            .unwrap_err();
+        assert!(e.contains("0.0.0.0:8686") && e.contains("allow_unredacted_remote = true"), "{e}");
+        let ok = parse(&format!(
+            "token = \"{TOKEN}\"\naddress = \"10.1.2.3:8686\"\nallow_plaintext = true\nallow_unredacted_remote = true"
+        ));
+        assert_eq!(ok.check_unredacted(), Ok(()));
+        assert_eq!(
+            parse(&format!("token = \"{TOKEN}\"\naddress = \"[::1]:8686\"")).check_unredacted(),
+            Ok(())
+        );
     }
 
     #[test]
