@@ -270,6 +270,26 @@ impl Wal {
         Ok(())
     }
 
+    /// Whether the current generation holds no record yet.
+    pub fn current_is_empty(&self) -> bool {
+        self.current.records == 0
+    }
+
+    /// Deletes the whole log (every event in it is sealed): a clean shutdown leaves no log.
+    pub fn remove_all(mut self) -> Result<(), WalError> {
+        self.current.out.flush().map_err(io(&self.current.path))?;
+        let gens: Vec<u64> = self.files.keys().copied().collect();
+        for g in gens {
+            let p = file_path(&self.dir, g);
+            match fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(&p)(e)),
+            }
+        }
+        sync_dir(&self.dir)
+    }
+
     /// Deletes every generation older than `keep_from` (never the current one): their events
     /// are all in sealed segments.
     pub fn release_before(&mut self, keep_from: u64) -> Result<(), WalError> {
