@@ -31,6 +31,8 @@ use crate::metrics::ComponentMetrics;
 use crate::segment::columns::Columns;
 use crate::segment::writer::{SegmentWriter, WriteOptions, recover_inflight};
 
+use super::sealed_wal::{self, ReplayStats, Wal, WalOptions};
+
 pub const KIND: SinkKind = SinkKind {
     name: "sealed",
     description: "encrypted Parquet segments (sealed, queryable with `sealtrail query`)",
@@ -61,6 +63,26 @@ pub struct SealedConfig {
     /// memory (one row group is encoded while the next is built). Default 4 MiB.
     #[serde(default = "default_row_group_bytes")]
     pub row_group_bytes: usize,
+    /// Write every batch to the encrypted write-ahead log under `<path>/.wal/` (fsynced)
+    /// before building segments from it, and replay the log on start: a crash loses nothing
+    /// that reached the log. Default false.
+    #[serde(default)]
+    pub wal: bool,
+    /// Bound of the log in bytes: past it the sink seals its open segments (which releases
+    /// the log) before taking more. Default 256 MiB.
+    #[serde(default = "default_wal_max_bytes")]
+    pub wal_max_bytes: u64,
+    /// Size in bytes at which the log starts a new file; a file is deleted once every
+    /// segment holding its events is sealed. Default 16 MiB.
+    #[serde(default = "default_wal_file_bytes")]
+    pub wal_file_bytes: u64,
+}
+
+fn default_wal_max_bytes() -> u64 {
+    256 << 20
+}
+fn default_wal_file_bytes() -> u64 {
+    16 << 20
 }
 
 fn default_max_rows() -> u64 {
@@ -82,6 +104,9 @@ fn default_row_group_bytes() -> usize {
 /// Rows per Arrow record batch handed to the Parquet writer.
 const BATCH_ROWS: usize = 8192;
 
+/// The most batches one log fsync covers (group commit): those waiting in the channel.
+const GROUP_COMMIT_BATCHES: usize = 16;
+
 impl SinkConfig for SealedConfig {
     fn build(&self, cx: &BuildContext<'_>) -> anyhow::Result<Box<dyn Sink>> {
         anyhow::ensure!(self.max_rows > 0, "`max_rows` must be at least 1");
@@ -94,6 +119,13 @@ impl SinkConfig for SealedConfig {
         anyhow::ensure!(self.row_group_bytes >= 64 * 1024, "`row_group_bytes` must be at least 65536");
         let max_age = self.max_age.get();
         anyhow::ensure!(!max_age.is_zero(), "`max_age` must be more than 0");
+        anyhow::ensure!(self.wal_file_bytes >= 4096, "`wal_file_bytes` must be at least 4096");
+        anyhow::ensure!(
+            self.wal_max_bytes >= 2 * self.wal_file_bytes,
+            "`wal_max_bytes` ({}) must be at least twice `wal_file_bytes` ({})",
+            self.wal_max_bytes,
+            self.wal_file_bytes
+        );
         let keys = &cx.globals.keys;
         crate::keys::check_name(&keys.default)?;
         let mut rules = Vec::new();
@@ -125,6 +157,9 @@ impl SinkConfig for SealedConfig {
             max_rows: self.max_rows,
             max_bytes: self.max_bytes,
             max_age,
+            wal: self
+                .wal
+                .then_some(WalOptions { max_bytes: self.wal_max_bytes, file_bytes: self.wal_file_bytes }),
         }))
     }
 }
@@ -140,6 +175,8 @@ pub struct SealedSink {
     pub max_rows: u64,
     pub max_bytes: u64,
     pub max_age: Duration,
+    /// The write-ahead log's limits, when it is on (see [`super::sealed_wal`]).
+    pub wal: Option<WalOptions>,
 }
 
 enum Msg {
@@ -152,15 +189,22 @@ enum Msg {
 impl Sink for SealedSink {
     fn run(self: Box<Self>, mut input: SinkInput, cx: SinkContext) -> BoxFuture<anyhow::Result<()>> {
         Box::pin(async move {
-            match recover_inflight(&self.root) {
+            // With the log on, partial segments hold only events that the log replays below
+            // (when a log was left), so they are removed after the replay instead.
+            let logged =
+                self.wal.is_some() && !sealed_wal::list(&self.root.join(sealed_wal::WAL_DIR))?.is_empty();
+            let moved = match recover_inflight(&self.root) {
                 Ok(moved) => {
-                    for p in &moved {
-                        tracing::warn!(file = %p.display(), "an unsealed segment left by a crash was moved aside (its events are not in any sealed segment)");
+                    if !logged {
+                        for p in &moved {
+                            tracing::warn!(file = %p.display(), "an unsealed segment left by a crash was moved aside (its events are not in any sealed segment)");
+                        }
                     }
                     cx.metrics.add("inflight_recovered", moved.len() as u64);
+                    moved
                 }
                 Err(e) => anyhow::bail!("checking {}/.inflight: {e}", self.root.display()),
-            }
+            };
             let keyring = Arc::new(Keyring::open(&self.keys_dir));
             let provider = LocalProvider::new(keyring.clone()).creating(&self.default_key);
             // Fail before accepting data if a key cannot be used.
@@ -169,9 +213,15 @@ impl Sink for SealedSink {
                 provider.key_for_encryption(k)?;
             }
             let tick = (self.max_age / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
-            let (tx, rx) = mpsc::channel::<Msg>(2);
+            // With the log on, a few more batches may wait so that one fsync covers them all.
+            let (tx, rx) = mpsc::channel::<Msg>(if self.wal.is_some() { GROUP_COMMIT_BATCHES } else { 2 });
             let metrics = cx.metrics.clone();
-            let worker = tokio::task::spawn_blocking(move || Writer::new(*self, provider, metrics).run(rx));
+            let partials = if logged { moved } else { Vec::new() };
+            let worker = tokio::task::spawn_blocking(move || {
+                let mut w = Writer::new(*self, provider, metrics);
+                w.start_wal(&partials)?;
+                w.run(rx)
+            });
             // SIGHUP: re-read the keys (a configuration reload is not implemented yet).
             let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
                 .map_err(|e| tracing::warn!(error = %e, "cannot listen for SIGHUP; keys are still re-read when their files change"))
@@ -223,6 +273,8 @@ struct Open {
     rows: u64,
     first_nanos: i64,
     since: Option<Instant>,
+    /// The oldest log generation holding rows of this segment (log on, rows > 0).
+    wal_gen: Option<u64>,
 }
 
 /// The blocking side: owns the builders and the Parquet writers.
@@ -236,6 +288,10 @@ struct Writer {
     route: HashMap<String, usize>,
     /// Indexed by `signal * keys.len() + key`.
     open: Vec<Option<Open>>,
+    /// The write-ahead log, when on and started.
+    wal: Option<Wal>,
+    /// The log generation of the batch being pushed.
+    batch_gen: Option<u64>,
 }
 
 fn event_nanos(e: &Event) -> i64 {
@@ -251,7 +307,7 @@ impl Writer {
         let mut keys = vec![sink.default_key.clone()];
         keys.extend(sink.rules.iter().map(|(_, k)| k.clone()));
         let open = (0..keys.len() * 2).map(|_| None).collect();
-        Writer { sink, provider, metrics, keys, route: HashMap::new(), open }
+        Writer { sink, provider, metrics, keys, route: HashMap::new(), open, wal: None, batch_gen: None }
     }
 
     fn key_of(&mut self, service: &str) -> usize {
@@ -267,9 +323,75 @@ impl Writer {
         k
     }
 
+    /// With the log on: replays what a previous run left in it into segments, seals them,
+    /// deletes the replayed files and the `partials` (segments a crash left unfinished, whose
+    /// events the log held), then opens a new log generation. Runs before the first batch.
+    fn start_wal(&mut self, partials: &[PathBuf]) -> anyhow::Result<()> {
+        let Some(options) = self.sink.wal else { return Ok(()) };
+        let dir = self.sink.root.join(sealed_wal::WAL_DIR);
+        let files = sealed_wal::list(&dir)?;
+        let mut stats = ReplayStats::default();
+        let started = Instant::now();
+        let provider = self.provider.clone();
+        for (_, path) in &files {
+            sealed_wal::replay_file(path, &provider, &mut stats, |events| self.push(&Arc::new(events)))?;
+        }
+        for i in 0..self.open.len() {
+            self.seal(i)?;
+        }
+        for (_, path) in &files {
+            std::fs::remove_file(path)
+                .map_err(|e| anyhow::anyhow!("removing replayed log {}: {e}", path.display()))?;
+        }
+        for p in partials {
+            std::fs::remove_file(p)
+                .map_err(|e| anyhow::anyhow!("removing partial segment {}: {e}", p.display()))?;
+        }
+        if !files.is_empty() {
+            tracing::info!(
+                files = stats.files,
+                records = stats.records,
+                events = stats.events,
+                bytes = stats.bytes,
+                torn = stats.torn,
+                partial_segments_removed = partials.len(),
+                seconds = started.elapsed().as_secs_f64(),
+                "write-ahead log replayed into sealed segments"
+            );
+        }
+        if stats.torn > 0 {
+            tracing::warn!(
+                torn = stats.torn,
+                "write-ahead log records cut short by a crash were skipped (never acknowledged)"
+            );
+        }
+        self.metrics.add("wal_replayed_events", stats.events);
+        self.metrics.add("wal_replayed_bytes", stats.bytes);
+        self.metrics.add("wal_torn_records", stats.torn);
+        let provider = Box::new(self.provider.clone());
+        self.wal = Some(Wal::create(&self.sink.root, provider, &self.sink.default_key, options)?);
+        Ok(())
+    }
+
     fn run(mut self, mut rx: mpsc::Receiver<Msg>) -> anyhow::Result<()> {
-        while let Some(msg) = rx.blocking_recv() {
+        let mut pending = None;
+        while let Some(msg) = pending.take().or_else(|| rx.blocking_recv()) {
             match msg {
+                Msg::Batch(b) if self.wal.is_some() => {
+                    // Group commit: the batches already waiting share one fsync.
+                    let mut group = vec![b];
+                    while group.len() < GROUP_COMMIT_BATCHES {
+                        match rx.try_recv() {
+                            Ok(Msg::Batch(b)) => group.push(b),
+                            Ok(other) => {
+                                pending = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.push_logged(&group)?;
+                }
                 Msg::Batch(b) => self.push(&b)?,
                 Msg::Tick => self.rotate_aged()?,
                 Msg::SealAll => {
@@ -281,6 +403,52 @@ impl Writer {
         }
         for i in 0..self.open.len() {
             self.seal(i)?;
+        }
+        if let Some(wal) = self.wal.take() {
+            // Everything is sealed: no generation is needed any more.
+            wal.remove_all()?;
+        }
+        Ok(())
+    }
+
+    /// Appends the batches to the log, makes them durable with one fsync, then builds
+    /// segments from them; seals everything first when the log is over its bound.
+    fn push_logged(&mut self, group: &[Batch]) -> anyhow::Result<()> {
+        let Some(wal) = self.wal.as_mut() else { return Ok(()) };
+        let mut gens = Vec::with_capacity(group.len());
+        for b in group {
+            gens.push(wal.append(b)?);
+        }
+        wal.commit()?;
+        self.metrics.add("wal_fsyncs", 1);
+        for (b, g) in group.iter().zip(gens) {
+            self.batch_gen = Some(g);
+            self.push(b)?;
+        }
+        self.batch_gen = None;
+        if self.wal.as_ref().is_some_and(|w| w.total_bytes() > w.options().max_bytes) {
+            self.metrics.add("wal_full_seals", 1);
+            for i in 0..self.open.len() {
+                self.seal(i)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the log generations whose events are all sealed. When no open segment holds
+    /// logged rows, the current generation is closed too, so a crash after a seal never
+    /// replays (duplicates) sealed events.
+    fn release_wal(&mut self) -> anyhow::Result<()> {
+        let oldest = self.open.iter().flatten().filter(|o| o.rows > 0).filter_map(|o| o.wal_gen).min();
+        let Some(wal) = self.wal.as_mut() else { return Ok(()) };
+        match oldest {
+            Some(g) => wal.release_before(g)?,
+            None => {
+                if !wal.current_is_empty() {
+                    wal.rotate()?;
+                }
+                wal.release_before(wal.generation())?;
+            }
         }
         Ok(())
     }
@@ -301,6 +469,7 @@ impl Writer {
                 rows: 0,
                 first_nanos: 0,
                 since: None,
+                wal_gen: None,
             });
             if open.rows == 0 {
                 open.first_nanos = event_nanos(e);
@@ -308,6 +477,7 @@ impl Writer {
                     open.first_nanos = crate::event::now_nanos();
                 }
                 open.since = Some(Instant::now());
+                open.wal_gen = self.batch_gen;
             }
             open.columns.append(e);
             open.rows += 1;
@@ -354,8 +524,10 @@ impl Writer {
     fn seal(&mut self, slot: usize) -> anyhow::Result<()> {
         self.write_buffered(slot)?;
         let Some(open) = self.open[slot].as_mut() else { return Ok(()) };
+        let had_rows = open.rows > 0;
         open.rows = 0;
         open.since = None;
+        open.wal_gen = None;
         if let Some(w) = open.writer.take() {
             use opentelemetry::KeyValue;
             use opentelemetry::trace::Span as _;
@@ -375,6 +547,9 @@ impl Writer {
             self.metrics.add(crate::metrics::names::SEGMENTS_SEALED, 1);
             self.metrics.add_out(s.rows as usize, s.bytes as usize);
             tracing::info!(segment = %s.path.display(), rows = s.rows, bytes = s.bytes, key = %s.key_id, "segment sealed");
+        }
+        if had_rows {
+            self.release_wal()?;
         }
         Ok(())
     }
