@@ -65,6 +65,9 @@ pub struct QueryArgs {
     /// Write to this file instead of standard output (required for `parquet`).
     #[arg(long, short = 'o')]
     pub output: Option<PathBuf>,
+    /// Stop after this many events (the first ones in output order).
+    #[arg(long)]
+    pub limit: Option<u64>,
     /// Print pruning and byte counts to standard error at the end.
     #[arg(long)]
     pub stats: bool,
@@ -227,47 +230,19 @@ pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
         pb
     });
 
-    let (mut failed, mut events, mut read_bytes) = (0usize, 0u64, 0u64);
-    let mut pruned_by_time = 0usize;
-    let mut buf = Vec::new();
-    for f in &files {
-        if let Some(pb) = &progress {
-            pb.inc(1);
+    let mut tally = Tally::default();
+    match &mut out {
+        Out::Text { w, format, header } => {
+            // A table on a terminal is read as it comes: every chunk goes to the screen at once.
+            let flush_each = *format == Format::Table && stdout_tty && args.output.is_none();
+            let text = TextOut { w, format: *format, header, flush_each, limit: args.limit };
+            read_parallel(&files, &filter, &retriever, &progress, text, &mut tally)?;
         }
-        let seg = match Segment::open(f, retriever.clone()) {
-            Ok(s) => s,
-            Err(e) => {
-                report(&progress, &e);
-                failed += 1;
-                continue;
-            }
-        };
-        if !seg.may_match(&filter) {
-            pruned_by_time += 1;
-            read_bytes += seg.bytes_read();
-            continue;
-        }
-        let result = (|| -> anyhow::Result<()> {
-            for batch in seg.read(&filter, 8192)? {
-                let batch = batch?;
-                if batch.num_rows() == 0 {
-                    continue;
-                }
-                events += batch.num_rows() as u64;
-                write_batch(&mut out, seg.signal, &batch, &mut buf)?;
-            }
-            Ok(())
-        })();
-        read_bytes += seg.bytes_read();
-        if let Err(e) = result {
-            if e.downcast_ref::<crate::segment::reader::ReadError>().is_some() {
-                report(&progress, &e);
-                failed += 1;
-            } else {
-                return Err(e);
-            }
+        Out::Parquet { .. } => {
+            read_sequential(&files, &filter, &retriever, &progress, &mut out, args.limit, &mut tally)?
         }
     }
+    let Tally { failed, events, read_bytes, pruned_by_time } = tally;
     if let Some(pb) = progress {
         pb.finish_and_clear();
     }
@@ -302,72 +277,366 @@ fn report(progress: &Option<indicatif::ProgressBar>, e: &dyn std::fmt::Display) 
     }
 }
 
-fn write_batch(
-    out: &mut Out,
-    signal: Signal,
-    batch: &RecordBatch,
-    buf: &mut Vec<Event>,
+/// What a query read, for `--stats` and the exit code.
+#[derive(Default)]
+struct Tally {
+    failed: usize,
+    events: u64,
+    read_bytes: u64,
+    pruned_by_time: usize,
+}
+
+/// Decoded rows per batch: the unit of decoding, encoding and hand-over between threads.
+const BATCH_ROWS: usize = 8192;
+
+/// Encoded batches a segment's reader may hold ready before the output takes them. With one
+/// being encoded, a query holds at most `threads × (READY_BATCHES + 1)` encoded batches.
+const READY_BATCHES: usize = 2;
+
+/// A text output and where it stands.
+struct TextOut<'a> {
+    w: &'a mut Box<dyn Write>,
+    format: Format,
+    header: &'a mut bool,
+    flush_each: bool,
+    limit: Option<u64>,
+}
+
+/// What a segment's reader thread hands to the output, in order.
+enum Piece {
+    /// Encoded lines: `ends[i]` is where line `i` ends in `bytes`.
+    Lines { bytes: Vec<u8>, ends: Vec<usize> },
+    /// The segment is done; its bytes read, and whether its time range pruned it whole.
+    Done { read_bytes: u64, pruned: bool },
+    /// The segment could not be read (key, footer, tampered page): reported, the query goes on.
+    Failed { error: anyhow::Error, read_bytes: u64 },
+    /// Anything else ends the query.
+    Fatal(anyhow::Error),
+}
+
+/// Reads, decodes and encodes segments on every core, one thread per segment at a time, and
+/// writes their lines in the order of `files` (each segment's own order kept): the same
+/// output as reading them one by one. Each segment has its own bounded channel, so a thread
+/// that runs ahead waits once [`READY_BATCHES`] of its batches are ready.
+fn read_parallel(
+    files: &[PathBuf],
+    filter: &Filter,
+    retriever: &Arc<SegmentRetriever>,
+    progress: &Option<indicatif::ProgressBar>,
+    mut text: TextOut<'_>,
+    tally: &mut Tally,
 ) -> anyhow::Result<()> {
-    match out {
-        Out::Parquet { path, writer, signal: have } => {
-            if have.is_some_and(|s| s != signal) {
-                anyhow::bail!("--format parquet holds one signal: add --signal logs or --signal spans");
-            }
-            if writer.is_none() {
-                let f = create_private(path)?;
-                let props = crate::segment::writer::writer_properties(&Default::default(), None)?;
-                *writer = Some(Box::new(ArrowWriter::try_new(f, batch.schema(), Some(props))?));
-                *have = Some(signal);
-            }
-            if let Some(w) = writer.as_mut() {
-                w.write(batch)?;
-            }
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(files.len()).max(1);
+    let mut senders = Vec::with_capacity(files.len());
+    let mut receivers = Vec::with_capacity(files.len());
+    for _ in files {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Piece>(READY_BATCHES);
+        senders.push(std::sync::Mutex::new(Some(tx)));
+        receivers.push(rx);
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let format = text.format;
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                // Segments are taken in order, so the one the output waits for is always
+                // being read: a thread blocked on a later segment's full channel cannot stall it.
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(slot) = senders.get(i) else { return };
+                    let Some(tx) = slot.lock().unwrap_or_else(|p| p.into_inner()).take() else { continue };
+                    read_segment(&files[i], filter, retriever, format, &tx);
+                }
+            });
         }
-        Out::Text { w, format, header } => {
-            buf.clear();
-            events_from_batch(signal, batch, buf)?;
-            for e in buf.iter() {
-                match format {
-                    Format::Jsonl => {
-                        // As an io::Error, so that a closed pipe is recognised as one.
-                        serde_json::to_writer(&mut *w, &e.to_json()).map_err(std::io::Error::from)?;
-                        w.write_all(b"\n")?;
+        let result = write_pieces(&receivers, progress, &mut text, tally);
+        // On an early end (limit reached, write failed) the readers see their channels closed.
+        drop(receivers);
+        result
+    })
+}
+
+/// Takes each segment's pieces in order and writes them.
+fn write_pieces(
+    receivers: &[std::sync::mpsc::Receiver<Piece>],
+    progress: &Option<indicatif::ProgressBar>,
+    text: &mut TextOut<'_>,
+    tally: &mut Tally,
+) -> anyhow::Result<()> {
+    for rx in receivers {
+        if let Some(pb) = progress {
+            pb.inc(1);
+        }
+        // A closed channel without `Done` means the reader thread ended early (it panicked).
+        let mut ended = false;
+        while let Ok(piece) = rx.recv() {
+            match piece {
+                Piece::Lines { bytes, ends } => {
+                    let room = text.limit.map_or(u64::MAX, |l| l - tally.events);
+                    let n = (ends.len() as u64).min(room) as usize;
+                    if n == 0 {
+                        continue;
                     }
-                    Format::Csv => {
-                        if !*header {
-                            writeln!(w, "signal,time,level,service,trace_id,span_id,text")?;
-                            *header = true;
-                        }
-                        let r = row(e);
-                        let cells =
-                            [e.signal().as_str(), &r.time, r.level, &r.service, &r.trace, &r.span, &r.text];
-                        let line: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
-                        writeln!(w, "{}", line.join(","))?;
+                    if !*text.header {
+                        write_header(text.w, text.format)?;
+                        *text.header = true;
                     }
-                    _ => {
-                        if !*header {
-                            writeln!(w, "{:<30} {:<5} {:<20} TEXT", "TIME", "LEVEL", "SERVICE")?;
-                            *header = true;
-                        }
-                        let r = row(e);
-                        // Always escaped: a table is for people, and a file of it is read in a
-                        // terminal later.
-                        let (text, service) = (sanitize(&r.text), sanitize(&r.service));
-                        writeln!(w, "{:<30} {:<5} {:<20} {text}", r.time, r.level, service)?;
+                    text.w.write_all(&bytes[..ends[n - 1]])?;
+                    tally.events += n as u64;
+                    if text.flush_each {
+                        text.w.flush()?;
+                    }
+                    if text.limit.is_some_and(|l| tally.events >= l) {
+                        return Ok(());
                     }
                 }
+                Piece::Done { read_bytes, pruned } => {
+                    tally.read_bytes += read_bytes;
+                    tally.pruned_by_time += usize::from(pruned);
+                    ended = true;
+                }
+                Piece::Failed { error, read_bytes } => {
+                    report(progress, &error);
+                    tally.read_bytes += read_bytes;
+                    tally.failed += 1;
+                    ended = true;
+                }
+                Piece::Fatal(e) => return Err(e),
             }
+        }
+        if !ended {
+            anyhow::bail!("internal error: a segment reader thread ended early");
         }
     }
     Ok(())
+}
+
+/// Reads one segment and sends its encoded lines, then how it ended. Returns early when the
+/// output no longer listens.
+fn read_segment(
+    f: &std::path::Path,
+    filter: &Filter,
+    retriever: &Arc<SegmentRetriever>,
+    format: Format,
+    tx: &std::sync::mpsc::SyncSender<Piece>,
+) {
+    let seg = match Segment::open(f, retriever.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = tx.send(Piece::Failed { error: e.into(), read_bytes: 0 });
+            return;
+        }
+    };
+    if !seg.may_match(filter) {
+        let _ = tx.send(Piece::Done { read_bytes: seg.bytes_read(), pruned: true });
+        return;
+    }
+    let mut events = Vec::new();
+    let result = (|| -> anyhow::Result<bool> {
+        for batch in seg.read(filter, BATCH_ROWS)? {
+            let batch = batch?;
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            events.clear();
+            events_from_batch(seg.signal, &batch, &mut events)?;
+            let mut bytes = Vec::with_capacity(256 * events.len());
+            let mut ends = Vec::with_capacity(events.len());
+            for e in &events {
+                encode_line(&mut bytes, format, e);
+                ends.push(bytes.len());
+            }
+            if tx.send(Piece::Lines { bytes, ends }).is_err() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })();
+    let read_bytes = seg.bytes_read();
+    let _ = tx.send(match result {
+        Ok(_) => Piece::Done { read_bytes, pruned: false },
+        Err(e) if e.downcast_ref::<crate::segment::reader::ReadError>().is_some() => {
+            Piece::Failed { error: e, read_bytes }
+        }
+        Err(e) => Piece::Fatal(e),
+    });
+}
+
+/// The Parquet export: one writer, segments in order on this thread.
+fn read_sequential(
+    files: &[PathBuf],
+    filter: &Filter,
+    retriever: &Arc<SegmentRetriever>,
+    progress: &Option<indicatif::ProgressBar>,
+    out: &mut Out,
+    limit: Option<u64>,
+    tally: &mut Tally,
+) -> anyhow::Result<()> {
+    for f in files {
+        if let Some(pb) = progress {
+            pb.inc(1);
+        }
+        let seg = match Segment::open(f, retriever.clone()) {
+            Ok(s) => s,
+            Err(e) => {
+                report(progress, &e);
+                tally.failed += 1;
+                continue;
+            }
+        };
+        if !seg.may_match(filter) {
+            tally.pruned_by_time += 1;
+            tally.read_bytes += seg.bytes_read();
+            continue;
+        }
+        let result = (|| -> anyhow::Result<()> {
+            for batch in seg.read(filter, BATCH_ROWS)? {
+                let mut batch = batch?;
+                let room = limit.map_or(u64::MAX, |l| l - tally.events);
+                if (batch.num_rows() as u64) > room {
+                    batch = batch.slice(0, room as usize);
+                }
+                if batch.num_rows() == 0 {
+                    continue;
+                }
+                tally.events += batch.num_rows() as u64;
+                write_parquet(out, seg.signal, &batch)?;
+            }
+            Ok(())
+        })();
+        tally.read_bytes += seg.bytes_read();
+        if let Err(e) = result {
+            if e.downcast_ref::<crate::segment::reader::ReadError>().is_some() {
+                report(progress, &e);
+                tally.failed += 1;
+            } else {
+                return Err(e);
+            }
+        }
+        if limit.is_some_and(|l| tally.events >= l) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn write_parquet(out: &mut Out, signal: Signal, batch: &RecordBatch) -> anyhow::Result<()> {
+    if let Out::Parquet { path, writer, signal: have } = out {
+        if have.is_some_and(|s| s != signal) {
+            anyhow::bail!("--format parquet holds one signal: add --signal logs or --signal spans");
+        }
+        if writer.is_none() {
+            let f = create_private(path)?;
+            let props = crate::segment::writer::writer_properties(&Default::default(), None)?;
+            *writer = Some(Box::new(ArrowWriter::try_new(f, batch.schema(), Some(props))?));
+            *have = Some(signal);
+        }
+        if let Some(w) = writer.as_mut() {
+            w.write(batch)?;
+        }
+    }
+    Ok(())
+}
+
+fn write_header(w: &mut dyn Write, format: Format) -> std::io::Result<()> {
+    match format {
+        Format::Csv => writeln!(w, "signal,time,level,service,trace_id,span_id,text"),
+        Format::Table => writeln!(w, "{:<30} {:<5} {:<20} TEXT", "TIME", "LEVEL", "SERVICE"),
+        Format::Jsonl | Format::Parquet => Ok(()),
+    }
+}
+
+/// Appends one event's line (newline included) in a text format.
+fn encode_line(out: &mut Vec<u8>, format: Format, e: &Event) {
+    match format {
+        Format::Jsonl | Format::Parquet => crate::event::json::write_event(out, e),
+        Format::Csv => csv_line(out, e),
+        Format::Table => {
+            let r = row(e);
+            // Always escaped: a table is for people, and a file of it is read in a
+            // terminal later.
+            let (text, service) = (sanitize(&r.text), sanitize(&r.service));
+            // Writing to a Vec cannot fail.
+            let _ = write!(out, "{:<30} {:<5} {:<20} {text}", r.time, r.level, service);
+        }
+    }
+    out.push(b'\n');
+}
+
+/// One CSV line (no newline): the cells of [`csv_cell`], written without a `String` per cell.
+fn csv_line(out: &mut Vec<u8>, e: &Event) {
+    out.extend_from_slice(e.signal().as_str().as_bytes());
+    out.push(b',');
+    let cell = |out: &mut Vec<u8>, s: &str, last: bool| {
+        write_csv_cell(out, s);
+        if !last {
+            out.push(b',');
+        }
+    };
+    let mut scratch = Vec::new();
+    let mut time = |nanos: i64| {
+        scratch.clear();
+        crate::event::json::write_rfc3339(&mut scratch, nanos);
+        // RFC 3339 is ASCII.
+        String::from_utf8_lossy(&scratch).into_owned()
+    };
+    match e {
+        Event::Log(l) => {
+            cell(out, &time(if l.time != 0 { l.time } else { l.observed_time }), false);
+            cell(out, severity::level_name(l.severity_number), false);
+            cell(out, &l.service, false);
+            cell(out, &l.trace_id.map(hex::encode).unwrap_or_default(), false);
+            cell(out, &l.span_id.map(hex::encode).unwrap_or_default(), false);
+            cell(out, &l.body, true);
+        }
+        Event::Span(s) => {
+            cell(out, &time(s.start_time), false);
+            cell(out, if SpanStatus::of(s) == SpanStatus::Error { "ERROR" } else { "" }, false);
+            cell(out, &s.service, false);
+            cell(out, &hex::encode(s.trace_id), false);
+            cell(out, &hex::encode(s.span_id), false);
+            cell(out, &span_text(s), true);
+        }
+    }
+}
+
+/// Appends `csv_cell(s)`: the same bytes, with a fast path for plain printable ASCII.
+fn write_csv_cell(out: &mut Vec<u8>, s: &str) {
+    let formula = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    if !formula && s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b',' && b != b'"') {
+        out.extend_from_slice(s.as_bytes());
+        return;
+    }
+    let escaped = sanitize(s);
+    // Controls are escaped by now: only a comma or a quote needs quoting.
+    let quote = escaped.contains([',', '"']);
+    if quote {
+        out.push(b'"');
+    }
+    if formula {
+        out.push(b'\'');
+    }
+    for c in escaped.chars() {
+        if c == '"' {
+            out.extend_from_slice(b"\"\"");
+        } else {
+            let mut b = [0u8; 4];
+            out.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
+        }
+    }
+    if quote {
+        out.push(b'"');
+    }
+}
+
+fn span_text(s: &crate::event::Span) -> String {
+    format!("span {} {:.1}ms", s.name, s.end_time.saturating_sub(s.start_time) as f64 / 1e6)
 }
 
 struct Row {
     time: String,
     level: &'static str,
     service: String,
-    trace: String,
-    span: String,
     text: String,
 }
 
@@ -377,17 +646,13 @@ fn row(e: &Event) -> Row {
             time: rfc3339(if l.time != 0 { l.time } else { l.observed_time }),
             level: severity::level_name(l.severity_number),
             service: l.service.clone(),
-            trace: l.trace_id.map(hex::encode).unwrap_or_default(),
-            span: l.span_id.map(hex::encode).unwrap_or_default(),
             text: l.body.clone(),
         },
         Event::Span(s) => Row {
             time: rfc3339(s.start_time),
             level: if SpanStatus::of(s) == SpanStatus::Error { "ERROR" } else { "" },
             service: s.service.clone(),
-            trace: hex::encode(s.trace_id),
-            span: hex::encode(s.span_id),
-            text: format!("span {} {:.1}ms", s.name, (s.end_time - s.start_time) as f64 / 1e6),
+            text: span_text(s),
         },
     }
 }
@@ -412,8 +677,9 @@ pub fn sanitize(s: &str) -> String {
     out
 }
 
-/// One CSV cell: control characters and bidi overrides escaped, a leading `'` on what a
+/// One CSV cell (the reference for [`write_csv_cell`]): control characters and bidi overrides escaped, a leading `'` on what a
 /// spreadsheet would run as a formula, quoted when needed (RFC 4180).
+#[cfg(test)]
 fn csv_cell(s: &str) -> String {
     let formula = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
     let mut s = sanitize(s);
@@ -439,6 +705,49 @@ mod tests {
     fn escaping() {
         assert_eq!(sanitize("a\x1b[2Jb"), "a\\u{1b}[2Jb");
         assert_eq!(csv_cell("a,\"b\""), "\"a,\"\"b\"\"\"");
+    }
+
+    /// The CSV line as it was built before issue 19: a `String` per cell, joined.
+    fn csv_line_reference(e: &Event) -> String {
+        let r = row(e);
+        let (trace, span) = match e {
+            Event::Log(l) => (
+                l.trace_id.map(hex::encode).unwrap_or_default(),
+                l.span_id.map(hex::encode).unwrap_or_default(),
+            ),
+            Event::Span(s) => (hex::encode(s.trace_id), hex::encode(s.span_id)),
+        };
+        let cells = [e.signal().as_str(), &r.time, r.level, &r.service, &trace, &span, &r.text];
+        cells.iter().map(|c| csv_cell(c)).collect::<Vec<_>>().join(",")
+    }
+
+    proptest::proptest! {
+        /// Issue 19: the direct CSV writer is the per-cell reference, byte for byte.
+        #[test]
+        fn issue_19_direct_csv_equals_the_reference(
+            text in "(.|[\\x00-\\x1f\\x7f\\u{80}-\\u{9f}=+@,\"'\\u{202e}-])*",
+            service in ".{0,8}",
+            time in proptest::prelude::any::<i64>(),
+            sev in 0i32..30,
+            ids in proptest::prelude::any::<Option<([u8; 16], [u8; 8])>>(),
+        ) {
+            let mut out = Vec::new();
+            write_csv_cell(&mut out, &text);
+            proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), csv_cell(&text));
+            let log = Event::Log(crate::event::LogRecord {
+                time, severity_number: sev, service: service.clone(), body: text.clone(),
+                trace_id: ids.map(|i| i.0), span_id: ids.map(|i| i.1), ..Default::default()
+            });
+            let span = Event::Span(crate::event::Span {
+                start_time: time, end_time: time / 2, status_code: sev % 3, name: text, service,
+                ..Default::default()
+            });
+            for e in [log, span] {
+                let mut out = Vec::new();
+                csv_line(&mut out, &e);
+                proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), csv_line_reference(&e));
+            }
+        }
     }
 
     /// Issue 13: CSV cells cannot start a spreadsheet formula or carry escape sequences; the

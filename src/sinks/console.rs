@@ -93,10 +93,7 @@ pub async fn write_events<W: AsyncWrite + Unpin>(
 /// Appends one event in the given encoding, with a trailing newline.
 pub fn encode(e: &Event, encoding: Encoding, buf: &mut Vec<u8>) {
     match (encoding, e) {
-        (Encoding::Json, _) => {
-            // Serializing a serde_json::Value into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut *buf, &e.to_json());
-        }
+        (Encoding::Json, _) => crate::event::json::write_event(buf, e),
         (Encoding::Text, Event::Log(l)) => buf.extend_from_slice(l.body.as_bytes()),
         (Encoding::Text, Event::Span(s)) => buf.extend_from_slice(span_summary(s).as_bytes()),
     }

@@ -478,8 +478,7 @@ fn notice(out: &mut Vec<u8>, n: u64) {
 
 /// Appends an event's line of the tail stream: its JSON form and a newline.
 pub fn encode_line(e: &Event, buf: &mut Vec<u8>) {
-    // Serializing a serde_json::Value into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *buf, &e.to_json());
+    crate::event::json::write_event(buf, e);
     buf.push(b'\n');
 }
 
