@@ -219,7 +219,7 @@ const LAYERS: &[&[&str]] = &[
     &["net"],
     &["telemetry"],
     &["keys"],
-    &["segment"],
+    &["segment", "api"],
     &["component"],
     &["config"],
     &["topology"],
