@@ -9,6 +9,7 @@
 //! the layering rule (lower modules never import higher ones; `tests/module_layers.rs`
 //! checks it).
 
+pub mod api;
 pub mod cli;
 pub mod commands;
 pub mod component;

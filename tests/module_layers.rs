@@ -218,7 +218,7 @@ const LAYERS: &[&[&str]] = &[
     &["net"],
     &["telemetry"],
     &["keys"],
-    &["segment"],
+    &["segment", "api"],
     &["component"],
     &["config"],
     &["topology"],

@@ -7,6 +7,7 @@ use super::AgentArgs;
 use crate::components;
 use crate::config;
 use crate::exit_codes;
+use crate::keys::Keyring;
 use crate::metrics::Registry;
 use crate::telemetry::Telemetry;
 use crate::topology;
@@ -29,6 +30,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .build()?;
     let registry = Registry::default();
     let telemetry = Telemetry::start(&config.globals.telemetry, &registry, runtime.handle())?;
+    let api = match &config.globals.api {
+        Some(a) => {
+            let api = a.compile().map_err(|e| anyhow::anyhow!("[api]: {e:#}"))?;
+            let listener = runtime.block_on(async { api.bind() })?;
+            let shared = api.shared(registry.clone(), Keyring::open(config.globals.keys_dir()));
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let task = runtime.spawn(api.serve(listener, shared.clone(), async {
+                let _ = stop_rx.await;
+            }));
+            Some((shared, stop_tx, task))
+        }
+        None => None,
+    };
     let outcome = runtime.block_on(async {
         let stop = async {
             let reason = topology::signals().await;
@@ -42,6 +56,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         };
         topology::run(built, registry.clone(), stop).await
     });
+    if let Some((shared, stop, task)) = api {
+        // Not ready from here on; the endpoints answer until the drain is over.
+        shared.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = stop.send(());
+        let _ = runtime.block_on(task);
+    }
     registry.log_summary();
     // The final export of spans and counters needs the runtime: before it goes.
     if let Some(t) = telemetry {

@@ -19,9 +19,47 @@ pub struct SegmentsArgs {
     /// Keyring directory: decrypt footers for rows and time ranges.
     #[arg(long, env = "SEALTRAIL_KEYS")]
     pub keys: Option<PathBuf>,
+    /// List only segments whose first event is older than this (`30d`, `12h`), judged by
+    /// their path and name; nothing is opened.
+    #[arg(long, value_name = "DURATION", value_parser = parse_age)]
+    pub older_than: Option<std::time::Duration>,
+    /// With `--older-than`: remove those segments (without it, a dry run lists them).
+    #[arg(long, requires = "older_than")]
+    pub delete: bool,
+}
+
+fn parse_age(s: &str) -> Result<std::time::Duration, String> {
+    crate::units::Duration::parse(s).map(|d| d.get())
+}
+
+/// `--older-than [--delete]`: lists (or removes) the segments past the age, then a total.
+fn retention(args: &SegmentsArgs, older_than: std::time::Duration) -> anyhow::Result<ExitCode> {
+    use crate::sinks::sealed::retention;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let list = retention::expired(&args.path, older_than, now_ms)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.path.display()))?;
+    let age = crate::units::Duration::from(older_than);
+    for e in &list {
+        let rel = e.path.strip_prefix(&args.path).unwrap_or(&e.path).display().to_string();
+        println!("{rel:<60} {:>10} {}", e.bytes, rfc3339(e.first_ms * 1_000_000));
+    }
+    let bytes: u64 = list.iter().map(|e| e.bytes).sum();
+    if args.delete {
+        let r = retention::remove(&args.path, &list)?;
+        println!("deleted {} segments ({} bytes) older than {age}", r.segments, r.bytes);
+    } else {
+        println!(
+            "{} segments ({bytes} bytes) older than {age}; dry run: add --delete to remove them",
+            list.len()
+        );
+    }
+    Ok(ExitCode::from(exit_codes::OK))
 }
 
 pub fn run(args: SegmentsArgs) -> anyhow::Result<ExitCode> {
+    if let Some(age) = args.older_than {
+        return retention(&args, age);
+    }
     let files = find_segments(&args.path).map_err(|e| anyhow::anyhow!("{}: {e}", args.path.display()))?;
     let retriever = args
         .keys

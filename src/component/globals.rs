@@ -13,6 +13,8 @@ pub struct GlobalOptions {
     pub keys: KeysOptions,
     /// The `[telemetry]` section: the agent's own traces and metrics (off by default).
     pub telemetry: crate::telemetry::TelemetryOptions,
+    /// The `[api]` section: health, readiness and Prometheus metrics (off when absent).
+    pub api: Option<crate::api::ApiOptions>,
     /// Environment variables the configuration interpolates into a secret field (a token,
     /// password, secret, key or header value). The `exec` source removes them from its
     /// child's environment, beside every `SEALTRAIL_KEY_*` and `SEALTRAIL_TAIL_TOKEN`.
@@ -25,6 +27,7 @@ impl Default for GlobalOptions {
             data_dir: PathBuf::from("./sealtrail-data"),
             keys: KeysOptions::default(),
             telemetry: crate::telemetry::TelemetryOptions::default(),
+            api: None,
             secret_env: Default::default(),
         }
     }

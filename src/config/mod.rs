@@ -112,6 +112,7 @@ pub fn load(
     let mut data_dir: Option<(PathBuf, String)> = None;
     let mut keys: Option<(KeysOptions, String)> = None;
     let mut telemetry: Option<(crate::telemetry::TelemetryOptions, String)> = None;
+    let mut api: Option<(crate::api::ApiOptions, String)> = None;
     let mut seen: BTreeMap<String, Origin> = BTreeMap::new();
     let mut secret_env = std::collections::BTreeSet::new();
 
@@ -187,6 +188,18 @@ pub fn load(
                         Err(e) => errors.push(de_err(e, &key_at).component("telemetry")),
                     }
                 }
+                "api" => match crate::api::ApiOptions::deserialize(ValueDeserializer::from(value)) {
+                    Ok(a) => {
+                        if let Some((_, other)) = &api {
+                            errors.push(ConfigError::new(format!("`[api]` is already set in {other}")).at(key_at.clone()));
+                        }
+                        if let Err(e) = a.compile() {
+                            errors.push(ConfigError::new(format!("{e:#}")).at(key_at.clone()).component("api"));
+                        }
+                        api = Some((a, file.name.clone()));
+                    }
+                    Err(e) => errors.push(de_err(e, &key_at).component("api")),
+                },
                 "sources" | "transforms" | "sinks" => {
                     let DeValue::Table(components) = value.into_inner() else {
                         errors.push(ConfigError::new(format!("`{key}` must be a table")).at(key_at));
@@ -211,7 +224,7 @@ pub fn load(
                 }
                 other => errors.push(
                     ConfigError::new(format!(
-                        "unknown field `{other}`, expected one of `data_dir`, `keys`, `telemetry`, `sources`, `transforms`, `sinks`"
+                        "unknown field `{other}`, expected one of `data_dir`, `keys`, `telemetry`, `api`, `sources`, `transforms`, `sinks`"
                     ))
                     .at(key_at),
                 ),
@@ -228,6 +241,7 @@ pub fn load(
     if let Some((t, _)) = telemetry {
         config.globals.telemetry = t;
     }
+    config.globals.api = api.map(|(a, _)| a);
     config.globals.secret_env = secret_env;
     if let Some(d) = &overrides.data_dir {
         config.globals.data_dir = d.clone();

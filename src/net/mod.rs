@@ -7,6 +7,7 @@
 //! This is a low layer: it knows HTTP, TLS, sockets and the counters of
 //! [`crate::metrics`], never a configuration file, a topology or a component.
 
+pub mod auth;
 pub mod client;
 pub mod exposure;
 pub mod server;

@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
+pub mod retention;
+
 use crate::component::{BoxFuture, BuildContext, Sink, SinkConfig, SinkKind, parse_sink};
 use crate::component::{Received, SinkContext, SinkInput};
 use crate::event::{Batch, Event, Signal};
@@ -76,6 +78,10 @@ pub struct SealedConfig {
     /// segment holding its events is sealed. Default 16 MiB.
     #[serde(default = "default_wal_file_bytes")]
     pub wal_file_bytes: u64,
+    /// Remove sealed segments older than this (`30d`), judged by the time in their path and
+    /// name (see [`retention`]). Default: keep everything.
+    #[serde(default)]
+    pub retention: Option<crate::units::Duration>,
 }
 
 fn default_wal_max_bytes() -> u64 {
@@ -160,6 +166,10 @@ impl SinkConfig for SealedConfig {
             wal: self
                 .wal
                 .then_some(WalOptions { max_bytes: self.wal_max_bytes, file_bytes: self.wal_file_bytes }),
+            retention: match self.retention.map(|r| r.get()) {
+                Some(r) if r < Duration::from_secs(60) => anyhow::bail!("`retention` must be at least 1m"),
+                r => r,
+            },
         }))
     }
 }
@@ -177,7 +187,12 @@ pub struct SealedSink {
     pub max_age: Duration,
     /// The write-ahead log's limits, when it is on (see [`super::sealed_wal`]).
     pub wal: Option<WalOptions>,
+    /// Remove segments older than this (plus `max_age`), every [`RETENTION_INTERVAL`].
+    pub retention: Option<Duration>,
 }
+
+/// How often the sink looks for segments past its `retention` (also once at start).
+pub const RETENTION_INTERVAL: Duration = Duration::from_secs(600);
 
 enum Msg {
     Batch(Batch),
@@ -212,6 +227,34 @@ impl Sink for SealedSink {
             for (_, k) in &self.rules {
                 provider.key_for_encryption(k)?;
             }
+            let retention = self.retention.map(|keep| {
+                let (root, max_age, metrics) = (self.root.clone(), self.max_age, cx.metrics.clone());
+                tokio::spawn(async move {
+                    let mut every = tokio::time::interval(RETENTION_INTERVAL);
+                    loop {
+                        every.tick().await;
+                        let root = root.clone();
+                        match tokio::task::spawn_blocking(move || retention::sweep(&root, keep, max_age))
+                            .await
+                        {
+                            Ok(Ok(r)) if r.segments > 0 => {
+                                metrics.add("retention.removed_segments", r.segments as u64);
+                                tracing::info!(
+                                    segments = r.segments,
+                                    bytes = r.bytes,
+                                    "retention: removed old segments"
+                                );
+                            }
+                            Ok(Ok(_)) => {}
+                            Ok(Err(e)) => {
+                                metrics.error("retention");
+                                tracing::warn!("{e:#}");
+                            }
+                            Err(e) => tracing::warn!("retention task: {e}"),
+                        }
+                    }
+                })
+            });
             let tick = (self.max_age / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
             // With the log on, a few more batches may wait so that one fsync covers them all.
             let (tx, rx) = mpsc::channel::<Msg>(if self.wal.is_some() { GROUP_COMMIT_BATCHES } else { 2 });
@@ -254,6 +297,9 @@ impl Sink for SealedSink {
                 }
             }
             drop(tx);
+            if let Some(r) = retention {
+                r.abort();
+            }
             let r = worker.await.map_err(|e| anyhow::anyhow!("segment writer thread: {e}"))?;
             if r.is_err() {
                 cx.metrics.error("write");

@@ -102,6 +102,11 @@ pub async fn run(built: Built, registry: Registry, stop: impl Future<Output = Re
     let mut receivers: BTreeMap<String, mpsc::Receiver<Message>> = BTreeMap::new();
     for id in built.transforms.iter().map(|t| &t.0).chain(built.sinks.iter().map(|s| &s.0)) {
         let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+        let kind = if built.sinks.iter().any(|s| &s.0 == id) { "sink" } else { "transform" };
+        let weak = tx.downgrade();
+        registry.component(&format!("{kind}.{id}")).set_channel(Box::new(move || {
+            weak.upgrade().map(|tx| (tx.max_capacity() - tx.capacity(), tx.max_capacity()))
+        }));
         inputs.insert(id.clone(), tx);
         receivers.insert(id.clone(), rx);
     }
@@ -126,7 +131,7 @@ pub async fn run(built: Built, registry: Registry, stop: impl Future<Output = Re
             registry: registry.clone(),
         };
         let span = tracing::info_span!("sink", id = %id);
-        tasks.spawn(async move { (format!("sinks.{id}"), sink.run(input, cx).await) }.instrument(span));
+        tasks.spawn(tracked(cx.metrics.clone(), format!("sinks.{id}"), sink.run(input, cx)).instrument(span));
     }
     for (id, _, transform) in built.transforms {
         let metrics = registry.component(&format!("transform.{id}"));
@@ -134,9 +139,9 @@ pub async fn run(built: Built, registry: Registry, stop: impl Future<Output = Re
         let out = Fanout::new(consumers.remove(&id).unwrap_or_default(), metrics.clone());
         let cx = TransformContext { id: id.clone(), metrics };
         let span = tracing::info_span!("transform", id = %id);
+        let m = cx.metrics.clone();
         tasks.spawn(
-            async move { (format!("transforms.{id}"), run_transform(transform, rx, out, cx).await) }
-                .instrument(span),
+            tracked(m, format!("transforms.{id}"), run_transform(transform, rx, out, cx)).instrument(span),
         );
     }
     let mut source_count = 0;
@@ -152,7 +157,7 @@ pub async fn run(built: Built, registry: Registry, stop: impl Future<Output = Re
         };
         let span = tracing::info_span!("source", id = %id);
         source_count += 1;
-        tasks.spawn(async move { (format!("sources.{id}"), source.run(cx).await) }.instrument(span));
+        tasks.spawn(tracked(cx.metrics.clone(), format!("sources.{id}"), source.run(cx)).instrument(span));
     }
     tracing::debug!(sources = source_count, "topology started");
     start_span.end();
@@ -209,6 +214,19 @@ pub async fn run(built: Built, registry: Registry, stop: impl Future<Output = Re
         span.end();
     }
     outcome
+}
+
+/// Runs a component's task, recording its [`State`](crate::metrics::State) for `GET /ready`.
+async fn tracked(
+    metrics: Arc<crate::metrics::ComponentMetrics>,
+    name: String,
+    task: impl Future<Output = anyhow::Result<()>>,
+) -> (String, anyhow::Result<()>) {
+    use crate::metrics::State;
+    metrics.set_state(State::Running);
+    let r = task.await;
+    metrics.set_state(if r.is_ok() { State::Stopped } else { State::Failed });
+    (name, r)
 }
 
 async fn run_transform(
