@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use sealtrail::event::Event;
 use sealtrail::keys::{Keyring, LocalProvider};
-use sealtrail::sinks::sealed_wal::{self, ReplayStats};
+use sealtrail::sinks::sealed::wal::{self as sealed_wal, ReplayStats};
 
 const CANARY: &str = "CANARY-wal-7f3a9c";
 const CARD: &str = "4111 1111 1111 1111";

@@ -5,7 +5,6 @@ pub mod blackhole;
 pub mod console;
 pub mod otlp;
 pub mod sealed;
-pub mod sealed_wal;
 pub mod tail;
 
 use crate::component::SinkKind;

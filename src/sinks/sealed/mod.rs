@@ -24,6 +24,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 pub mod retention;
+pub mod wal;
 
 use crate::component::{BoxFuture, BuildContext, Sink, SinkConfig, SinkKind, parse_sink};
 use crate::component::{Received, SinkContext, SinkInput};
@@ -33,7 +34,7 @@ use crate::metrics::ComponentMetrics;
 use crate::segment::columns::Columns;
 use crate::segment::writer::{SegmentWriter, WriteOptions, recover_inflight};
 
-use super::sealed_wal::{self, ReplayStats, Wal, WalOptions};
+use self::wal::{ReplayStats, Wal, WalOptions};
 
 pub const KIND: SinkKind = SinkKind {
     name: "sealed",
@@ -185,7 +186,7 @@ pub struct SealedSink {
     pub max_rows: u64,
     pub max_bytes: u64,
     pub max_age: Duration,
-    /// The write-ahead log's limits, when it is on (see [`super::sealed_wal`]).
+    /// The write-ahead log's limits, when it is on (see [`wal`]).
     pub wal: Option<WalOptions>,
     /// Remove segments older than this (plus `max_age`), every [`RETENTION_INTERVAL`].
     pub retention: Option<Duration>,
@@ -206,8 +207,7 @@ impl Sink for SealedSink {
         Box::pin(async move {
             // With the log on, partial segments hold only events that the log replays below
             // (when a log was left), so they are removed after the replay instead.
-            let logged =
-                self.wal.is_some() && !sealed_wal::list(&self.root.join(sealed_wal::WAL_DIR))?.is_empty();
+            let logged = self.wal.is_some() && !wal::list(&self.root.join(wal::WAL_DIR))?.is_empty();
             let moved = match recover_inflight(&self.root) {
                 Ok(moved) => {
                     if !logged {
@@ -374,13 +374,13 @@ impl Writer {
     /// events the log held), then opens a new log generation. Runs before the first batch.
     fn start_wal(&mut self, partials: &[PathBuf]) -> anyhow::Result<()> {
         let Some(options) = self.sink.wal else { return Ok(()) };
-        let dir = self.sink.root.join(sealed_wal::WAL_DIR);
-        let files = sealed_wal::list(&dir)?;
+        let dir = self.sink.root.join(wal::WAL_DIR);
+        let files = wal::list(&dir)?;
         let mut stats = ReplayStats::default();
         let started = Instant::now();
         let provider = self.provider.clone();
         for (_, path) in &files {
-            sealed_wal::replay_file(path, &provider, &mut stats, |events| self.push(&Arc::new(events)))?;
+            wal::replay_file(path, &provider, &mut stats, |events| self.push(&Arc::new(events)))?;
         }
         for i in 0..self.open.len() {
             self.seal(i)?;
