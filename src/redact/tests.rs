@@ -347,6 +347,13 @@ const FRAGMENTS: &[&str] = &[
     " ",
     "-",
     "  ",
+    ".",
+    "\t",
+    "+",
+    "%20",
+    "\u{a0}",
+    "\u{202f}",
+    "     ",
     "0",
     "7",
     "12",
@@ -519,4 +526,26 @@ fn saved_random_cuts_case() {
     ];
     cuts.sort_unstable();
     assert_eq!(streamed(&r, input, &cuts), whole(&r, input));
+}
+
+#[test]
+fn card_separators() {
+    let r = Redactor::with_defaults();
+    for sep in [".", "  ", "    ", "\t", "\u{a0}", "\u{2007}", "\u{2009}", "\u{202f}", "+", "%20", " ", "-"] {
+        let card = ["4111", "1111", "1111", "1111"].join(sep);
+        assert_eq!(red(&r, &format!("paid {card} ok")), "paid **** ok", "{sep:?}");
+        let amex = ["3782", "822463", "10005"].join(sep);
+        assert_eq!(red(&r, &format!("cc=[{amex}]")), "cc=[****]", "{sep:?}");
+    }
+    for keep in [
+        // Mixed separators, 5 spaces, a date, a version, a Luhn failure.
+        "4111 1111-1111 1111",
+        "4111.1111 1111.1111",
+        "4111     1111     1111     1111",
+        "2026.11.27",
+        "v4111.1111.1111.1112",
+        "4111%201111%201111%201112",
+    ] {
+        assert_eq!(red(&r, keep), keep);
+    }
 }
