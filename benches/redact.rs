@@ -40,7 +40,8 @@ impl Baseline {
             .collect();
         let params: Vec<String> = url_credentials::QUERY_PARAMS.iter().map(|p| regex::escape(p)).collect();
         let pats = [
-            r"(?-u)\b\d(?:[ -]?\d){12,18}\b".to_owned(),
+            // Card digits grouped by the separators of `card::separator`.
+            r"(?-u)\b\d(?:(?: {1,4}|[-.\t+]|%20|\xC2\xA0|\xE2\x80[\x87\x89\xAF])?\d){12,18}\b".to_owned(),
             r"(?-u)\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b".to_owned(),
             format!(r"(?i-u)(?:{})[^\n]{{0,30}}?\b(\d{{6,17}})\b", kws.join("|")),
             r#"(?-u)://([^/\s?#@"'<>\[\]]+)@"#.to_owned(),
@@ -73,7 +74,11 @@ impl Baseline {
                 let m = caps.get(1).unwrap_or_else(|| caps.get(0).expect("group 0"));
                 let ok = match i {
                     0 | 6 => {
-                        let d: Vec<u8> = m.as_bytes().iter().copied().filter(u8::is_ascii_digit).collect();
+                        let d: Vec<u8> = String::from_utf8_lossy(m.as_bytes())
+                            .replace("%20", " ")
+                            .bytes()
+                            .filter(u8::is_ascii_digit)
+                            .collect();
                         card::valid(d.into_iter())
                     }
                     1 => std::str::from_utf8(m.as_bytes()).is_ok_and(iban::is_valid),

@@ -366,17 +366,22 @@ impl LogGen {
         }
         d.push(luhn_check_digit(&d));
         let digits: String = d.iter().map(|x| (b'0' + x) as char).collect();
-        let sep = match self.below(3) {
+        let sep = match self.below(8) {
             0 => return digits,
-            1 => ' ',
-            _ => '-',
+            1 => " ",
+            2 => "-",
+            3 => ".",
+            4 => "  ",
+            5 => "\u{a0}",
+            6 => "%20",
+            _ => "+",
         };
         let groups: &[usize] = if len == 15 { &[4, 6, 5] } else { &[4, 4, 4, 4] };
         let mut out = String::new();
         let mut at = 0;
         for (i, g) in groups.iter().enumerate() {
             if i > 0 {
-                out.push(sep);
+                out.push_str(sep);
             }
             out.push_str(&digits[at..at + g]);
             at += g;
@@ -507,8 +512,14 @@ mod tests {
                 assert!(line.contains(&s.value), "{line}");
                 match s.kind {
                     SecretKind::Card => {
-                        let d: Vec<u8> =
-                            s.value.bytes().filter(u8::is_ascii_digit).map(|b| b - b'0').collect();
+                        // `%20` is a separator, not digits.
+                        let d: Vec<u8> = s
+                            .value
+                            .replace("%20", "")
+                            .bytes()
+                            .filter(u8::is_ascii_digit)
+                            .map(|b| b - b'0')
+                            .collect();
                         let (body, check) = d.split_at(d.len() - 1);
                         assert_eq!(luhn_check_digit(body), check[0], "{}", s.value);
                         seen[0] += 1;

@@ -1,9 +1,10 @@
 //! The `card` detector: payment card numbers.
 //!
 //! A card number is 13 to 19 digits with a known issuer prefix and a valid Luhn checksum,
-//! written either as one run of digits or as groups joined by single spaces or single dashes
-//! (the same separator throughout, a first group of 4 digits and every group 3 to 7 digits
-//! long: `4111 1111 1111 1111`, `3782-822463-10005`). It must not touch a letter or another
+//! written either as one run of digits or as groups joined by one kind of separator
+//! throughout (a dash, a dot, a tab, `+`, `%20`, 1 to 4 spaces, or a Unicode space such as
+//! NBSP; see [`separator`]), with a first group of 4 digits and every group 3 to 7 digits
+//! long: `4111 1111 1111 1111`, `3782-822463-10005`, `4111.1111.1111.1111`, `4111%201111…`. It must not touch a letter or another
 //! digit on either side, so trace ids, hex strings and longer digit runs never match. A
 //! grouped number may follow other digit groups (`order 12 4111-1111-1111-1111`): each group
 //! start is a candidate start, and the longest valid number from it is the candidate.
@@ -168,11 +169,10 @@ pub(crate) fn candidate(buf: &[u8], s: usize, e: usize, out: &mut Vec<Cand>) {
         return;
     }
     // A second group has at least 3 digits (`2026-11-27` is a date, not a card).
-    let grouped = first == 4
-        && e + 3 < n
-        && matches!(buf[e], b' ' | b'-')
-        && buf[e + 1..e + 4].iter().all(u8::is_ascii_digit);
-    if !grouped {
+    let first_sep = if first == 4 { separator(buf, e) } else { None };
+    let grouped = first_sep
+        .is_some_and(|(_, len)| e + len + 3 <= n && buf[e + len..e + len + 3].iter().all(u8::is_ascii_digit));
+    let Some((sep, _)) = first_sep.filter(|_| grouped) else {
         if (MIN_DIGITS..=MAX_DIGITS).contains(&first) && (e == n || !is_alnum(buf[e])) {
             let digits = &buf[s..e];
             if valid(digits.iter().copied()) && !after_id_key(buf, s) {
@@ -180,16 +180,19 @@ pub(crate) fn candidate(buf: &[u8], s: usize, e: usize, out: &mut Vec<Cand>) {
             }
         }
         return;
-    }
-    // Grouped: collect groups while the shape holds, remembering the longest valid end.
-    let sep = buf[e];
+    };
+    // Grouped: collect groups while the shape holds (the same kind of separator throughout),
+    // remembering the longest valid end.
     let mut digits = [0u8; MAX_DIGITS];
     digits[..4].copy_from_slice(&buf[s..e]);
     let mut count = 4;
     let mut end = e;
     let mut best = None;
-    while end + 1 < n && buf[end] == sep && buf[end + 1].is_ascii_digit() {
-        let gs = end + 1;
+    while let Some((kind, len)) = separator(buf, end) {
+        let gs = end + len;
+        if kind != sep || gs >= n || !buf[gs].is_ascii_digit() {
+            break;
+        }
         let mut ge = gs;
         while ge < n && buf[ge].is_ascii_digit() {
             ge += 1;
@@ -209,6 +212,58 @@ pub(crate) fn candidate(buf: &[u8], s: usize, e: usize, out: &mut Vec<Cand>) {
     if let Some(end) = best.filter(|_| !after_id_key(buf, s)) {
         out.push(Cand { start: s, end, keep: 0, det: Detector::Card, open: false });
     }
+}
+
+/// The kinds of separator between the digit groups of a card number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sep {
+    /// 1 to [`MAX_SPACES`] ASCII spaces (column-aligned output pads with several).
+    Spaces,
+    Dash,
+    Dot,
+    Tab,
+    /// `+`, a space in a form-encoded query.
+    Plus,
+    /// `%20`, a space in a percent-encoded URL.
+    Pct20,
+    /// A Unicode space in UTF-8: no-break (U+00A0), figure (U+2007), thin (U+2009) or narrow
+    /// no-break (U+202F); formatting libraries group digits with these.
+    Unicode,
+}
+
+/// Most spaces in one gap between card digit groups.
+pub const MAX_SPACES: usize = 4;
+
+/// Most bytes one separator spans (see [`separator`]): how far a grouped card can reach.
+pub const MAX_SEP_LEN: usize = MAX_SPACES;
+
+/// The separator starting at `i`, with its length in bytes (`None` when none starts there).
+#[inline]
+pub(crate) fn separator(buf: &[u8], i: usize) -> Option<(Sep, usize)> {
+    let b = *buf.get(i)?;
+    Some(match b {
+        b' ' => {
+            let k = buf[i..].iter().take(MAX_SPACES + 1).take_while(|&&c| c == b' ').count();
+            if k > MAX_SPACES {
+                return None;
+            }
+            (Sep::Spaces, k)
+        }
+        b'-' => (Sep::Dash, 1),
+        b'.' => (Sep::Dot, 1),
+        b'\t' => (Sep::Tab, 1),
+        b'+' => (Sep::Plus, 1),
+        b'%' if buf.get(i + 1..i + 3) == Some(b"20") => (Sep::Pct20, 3),
+        0xC2 if buf.get(i + 1) == Some(&0xA0) => (Sep::Unicode, 2),
+        0xE2 if matches!(buf.get(i + 1..i + 3), Some([0x80, 0x87 | 0x89 | 0xAF])) => (Sep::Unicode, 3),
+        _ => return None,
+    })
+}
+
+/// Whether a byte may start a card group separator (the cheap test before [`separator`]).
+#[inline]
+pub(crate) fn may_separate(b: u8) -> bool {
+    matches!(b, b' ' | b'-' | b'.' | b'\t' | b'+' | b'%' | 0xC2 | 0xE2)
 }
 
 /// Keys whose values are identifiers, never card numbers (compared ignoring case, with `_`,
@@ -334,9 +389,9 @@ mod tests {
         assert_eq!(found("card 4111-1111-1111-1111"), ["4111-1111-1111-1111"]);
         assert_eq!(found("amex 3782-822463-10005 ok"), ["3782-822463-10005"]);
         assert_eq!(found("x=4111111111111111,"), ["4111111111111111"]);
-        // Mixed separators and double spaces are not a grouping.
+        // Mixed separators are not a grouping; several spaces (column padding) are.
         assert!(found("4111 1111-1111 1111").is_empty());
-        assert!(found("4111  1111  1111  1111").is_empty());
+        assert_eq!(found("4111  1111  1111  1111"), ["4111  1111  1111  1111"]);
         // A leading group in front of a card: the card itself is found.
         assert_eq!(found("ref 12 4111 1111 1111 1111"), ["4111 1111 1111 1111"]);
     }

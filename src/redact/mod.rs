@@ -491,7 +491,7 @@ impl Redactor {
             && s - 2 >= from
             && buf[s - 1].is_ascii_uppercase()
             && buf[s - 2].is_ascii_uppercase();
-        let first_group = (4..=5).contains(&len) && e < buf.len() && matches!(buf[e], b' ' | b'-');
+        let first_group = (4..=5).contains(&len) && e < buf.len() && card::may_separate(buf[e]);
         if after_caps || first_group || (6..=19).contains(&len) {
             self.digit_run_checks(buf, s, e, after_caps, out);
         }

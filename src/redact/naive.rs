@@ -94,7 +94,7 @@ fn naive_card(b: &[u8], x: usize) -> Option<usize> {
         return None;
     }
     let mut best = None;
-    for y in x + 13..=(x + 37).min(b.len()) {
+    for y in x + 13..=(x + 19 + 5 * card::MAX_SEP_LEN).min(b.len()) {
         let t = &b[x..y];
         if !free_after(b, y) {
             continue;
@@ -106,13 +106,27 @@ fn naive_card(b: &[u8], x: usize) -> Option<usize> {
         let shape_ok = if t.iter().all(u8::is_ascii_digit) {
             true
         } else {
-            let sep = t[4];
-            let groups: Vec<&[u8]> = t.split(|&c| c == sep).collect();
-            (sep == b' ' || sep == b'-')
-                && groups.len() >= 2
+            // Digit groups and the gaps between them: every gap one whole separator, all of
+            // one kind.
+            let mut groups = Vec::new();
+            let mut gaps = Vec::new();
+            let mut i = 0;
+            while i < t.len() {
+                let d = t[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+                let g = t[i + d..].iter().take_while(|c| !c.is_ascii_digit()).count();
+                groups.push(&t[i..i + d]);
+                if g > 0 {
+                    gaps.push(&t[i + d..i + d + g]);
+                }
+                i += d + g;
+            }
+            let kinds: Vec<Option<(card::Sep, usize)>> = gaps.iter().map(|g| card::separator(g, 0)).collect();
+            groups.len() >= 2
+                && gaps.len() + 1 == groups.len()
                 && groups[0].len() == 4
-                && groups.iter().all(|g| g.iter().all(u8::is_ascii_digit))
                 && groups[1..].iter().all(|g| (3..=7).contains(&g.len()))
+                && kinds.iter().zip(&gaps).all(|(k, g)| k.is_some_and(|(_, len)| len == g.len()))
+                && kinds.iter().all(|k| k.map(|k| k.0) == kinds[0].map(|k| k.0))
         };
         if shape_ok && card::valid(digits.iter().copied()) && !card::after_id_key(b, x) {
             best = Some(y);

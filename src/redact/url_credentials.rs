@@ -202,9 +202,12 @@ impl UrlCredentials {
         if v < st.from {
             return;
         }
+        // A value starting inside the last one ends where it does. When that end is the end of
+        // `buf` (a found end is a delimiter, always before it), the end is not seen yet: the
+        // value is open too, not closed at the end of a stream chunk.
         let end = match st.last_end {
+            Some(e) if v <= e && e == n => None,
             Some(e) if v < e => Some(e - v),
-            Some(e) if v == e && e == n => None,
             _ => find_value_end(&buf[v..]),
         };
         st.last_end = Some(v + end.unwrap_or(n - v));
