@@ -5,21 +5,18 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::TailSink;
 use super::hub::QueueBound;
 use crate::component::{BuildContext, Sink, SinkConfig};
+use crate::net::auth;
 use crate::net::exposure;
 use crate::net::server::ListenerConfig;
 use crate::net::tls::{Alpn, ServerTls};
-
-/// The shortest token accepted: a shorter one is guessable.
-pub const MIN_TOKEN_LEN: usize = 16;
 
 /// Configuration for the `tail` sink.
 #[derive(Clone, Deserialize)]
@@ -145,13 +142,6 @@ fn default_max_connections() -> usize {
     64
 }
 
-/// The SHA-256 digest of a token: what the sink keeps and compares (see `server::authorized`).
-pub(crate) type TokenDigest = [u8; 32];
-
-pub(crate) fn digest(token: &[u8]) -> TokenDigest {
-    Sha256::digest(token).into()
-}
-
 impl SinkConfig for TailConfig {
     fn build(&self, _cx: &BuildContext<'_>) -> anyhow::Result<Box<dyn Sink>> {
         Ok(Box::new(self.compile()?))
@@ -180,7 +170,7 @@ impl TailConfig {
             .map_err(|e| anyhow::anyhow!("`address`: {e}"))?
             .0;
         let token = match self.auth {
-            AuthMode::Token => Some(digest(self.token()?.as_bytes())),
+            AuthMode::Token => Some(auth::digest(self.token()?.as_bytes())),
             AuthMode::None => {
                 anyhow::ensure!(
                     self.token.is_none() && self.token_file.is_none(),
@@ -232,52 +222,11 @@ impl TailConfig {
         })
     }
 
-    /// The configured token, from `token` or `token_file`. Errors never include it.
+    /// The configured token, from `token` or `token_file` ([`auth::read_token`]). Errors never
+    /// include it.
     fn token(&self) -> anyhow::Result<Zeroizing<String>> {
-        let t = match (&self.token, &self.token_file) {
-            (Some(_), Some(_)) => anyhow::bail!("set `token` or `token_file`, not both"),
-            (Some(t), None) => Zeroizing::new(t.0.trim().to_owned()),
-            (None, Some(path)) => {
-                warn_if_shared(path);
-                let raw = Zeroizing::new(
-                    std::fs::read(path)
-                        .map_err(|e| anyhow::anyhow!("`token_file`: cannot read {}: {e}", path.display()))?,
-                );
-                let s = std::str::from_utf8(&raw)
-                    .map_err(|_| anyhow::anyhow!("`token_file`: {} is not UTF-8 text", path.display()))?;
-                Zeroizing::new(s.trim().to_owned())
-            }
-            (None, None) => anyhow::bail!(
-                "no token configured: set `token` (e.g. \"${{SEALTRAIL_TAIL_TOKEN}}\") or `token_file`; \
-                 `auth = \"none\"` is only allowed on a loopback address"
-            ),
-        };
-        anyhow::ensure!(!t.is_empty(), "the tail token is empty");
-        anyhow::ensure!(
-            t.chars().count() >= MIN_TOKEN_LEN,
-            "the tail token is too short: use at least {MIN_TOKEN_LEN} characters (e.g. `openssl rand -hex 24`)"
-        );
-        anyhow::ensure!(
-            t.chars().all(|c| c.is_ascii_graphic()),
-            "the tail token must be printable ASCII without spaces (it travels in an HTTP header)"
-        );
-        Ok(t)
-    }
-}
-
-/// Warns when a token file can be read by users other than its owner (it should be 0600,
-/// like key files). Not an error: secret volumes are often mounted 0644 inside a container
-/// that runs a single user.
-pub fn warn_if_shared(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(m) = std::fs::metadata(path) {
-        if m.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(
-                "token file {} is accessible to other users (mode {:o}); `chmod 600` it",
-                path.display(),
-                m.permissions().mode() & 0o777
-            );
-        }
+        auth::read_token(self.token.as_ref().map(|t| t.0.as_str()), self.token_file.as_ref())
+            .map_err(|e| anyhow::anyhow!("tail token: {e}"))
     }
 }
 
@@ -303,7 +252,7 @@ mod tests {
         assert_eq!(s.bound.slots, 4096);
         assert_eq!(s.bound.bytes, 4 << 20);
         assert_eq!(s.limits.max_connections, 64);
-        assert_eq!(s.token, Some(digest(TOKEN.as_bytes())));
+        assert_eq!(s.token, Some(auth::digest(TOKEN.as_bytes())));
     }
 
     #[test]
@@ -382,7 +331,7 @@ mod tests {
         let p = dir.path().join("token");
         std::fs::write(&p, format!("{TOKEN}\n")).unwrap();
         let c = parse(&format!("token_file = \"{}\"", p.display()));
-        assert_eq!(c.compile().unwrap().token, Some(digest(TOKEN.as_bytes())));
+        assert_eq!(c.compile().unwrap().token, Some(auth::digest(TOKEN.as_bytes())));
         let e = err("token_file = \"/nonexistent/token\"");
         assert!(e.contains("cannot read /nonexistent/token"), "{e}");
     }

@@ -43,7 +43,7 @@ pub const KIND: SinkKind = SinkKind {
 /// A compiled tail sink, ready to bind.
 pub struct TailSink {
     pub(crate) address: SocketAddr,
-    pub(crate) token: Option<config::TokenDigest>,
+    pub(crate) token: Option<crate::net::auth::TokenDigest>,
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     pub(crate) bound: hub::QueueBound,
     pub(crate) max_clients: usize,

@@ -21,12 +21,11 @@ use axum::routing::get;
 use axum::{Extension, Router};
 use bytes::Bytes;
 use http_body::Frame;
-use subtle::ConstantTimeEq;
 use tokio::sync::mpsc;
 
-use super::config::{TokenDigest, digest};
 use super::filter::Filter;
 use super::hub::{Chunk, NewClient, Queued};
+use crate::net::auth::{self, TokenDigest};
 
 /// How long clients get, once the input has ended, to read the end of their streams before
 /// their connections are closed. A client that stopped reading must not keep the agent alive.
@@ -114,17 +113,10 @@ async fn tail(
     r
 }
 
-/// Checks `Authorization: Bearer <token>`. Compares SHA-256 digests in constant time, so
-/// neither the token's contents nor its length show in the timing of a refusal.
+/// Checks `Authorization: Bearer <token>` ([`auth::authorized`]: SHA-256 digests compared in
+/// constant time).
 fn authorized(want: Option<&TokenDigest>, headers: &HeaderMap) -> bool {
-    let Some(want) = want else { return true };
-    let Some(v) = headers.get(header::AUTHORIZATION) else { return false };
-    let v = v.as_bytes();
-    let presented = match v.split_at_checked(7) {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case(b"bearer ") => rest.trim_ascii(),
-        _ => return false,
-    };
-    bool::from(digest(presented).ct_eq(want))
+    auth::authorized(want, headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))
 }
 
 /// A client's place in `max_clients`, given back when its response body is dropped.
@@ -178,7 +170,7 @@ mod tests {
 
     #[test]
     fn bearer_tokens_are_checked() {
-        let want = digest(b"the-right-token-123");
+        let want = auth::digest(b"the-right-token-123");
         let h = |v: &str| {
             let mut m = HeaderMap::new();
             m.insert(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
