@@ -101,7 +101,7 @@ impl Target {
 
         let token = match &args.token_file {
             Some(p) => {
-                crate::sinks::tail::config::warn_if_shared(p);
+                crate::net::auth::warn_if_shared(p);
                 let raw = zeroize::Zeroizing::new(
                     std::fs::read(p)
                         .map_err(|e| config_error(anyhow::anyhow!("--token-file {}: {e}", p.display())))?,
