@@ -24,6 +24,7 @@ fn globals(dir: &std::path::Path) -> GlobalOptions {
             dir: Some(dir.join("keys")),
             default: "default".into(),
             rules: vec![KeyRule { pattern: "payments-*".into(), key: "payments".into() }],
+            ..KeysOptions::default()
         },
         ..GlobalOptions::default()
     }

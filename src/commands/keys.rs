@@ -119,6 +119,20 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(exit_codes::CONFIG));
             }
         }
+        KeysCommand::Show { name } if crate::keys::is_kms_ref(&name) => {
+            crate::keys::check_ref(&name).map_err(config_error)?;
+            let kms = crate::keys::KmsProvider::new(crate::keys::KmsOptions {
+                endpoint: None,
+                audit_dir: dir.clone(),
+            })?;
+            let id = name.strip_prefix(crate::keys::kms::PREFIX).unwrap_or(&name);
+            let info = kms.describe(id)?;
+            println!("key {name}");
+            println!("  source: AWS KMS ({})", info.region);
+            println!("  arn: {}", info.arn);
+            println!("  state: {}", info.state);
+            println!("  spec: {}  manager: {}", info.key_spec, info.key_manager);
+        }
         KeysCommand::Show { name } => {
             let k = kr.get(&name).map_err(key_err)?;
             println!("key {name}");

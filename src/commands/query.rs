@@ -28,7 +28,7 @@ use crate::event::json::rfc3339;
 use crate::event::{Event, Signal, severity};
 use crate::exit_codes::{self, config_error};
 use crate::filter::{Filter, FilterArgs, SpanStatus};
-use crate::keys::{Keyring, LocalProvider, audit};
+use crate::keys::{KeyChain, Keyring, KmsOptions, LocalProvider, audit};
 use crate::segment::columns::events_from_batch;
 use crate::segment::reader::{Segment, SegmentRetriever};
 use crate::segment::{find_segments, signal_of_path};
@@ -220,7 +220,10 @@ pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
         }
     };
 
-    let provider = Arc::new(LocalProvider::new(Arc::new(Keyring::open(&keys_dir))));
+    // Local keys from the keyring; `kms:` keys from AWS KMS (endpoint from
+    // AWS_ENDPOINT_URL_KMS / AWS_ENDPOINT_URL), each Decrypt recorded in the same audit log.
+    let local = LocalProvider::new(Arc::new(Keyring::open(&keys_dir)));
+    let provider = Arc::new(KeyChain::new(local, KmsOptions { endpoint: None, audit_dir: keys_dir.clone() }));
     let retriever = Arc::new(SegmentRetriever::new(provider));
     let progress = (std::io::stderr().is_terminal() && files.len() > 1).then(|| {
         let pb = indicatif::ProgressBar::new(files.len() as u64);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::event::json::rfc3339;
 use crate::exit_codes;
-use crate::keys::{Keyring, LocalProvider};
+use crate::keys::{KeyChain, Keyring, KmsOptions, LocalProvider};
 use crate::segment::reader::{Segment, SegmentRetriever, read_key_metadata};
 use crate::segment::{SegmentId, find_segments, signal_of_path};
 
@@ -61,10 +61,11 @@ pub fn run(args: SegmentsArgs) -> anyhow::Result<ExitCode> {
         return retention(&args, age);
     }
     let files = find_segments(&args.path).map_err(|e| anyhow::anyhow!("{}: {e}", args.path.display()))?;
-    let retriever = args
-        .keys
-        .as_ref()
-        .map(|d| Arc::new(SegmentRetriever::new(Arc::new(LocalProvider::new(Arc::new(Keyring::open(d)))))));
+    let retriever = args.keys.as_ref().map(|d| {
+        let local = LocalProvider::new(Arc::new(Keyring::open(d)));
+        let kms = KmsOptions { endpoint: None, audit_dir: d.clone() };
+        Arc::new(SegmentRetriever::new(Arc::new(KeyChain::new(local, kms))))
+    });
     let mut failed = false;
     if retriever.is_some() {
         println!(

@@ -47,11 +47,15 @@ pub struct KeysOptions {
     /// Key choice per service or function name, first match wins.
     #[serde(default)]
     pub rules: Vec<KeyRule>,
+    /// The AWS KMS endpoint URL for `kms:` keys (a private endpoint, a test server); default:
+    /// `AWS_ENDPOINT_URL_KMS`, else `AWS_ENDPOINT_URL`, else the region's public endpoint.
+    #[serde(default)]
+    pub kms_endpoint: Option<String>,
 }
 
 impl Default for KeysOptions {
     fn default() -> KeysOptions {
-        KeysOptions { dir: None, default: default_key_name(), rules: Vec::new() }
+        KeysOptions { dir: None, default: default_key_name(), rules: Vec::new(), kms_endpoint: None }
     }
 }
 

@@ -32,7 +32,7 @@ pub struct KeyMetadata {
     pub kms_instance_id: String,
     #[serde(rename = "kmsInstanceURL")]
     pub kms_instance_url: String,
-    /// `<key name>#<version>`.
+    /// `<key name>#<version>`, or the key ARN of a KMS key.
     #[serde(rename = "masterKeyID")]
     pub master_key_id: String,
     /// base64(12-byte nonce ‖ AES-256-GCM-SIV(KEK, nonce, DEK, aad = masterKeyID)).
@@ -71,7 +71,10 @@ impl KeyMetadata {
                 "only PKMT1 with internal storage and single wrapping is supported".into(),
             ));
         }
-        km.key_name_version()?;
+        // A KMS-wrapped data key names its key by ARN (see `keys::kms`).
+        if !super::kms::is_kms_master_key_id(&km.master_key_id) {
+            km.key_name_version()?;
+        }
         Ok(km)
     }
 

@@ -10,11 +10,12 @@
 //!
 //! Everything that touches a key-encryption key (KEK) goes through [`KeyProvider`]: wrap a new
 //! DEK for a key name, unwrap a DEK given a segment's key metadata. [`LocalProvider`] does this
-//! with the keyring; an AWS KMS provider (GenerateDataKey / Decrypt, the function name as the
-//! encryption context) can implement the same trait later.
+//! with the keyring; [`KmsProvider`] with AWS KMS customer managed keys (`kms:` references,
+//! see [`kms`]); [`KeyChain`] picks one of the two per key.
 
 pub mod audit;
 mod envelope;
+pub mod kms;
 mod provider;
 mod store;
 
@@ -26,11 +27,23 @@ use rand::RngCore;
 use zeroize::Zeroizing;
 
 pub use envelope::{KeyMetadata, pkmt1_prefix, unwrap, wrap};
+pub use kms::{KeyChain, KmsOptions, KmsProvider, check_ref, is_kms_ref};
 pub use provider::{KeyProvider, LocalProvider};
 pub(crate) use store::open_private;
 pub use store::{Key, KeyVersion, Keyring};
 
 pub type Material = Zeroizing<[u8; 32]>;
+
+/// A failed AWS KMS call (boxed in [`KeyError::Kms`] to keep every key result small).
+#[derive(Debug, thiserror::Error)]
+#[error("AWS KMS {op} with key `{key}`: {reason}")]
+pub struct KmsFailure {
+    pub op: String,
+    pub key: String,
+    pub reason: String,
+    /// Throttling, a timeout or an unreachable endpoint.
+    pub retryable: bool,
+}
 
 /// Why a key operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +75,11 @@ pub enum KeyError {
         "the data key wrapped under `{0}` cannot be unwrapped: wrong key material or tampered key metadata"
     )]
     Unwrap(String),
+    /// An AWS KMS call failed; `retryable` for throttling, timeouts and an unreachable
+    /// endpoint (the sealed sink waits and retries those, and the others too: see
+    /// `sinks::sealed::kms`).
+    #[error("{0}")]
+    Kms(Box<KmsFailure>),
     #[error("keyring {path}: {source}", path = .path.display())]
     Io { path: PathBuf, source: std::io::Error },
 }

@@ -23,13 +23,14 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
+mod kms;
 pub mod retention;
 pub mod wal;
 
 use crate::component::{BoxFuture, BuildContext, Sink, SinkConfig, SinkKind, parse_sink};
 use crate::component::{Received, SinkContext, SinkInput};
 use crate::event::{Batch, Event, Signal};
-use crate::keys::{Keyring, LocalProvider};
+use crate::keys::{KeyChain, Keyring, KmsOptions, LocalProvider, check_ref, is_kms_ref};
 use crate::metrics::ComponentMetrics;
 use crate::segment::columns::Columns;
 use crate::segment::writer::{SegmentWriter, WriteOptions, recover_inflight};
@@ -134,15 +135,16 @@ impl SinkConfig for SealedConfig {
             self.wal_file_bytes
         );
         let keys = &cx.globals.keys;
-        crate::keys::check_name(&keys.default)?;
+        check_ref(&keys.default)?;
         let mut rules = Vec::new();
         // A rule's key must exist now (only the default key is created on first use): found
         // at the first matching event, a missing key would stop the sink with data in hand.
         // Reading a key has no side effects, so `validate` checks the same keyring as `run`.
         let keyring = Keyring::open(cx.globals.keys_dir());
         for r in &keys.rules {
-            crate::keys::check_name(&r.key)?;
-            if r.key != keys.default {
+            check_ref(&r.key)?;
+            // A KMS key is not looked up here: no AWS call before the first seal.
+            if r.key != keys.default && !is_kms_ref(&r.key) {
                 keyring
                     .get(&r.key)
                     .map_err(|e| anyhow::anyhow!("keys.rules (match = `{}`): {e}", r.pattern))?;
@@ -154,6 +156,7 @@ impl SinkConfig for SealedConfig {
         Ok(Box::new(SealedSink {
             root: self.path.clone().unwrap_or_else(|| cx.globals.data_dir.clone()),
             keys_dir: cx.globals.keys_dir(),
+            kms_endpoint: keys.kms_endpoint.clone(),
             default_key: keys.default.clone(),
             rules,
             options: WriteOptions {
@@ -179,6 +182,8 @@ impl SinkConfig for SealedConfig {
 pub struct SealedSink {
     pub root: PathBuf,
     pub keys_dir: PathBuf,
+    /// `[keys] kms_endpoint`: where `kms:` keys are reached.
+    pub kms_endpoint: Option<String>,
     pub default_key: String,
     /// `[[keys.rules]]`, compiled, first match wins.
     pub rules: Vec<(glob::Pattern, String)>,
@@ -221,12 +226,16 @@ impl Sink for SealedSink {
                 Err(e) => anyhow::bail!("checking {}/.inflight: {e}", self.root.display()),
             };
             let keyring = Arc::new(Keyring::open(&self.keys_dir));
-            let provider = LocalProvider::new(keyring.clone()).creating(&self.default_key);
-            // Fail before accepting data if a key cannot be used.
-            provider.key_for_encryption(&self.default_key)?;
-            for (_, k) in &self.rules {
-                provider.key_for_encryption(k)?;
+            let local = LocalProvider::new(keyring.clone()).creating(&self.default_key);
+            // Fail before accepting data if a local key cannot be used (KMS keys are first
+            // used at the first seal: no AWS call at start).
+            for k in std::iter::once(&self.default_key).chain(self.rules.iter().map(|(_, k)| k)) {
+                if !is_kms_ref(k) {
+                    local.key_for_encryption(k)?;
+                }
             }
+            let kms = KmsOptions { endpoint: self.kms_endpoint.clone(), audit_dir: self.keys_dir.clone() };
+            let provider = KeyChain::new(local, kms);
             let retention = self.retention.map(|keep| {
                 let (root, max_age, metrics) = (self.root.clone(), self.max_age, cx.metrics.clone());
                 tokio::spawn(async move {
@@ -326,7 +335,7 @@ struct Open {
 /// The blocking side: owns the builders and the Parquet writers.
 struct Writer {
     sink: SealedSink,
-    provider: LocalProvider,
+    provider: KeyChain,
     metrics: Arc<ComponentMetrics>,
     /// Key names: 0 is the default, then one per rule.
     keys: Vec<String>,
@@ -349,7 +358,7 @@ fn event_nanos(e: &Event) -> i64 {
 }
 
 impl Writer {
-    fn new(sink: SealedSink, provider: LocalProvider, metrics: Arc<ComponentMetrics>) -> Writer {
+    fn new(sink: SealedSink, provider: KeyChain, metrics: Arc<ComponentMetrics>) -> Writer {
         let mut keys = vec![sink.default_key.clone()];
         keys.extend(sink.rules.iter().map(|(_, k)| k.clone()));
         let open = (0..keys.len() * 2).map(|_| None).collect();
@@ -551,14 +560,10 @@ impl Writer {
         }
         if open.writer.is_none() {
             let key = &self.keys[open.key];
-            open.writer = Some(SegmentWriter::create(
-                &self.sink.root,
-                open.signal,
-                open.first_nanos,
-                &self.provider,
-                key,
-                &self.sink.options,
-            )?);
+            let (sink, provider) = (&self.sink, &self.provider);
+            open.writer = Some(kms::retry_kms(key, &self.metrics, || {
+                SegmentWriter::create(&sink.root, open.signal, open.first_nanos, provider, key, &sink.options)
+            })?);
         }
         let batch = open.columns.finish();
         if let Some(w) = open.writer.as_mut() {

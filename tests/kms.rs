@@ -1,0 +1,281 @@
+//! AWS KMS customer managed keys (issue 14) against a real KMS API: the moto server, started
+//! here on a free loopback port with the interop Python (`SEALTRAIL_PYTHON`, which has
+//! `moto[server]`, boto3 and pyarrow from tests/interop/requirements.txt).
+//!
+//! The agent, `segments`, `query` and `keys show` are the real binary; keys are created and
+//! segments read back independently with boto3 and pyarrow's standard `CryptoFactory`
+//! (tests/interop/kms_tool.py).
+
+mod sealed_common;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sealed_common::*;
+
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("SEALTRAIL_PYTHON") {
+        return p.into();
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "no Python for the KMS tests: set SEALTRAIL_PYTHON (scripts/test.sh does) or create {}",
+        venv.display()
+    );
+    venv
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The environment every AWS client here gets: the moto endpoint, a region and dummy
+/// credentials, and nothing from the developer's own AWS setup.
+fn aws_env(port: u16) -> Vec<(String, String)> {
+    [
+        ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}")),
+        ("AWS_REGION", "eu-west-1".into()),
+        ("AWS_DEFAULT_REGION", "eu-west-1".into()),
+        ("AWS_ACCESS_KEY_ID", "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ("AWS_CONFIG_FILE", "/dev/null".into()),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// A moto server process on `port`; killed on drop.
+struct Moto {
+    child: Child,
+}
+
+impl Moto {
+    fn start(port: u16) -> Moto {
+        let child = Command::new(python())
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting moto (pip install 'moto[server]')");
+        // Readiness, not timing: wait until it accepts connections (bounded so a broken
+        // install fails the test instead of hanging it).
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let until = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            assert!(Instant::now() < until, "moto did not start on port {port}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Moto { child }
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tool(port: u16, args: &[&str]) -> Output {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/kms_tool.py");
+    Command::new(python()).arg(script).args(args).envs(aws_env(port)).output().unwrap()
+}
+
+/// Creates a KMS key with `alias/<alias>`; returns its ARN.
+fn create_key(port: u16, alias: &str) -> String {
+    let out = tool(port, &["create", alias]);
+    assert!(out.status.success(), "create key: {}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    v["arn"].as_str().unwrap().to_owned()
+}
+
+/// stdin (service `service`) → sealed under `data`, with `[keys]` as given.
+fn write_config(env: &Env, name: &str, service: &str, keys: &str) -> PathBuf {
+    let p = env.tmp.path().join(name);
+    std::fs::write(
+        &p,
+        format!(
+            "{keys}\n\n[sources.in]\ntype = \"stdin\"\nservice = \"{service}\"\n\n[sinks.vault]\ntype = \"sealed\"\ninputs = [\"in\"]\nallow_unredacted = true\npath = \"{}\"\n",
+            env.data.display()
+        ),
+    )
+    .unwrap();
+    p
+}
+
+fn run_agent(env: &Env, config: &Path, input: &[u8], port: u16) -> Output {
+    let vars = aws_env(port);
+    let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    env.run_agent_env(config, input, &refs)
+}
+
+fn cli(env: &Env, port: u16, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .arg("--keys")
+        .arg(&env.keys)
+        .env_remove("SEALTRAIL_KEYS")
+        .envs(aws_env(port))
+        .output()
+        .unwrap()
+}
+
+fn all_lines(inputs: &[&[u8]]) -> Vec<String> {
+    let mut v: Vec<String> = inputs
+        .iter()
+        .flat_map(|i| String::from_utf8(i.to_vec()).unwrap().lines().map(str::to_owned).collect::<Vec<_>>())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn kms_keys_by_arn_and_alias_seal_per_service_and_read_back_everywhere() {
+    let port = free_port();
+    let _moto = Moto::start(port);
+    let checkout_arn = create_key(port, "checkout");
+    let payments_arn = create_key(port, "payments");
+    let env = Env::new();
+    // The default key by ARN, the rule's key by alias.
+    let keys = format!(
+        "[keys]\ndefault = \"kms:{checkout_arn}\"\n[[keys.rules]]\nmatch = \"payments-*\"\nkey = \"kms:alias/payments\""
+    );
+    let a = lines(1500, "checkout");
+    let b = lines(700, "payments");
+    run_agent(&env, &write_config(&env, "a.toml", "checkout-web", &keys), &a, port);
+    run_agent(&env, &write_config(&env, "b.toml", "payments-api", &keys), &b, port);
+    let segs = env.segments();
+    assert_eq!(segs.len(), 2, "{segs:?}");
+
+    // The masterKeyID of each segment is the ARN of the key its service's rule picked.
+    let listed = cli(&env, port, &["segments", env.data.to_str().unwrap()]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let text = stdout(&listed);
+    assert_eq!(text.matches(&checkout_arn).count(), 1, "{text}");
+    assert_eq!(text.matches(&payments_arn).count(), 1, "{text}");
+
+    // `query` decrypts through KMS.
+    let q = cli(&env, port, &["query", env.data.to_str().unwrap(), "--format", "jsonl"]);
+    assert!(q.status.success(), "query: {}", stderr(&q));
+    let mut got = bodies(&q);
+    got.sort();
+    assert_eq!(got, all_lines(&[&a, &b]));
+
+    // pyarrow's CryptoFactory with a boto3 KMS client that knows only the documented context.
+    let seg_args: Vec<&str> = segs.iter().map(|p| p.to_str().unwrap()).collect();
+    let mut args = vec!["read"];
+    args.extend(&seg_args);
+    let py = tool(port, &args);
+    assert!(py.status.success(), "pyarrow: {}", stderr(&py));
+    let mut got: Vec<String> = Vec::new();
+    for line in stdout(&py).lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        got.extend(v["bodies"].as_array().unwrap().iter().map(|b| b.as_str().unwrap().to_owned()));
+    }
+    got.sort();
+    assert_eq!(got, all_lines(&[&a, &b]));
+
+    // Without the encryption context KMS refuses the wrapped data key.
+    let wrong = tool(port, &["wrong-context", seg_args[0]]);
+    assert!(wrong.status.success(), "{}", stderr(&wrong));
+
+    // `keys show` describes a KMS key.
+    let show = cli(&env, port, &["keys", "show", "kms:alias/payments"]);
+    assert!(show.status.success(), "{}", stderr(&show));
+    assert!(stdout(&show).contains(&payments_arn) && stdout(&show).contains("Enabled"), "{}", stdout(&show));
+
+    // Every KMS call is in the hash-chained audit log, which still verifies.
+    let log = std::fs::read_to_string(env.keys.join("audit.jsonl")).unwrap();
+    assert_eq!(log.matches("\"kms:GenerateDataKey\"").count(), 2, "{log}");
+    // Two from `segments --keys` (footers), two from `query`: one per segment and command.
+    assert_eq!(log.matches("\"kms:Decrypt\"").count(), 4, "{log}");
+    assert_eq!(log.matches("\"kms:DescribeKey\"").count(), 1, "{log}");
+    let verify = cli(&env, port, &["keys", "audit", "--verify"]);
+    assert!(verify.status.success(), "{}", stderr(&verify));
+}
+
+#[test]
+fn kms_failures_on_read_exit_3_with_the_reason() {
+    let port = free_port();
+    let mut moto = Moto::start(port);
+    let arn = create_key(port, "gone");
+    let env = Env::new();
+    let config = write_config(&env, "c.toml", "svc", &format!("[keys]\ndefault = \"kms:{arn}\""));
+    run_agent(&env, &config, &lines(10, "x"), port);
+    let data = env.data.to_str().unwrap().to_owned();
+
+    // KMS unreachable.
+    drop(moto);
+    let q = cli(&env, port, &["query", &data]);
+    assert_eq!(q.status.code(), Some(3), "{}", stderr(&q));
+    assert!(stderr(&q).contains("unreachable") || stderr(&q).contains("did not answer"), "{}", stderr(&q));
+    assert!(stderr(&q).contains(&arn), "{}", stderr(&q));
+
+    // A KMS that does not hold the key (a new moto: a wrong region or account looks the same).
+    moto = Moto::start(port);
+    let q = cli(&env, port, &["query", &data]);
+    assert_eq!(q.status.code(), Some(3), "{}", stderr(&q));
+    assert!(stderr(&q).contains("key not found: check the key id and the region"), "{}", stderr(&q));
+    assert!(stdout(&q).is_empty());
+    drop(moto);
+}
+
+#[test]
+fn a_segment_waits_for_kms_and_loses_no_event() {
+    let port = free_port();
+    let env = Env::new();
+    // By alias, so the key can be created once KMS is up.
+    let config = write_config(&env, "w.toml", "svc", "[keys]\ndefault = \"kms:alias/late\"");
+    let input = lines(300, "waited");
+    let vars = aws_env(port);
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .arg("--keys")
+        .arg(&env.keys)
+        .envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(&input).unwrap();
+    } // EOF: the agent seals, but KMS is not there yet.
+    let stderr_pipe = child.stderr.take().unwrap();
+    let (waiting_tx, waiting) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::{BufRead, BufReader};
+        let mut seen = String::new();
+        for line in BufReader::new(stderr_pipe).lines() {
+            let line = line.unwrap();
+            if line.contains("no data key from AWS KMS") {
+                let _ = waiting_tx.send(());
+            }
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+        seen
+    });
+    // Bounded so a regression fails instead of hanging.
+    waiting.recv_timeout(Duration::from_secs(120)).expect("the agent never reported waiting for KMS");
+    assert!(child.try_wait().unwrap().is_none(), "the agent gave up instead of waiting");
+    let _moto = Moto::start(port);
+    create_key(port, "late");
+    let status = child.wait().unwrap();
+    let log = reader.join().unwrap();
+    assert!(status.success(), "{log}");
+    let q = cli(&env, port, &["query", env.data.to_str().unwrap(), "--format", "jsonl"]);
+    assert!(q.status.success(), "{}", stderr(&q));
+    let mut got = bodies(&q);
+    got.sort();
+    assert_eq!(got, all_lines(&[&input]));
+}
