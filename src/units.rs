@@ -112,6 +112,33 @@ impl Serialize for Duration {
     }
 }
 
+/// Deserializes a field kept from before [`Duration`]: a whole number of milliseconds under an
+/// `_ms` name (`initial_backoff_ms = 100`). A plain alias cannot carry it, because a plain
+/// number in the new field means seconds.
+pub fn legacy_millis<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let ms = u64::deserialize(d)?;
+    Ok(Some(Duration::from_millis(ms)))
+}
+
+/// The value of a duration setting that has a current name and an old `_ms` name: the one that
+/// is set, else `default`.
+///
+/// # Errors
+/// Both names set: the message names both, so the user keeps one.
+pub fn either(
+    name: &str,
+    value: Option<Duration>,
+    legacy_name: &str,
+    legacy: Option<Duration>,
+    default: Duration,
+) -> Result<Duration, String> {
+    match (value, legacy) {
+        (Some(_), Some(_)) => Err(format!("`{name}` and `{legacy_name}` are the same setting; keep one")),
+        (Some(v), None) | (None, Some(v)) => Ok(v),
+        (None, None) => Ok(default),
+    }
+}
+
 /// Parses a duration that must carry its unit (`500ms`, `30s`, `5m`, `1h`, `2d`): what the
 /// command line takes (`query --since 15m`), where a bare number could be a timestamp.
 pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
@@ -186,6 +213,30 @@ mod tests {
         toml::from_str::<T>(&format!("d = {toml_value}"))
             .map(|t| t.d.get())
             .map_err(|e| e.message().to_owned())
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Legacy {
+        #[serde(default)]
+        wait: Option<Duration>,
+        #[serde(default, deserialize_with = "legacy_millis")]
+        wait_ms: Option<Duration>,
+    }
+
+    #[test]
+    fn old_millisecond_fields_keep_their_unit() {
+        let get = |t: &str| {
+            let l: Legacy = toml::from_str(t).unwrap();
+            either("wait", l.wait, "wait_ms", l.wait_ms, Duration::from_secs(9)).map(|d| d.get())
+        };
+        let ms = std::time::Duration::from_millis;
+        assert_eq!(get("wait_ms = 250"), Ok(ms(250)));
+        assert_eq!(get("wait = 2"), Ok(ms(2000)));
+        assert_eq!(get("wait = \"250ms\""), Ok(ms(250)));
+        assert_eq!(get(""), Ok(ms(9000)));
+        let both = get("wait = 1\nwait_ms = 5").unwrap_err();
+        assert!(both.contains("`wait` and `wait_ms`"), "{both}");
+        assert!(toml::from_str::<Legacy>("wait_ms = \"1s\"").is_err(), "the old field takes a number");
     }
 
     #[test]

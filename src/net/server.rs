@@ -43,6 +43,7 @@ use tokio::task::JoinSet;
 
 use super::BoxError;
 use crate::metrics::ComponentMetrics;
+use crate::units;
 
 /// How long the loop sleeps after a failed `accept` (out of file descriptors, …).
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -66,42 +67,43 @@ pub struct Limits {
 }
 
 /// The `listener` table of a component that listens (`[sources.X.listener]`,
-/// `[sinks.X.listener]`): the timeouts of [`Limits`], in seconds. `max_connections` stays a
-/// field of the component itself (its default depends on the component).
+/// `[sinks.X.listener]`): the timeouts of [`Limits`], as durations (`"10s"`, `"500ms"`, or plain
+/// seconds; the older `_secs` names are aliases). `max_connections` stays a field of the
+/// component itself (its default depends on the component).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
-    /// Seconds a client has to finish its TLS handshake (default 10).
-    #[serde(default = "ten")]
-    pub tls_handshake_timeout_secs: u64,
-    /// Seconds a client has to send an HTTP/1 request's headers (default 10).
-    #[serde(default = "ten")]
-    pub header_read_timeout_secs: u64,
-    /// Seconds a client has, from the start of a request, to send its whole body (default 30).
-    #[serde(default = "thirty")]
-    pub body_read_timeout_secs: u64,
-    /// Seconds a connection may stay open with no request in flight (default 60).
-    #[serde(default = "sixty")]
-    pub idle_timeout_secs: u64,
-    /// Seconds between HTTP/2 keep-alive pings (default 30).
-    #[serde(default = "thirty")]
-    pub http2_keep_alive_interval_secs: u64,
-    /// Seconds an HTTP/2 peer has to answer a ping (default 10).
-    #[serde(default = "ten")]
-    pub http2_keep_alive_timeout_secs: u64,
+    /// How long a client has to finish its TLS handshake (default 10 s).
+    #[serde(default = "ten", alias = "tls_handshake_timeout_secs")]
+    pub tls_handshake_timeout: units::Duration,
+    /// How long a client has to send an HTTP/1 request's headers (default 10 s).
+    #[serde(default = "ten", alias = "header_read_timeout_secs")]
+    pub header_read_timeout: units::Duration,
+    /// How long a client has, from the start of a request, to send its whole body (default 30 s).
+    #[serde(default = "thirty", alias = "body_read_timeout_secs")]
+    pub body_read_timeout: units::Duration,
+    /// How long a connection may stay open with no request in flight (default 60 s).
+    #[serde(default = "sixty", alias = "idle_timeout_secs")]
+    pub idle_timeout: units::Duration,
+    /// The time between HTTP/2 keep-alive pings (default 30 s).
+    #[serde(default = "thirty", alias = "http2_keep_alive_interval_secs")]
+    pub http2_keep_alive_interval: units::Duration,
+    /// How long an HTTP/2 peer has to answer a ping (default 10 s).
+    #[serde(default = "ten", alias = "http2_keep_alive_timeout_secs")]
+    pub http2_keep_alive_timeout: units::Duration,
     /// Requests one HTTP/2 connection may have in flight at once (default 128).
     #[serde(default = "default_streams")]
     pub http2_max_concurrent_streams: u32,
 }
 
-fn ten() -> u64 {
-    10
+fn ten() -> units::Duration {
+    units::Duration::from_secs(10)
 }
-fn thirty() -> u64 {
-    30
+fn thirty() -> units::Duration {
+    units::Duration::from_secs(30)
 }
-fn sixty() -> u64 {
-    60
+fn sixty() -> units::Duration {
+    units::Duration::from_secs(60)
 }
 fn default_streams() -> u32 {
     128
@@ -110,12 +112,12 @@ fn default_streams() -> u32 {
 impl Default for ListenerConfig {
     fn default() -> ListenerConfig {
         ListenerConfig {
-            tls_handshake_timeout_secs: ten(),
-            header_read_timeout_secs: ten(),
-            body_read_timeout_secs: thirty(),
-            idle_timeout_secs: sixty(),
-            http2_keep_alive_interval_secs: thirty(),
-            http2_keep_alive_timeout_secs: ten(),
+            tls_handshake_timeout: ten(),
+            header_read_timeout: ten(),
+            body_read_timeout: thirty(),
+            idle_timeout: sixty(),
+            http2_keep_alive_interval: thirty(),
+            http2_keep_alive_timeout: ten(),
             http2_max_concurrent_streams: default_streams(),
         }
     }
@@ -125,12 +127,12 @@ impl ListenerConfig {
     /// Checks the values and returns the limits with `max_connections`.
     pub fn limits(&self, max_connections: usize) -> anyhow::Result<Limits> {
         anyhow::ensure!(max_connections >= 1, "`max_connections` must be at least 1");
-        let secs = |field: &str, v: u64| -> anyhow::Result<Duration> {
+        let within = |field: &str, v: units::Duration| -> anyhow::Result<Duration> {
             anyhow::ensure!(
-                (1..=86_400).contains(&v),
-                "`listener.{field}` = {v} must be between 1 and 86400 seconds"
+                v.get() >= Duration::from_millis(1) && v.get() <= Duration::from_secs(86_400),
+                "`listener.{field}` = {v} must be between 1ms and 1d"
             );
-            Ok(Duration::from_secs(v))
+            Ok(v.get())
         };
         anyhow::ensure!(
             self.http2_max_concurrent_streams >= 1,
@@ -138,15 +140,12 @@ impl ListenerConfig {
         );
         Ok(Limits {
             max_connections,
-            tls_handshake_timeout: secs("tls_handshake_timeout_secs", self.tls_handshake_timeout_secs)?,
-            header_read_timeout: secs("header_read_timeout_secs", self.header_read_timeout_secs)?,
-            body_read_timeout: secs("body_read_timeout_secs", self.body_read_timeout_secs)?,
-            idle_timeout: secs("idle_timeout_secs", self.idle_timeout_secs)?,
-            h2_keep_alive_interval: secs(
-                "http2_keep_alive_interval_secs",
-                self.http2_keep_alive_interval_secs,
-            )?,
-            h2_keep_alive_timeout: secs("http2_keep_alive_timeout_secs", self.http2_keep_alive_timeout_secs)?,
+            tls_handshake_timeout: within("tls_handshake_timeout", self.tls_handshake_timeout)?,
+            header_read_timeout: within("header_read_timeout", self.header_read_timeout)?,
+            body_read_timeout: within("body_read_timeout", self.body_read_timeout)?,
+            idle_timeout: within("idle_timeout", self.idle_timeout)?,
+            h2_keep_alive_interval: within("http2_keep_alive_interval", self.http2_keep_alive_interval)?,
+            h2_keep_alive_timeout: within("http2_keep_alive_timeout", self.http2_keep_alive_timeout)?,
             h2_max_concurrent_streams: self.http2_max_concurrent_streams,
         })
     }

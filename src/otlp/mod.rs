@@ -7,6 +7,9 @@
 
 pub mod convert;
 pub mod json;
+pub mod signal;
+
+pub use signal::Signal;
 
 pub use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 pub use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{

@@ -319,8 +319,8 @@ mod tests {
         assert!(e.contains("`client_queue_bytes` must be between"), "{e}");
         let e = err(&format!("token = \"{TOKEN}\"\nmax_connections = 4"));
         assert!(e.contains("`max_connections` (4) must be at least `max_clients` (16)"), "{e}");
-        let e = err(&format!("token = \"{TOKEN}\"\n[listener]\nidle_timeout_secs = 0"));
-        assert!(e.contains("`listener.idle_timeout_secs` = 0"), "{e}");
+        let e = err(&format!("token = \"{TOKEN}\"\n[listener]\nidle_timeout = 0"));
+        assert!(e.contains("`listener.idle_timeout` = 0ms must be between 1ms and 1d"), "{e}");
         let s = parse(&format!("token = \"{TOKEN}\"\n[listener]\nidle_timeout_secs = 5")).compile().unwrap();
         assert_eq!(s.limits.idle_timeout, std::time::Duration::from_secs(5));
     }
