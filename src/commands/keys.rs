@@ -30,6 +30,18 @@ pub enum KeysCommand {
     Show { name: String },
     /// Create a key from existing material: a file holding `base64:<32 bytes>` or 32 raw bytes.
     Import { name: String, file: PathBuf },
+    /// Destroy a key (or one version) for good: the material is overwritten and removed, and
+    /// every segment sealed under it becomes unreadable ("shredded"). Asks to type the key id
+    /// unless --yes. AWS KMS keys are destroyed in KMS (ScheduleKeyDeletion).
+    Destroy {
+        name: String,
+        /// Destroy only this version (the newest remaining one encrypts from then on).
+        #[arg(long)]
+        version: Option<u32>,
+        /// Do not ask for the typed confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Print the query audit log; with --verify, check its HMAC chain under the keyring's
     /// audit key and its head (exit 3 if broken or cut short).
     Audit {
@@ -43,6 +55,66 @@ pub enum KeysCommand {
         #[arg(long, requires = "records", requires = "verify")]
         head: Option<String>,
     },
+}
+
+/// `keys destroy`: the typed confirmation, the audit record (written first: no destruction
+/// goes unrecorded), then [`Keyring::destroy`].
+fn destroy(
+    kr: &Keyring,
+    dir: &std::path::Path,
+    name: &str,
+    version: Option<u32>,
+    yes: bool,
+) -> anyhow::Result<()> {
+    let key_err = |e: crate::keys::KeyError| match e {
+        crate::keys::KeyError::Io { .. } => anyhow::Error::from(e),
+        other => config_error(other),
+    };
+    // Fails early (no prompt) for a missing key or version, or an environment key.
+    let key = kr.get(name).map_err(key_err)?;
+    if key.from_env {
+        return Err(config_error(crate::keys::KeyError::FromEnvironment(name.to_owned())));
+    }
+    if let Some(v) = version {
+        key.version(v).map_err(key_err)?;
+    }
+    let target = match version {
+        Some(v) => format!("{name}#{v}"),
+        None => name.to_owned(),
+    };
+    if !yes {
+        use std::io::BufRead;
+        eprint!(
+            "This destroys {target} for good: every segment sealed under it becomes unreadable.\n\
+             Type `{target}` to confirm: "
+        );
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer).context("reading the confirmation")?;
+        if answer.trim_end_matches(['\n', '\r']) != target {
+            return Err(config_error(anyhow::anyhow!("not confirmed: nothing was destroyed")));
+        }
+    }
+    let ids: Vec<String> = match version {
+        Some(v) => vec![format!("{name}#{v}")],
+        None => key.versions.iter().map(|v| v.id()).collect(),
+    };
+    let mut filters = serde_json::Map::new();
+    filters.insert("action".into(), "keys destroy".into());
+    let record = audit::Record {
+        uid: audit::current_uid(),
+        segments: Vec::new(),
+        key_ids: ids,
+        filters,
+        output: "-".into(),
+    };
+    audit::append(dir, &record).context("writing the audit record (nothing was destroyed)")?;
+    let gone = kr.destroy(name, version).map_err(key_err)?;
+    let list: Vec<String> = gone.iter().map(|v| format!("{name}#{v}")).collect();
+    println!(
+        "destroyed {}: the material is overwritten and removed; segments under it now read as shredded",
+        list.join(", ")
+    );
+    Ok(())
 }
 
 /// The keyring directory of a command: the flag or environment, else the default.
@@ -86,6 +158,14 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
             let k = kr.import(&name, material).map_err(key_err)?;
             println!("imported key {} into {}", k.current().id(), dir.display());
         }
+        KeysCommand::Destroy { name, .. } if crate::keys::is_kms_ref(&name) => {
+            return Err(config_error(anyhow::anyhow!(
+                "{name} is an AWS KMS key: sealtrail holds no material for it. Destroy it in KMS with \
+                 ScheduleKeyDeletion (`aws kms schedule-key-deletion --key-id <ARN> --pending-window-in-days 7`); \
+                 its segments become unreadable when the deletion completes"
+            )));
+        }
+        KeysCommand::Destroy { name, version, yes } => destroy(&kr, &dir, &name, version, yes)?,
         KeysCommand::List => {
             let keys = kr.list();
             if keys.is_empty() {
