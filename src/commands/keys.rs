@@ -42,6 +42,14 @@ pub enum KeysCommand {
         #[arg(long)]
         yes: bool,
     },
+    /// Re-wrap the data key of every segment under NAME (in the given data directories or
+    /// files) under NAME's newest version, rewriting only the key material in each file's
+    /// tail; older versions can then be destroyed. Atomic per file, repeatable.
+    Rewrap {
+        name: String,
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
     /// Print the query audit log; with --verify, check its HMAC chain under the keyring's
     /// audit key and its head (exit 3 if broken or cut short).
     Audit {
@@ -117,6 +125,49 @@ fn destroy(
     Ok(())
 }
 
+/// `keys rewrap`: one audit record naming every candidate segment (no record, no change),
+/// then each segment re-wrapped on its own; a failure is reported and the others go on.
+fn rewrap(kr: Keyring, dir: &std::path::Path, name: &str, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    use crate::segment::rewrap::{Rewrapped, rewrap};
+    if crate::keys::is_kms_ref(name) {
+        return Err(config_error(anyhow::anyhow!(
+            "{name} is an AWS KMS key: KMS rotates its key material itself and old segments stay readable"
+        )));
+    }
+    let kr = std::sync::Arc::new(kr);
+    let current = kr.get(name).map_err(config_error)?.current().id();
+    let mut files = Vec::new();
+    for p in paths {
+        files.extend(crate::segment::find_segments(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?);
+    }
+    let mut filters = serde_json::Map::new();
+    filters.insert("action".into(), "keys rewrap".into());
+    let record = audit::Record {
+        uid: audit::current_uid(),
+        segments: files.iter().map(|f| f.display().to_string()).collect(),
+        key_ids: vec![current.clone()],
+        filters,
+        output: "-".into(),
+    };
+    audit::append(dir, &record).context("writing the audit record (nothing was re-wrapped)")?;
+    let (mut done, mut already, mut other, mut failed) = (0, 0, 0, 0);
+    for f in &files {
+        match rewrap(f, &kr, name) {
+            Ok(Rewrapped::Done { .. }) => done += 1,
+            Ok(Rewrapped::Current) => already += 1,
+            Ok(Rewrapped::OtherKey(_)) => other += 1,
+            Err(e) => {
+                eprintln!("sealtrail: {e:#}");
+                failed += 1;
+            }
+        }
+    }
+    println!(
+        "re-wrapped {done} segment(s) under {current}; {already} already under it, {other} under other keys, {failed} failed"
+    );
+    Ok(ExitCode::from(if failed > 0 { exit_codes::INTEGRITY } else { exit_codes::OK }))
+}
+
 /// The keyring directory of a command: the flag or environment, else the default.
 pub fn keys_dir(flag: Option<PathBuf>) -> PathBuf {
     flag.unwrap_or_else(crate::config::default_keys_dir)
@@ -166,6 +217,7 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
             )));
         }
         KeysCommand::Destroy { name, version, yes } => destroy(&kr, &dir, &name, version, yes)?,
+        KeysCommand::Rewrap { name, paths } => return rewrap(kr, &dir, &name, &paths),
         KeysCommand::List => {
             let keys = kr.list();
             if keys.is_empty() {

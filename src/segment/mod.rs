@@ -14,6 +14,7 @@
 
 pub mod columns;
 pub mod reader;
+pub mod rewrap;
 pub mod schema;
 pub mod writer;
 
