@@ -85,6 +85,17 @@ impl Agent {
     /// Closes stdin (end of input) and waits for the drain; returns stdout.
     fn finish(mut self) -> Vec<String> {
         drop(self.stdin.take());
+        self.wait()
+    }
+
+    /// Stops the agent with SIGTERM (a listening source never ends by itself).
+    fn finish_with_signal(mut self) -> Vec<String> {
+        drop(self.stdin.take());
+        signal(self.child.id(), SIGTERM);
+        self.wait()
+    }
+
+    fn wait(mut self) -> Vec<String> {
         let status = self.child.wait().unwrap();
         for r in self.readers {
             r.join().unwrap();
@@ -214,4 +225,68 @@ fn a_changed_stdin_source_needs_a_restart() {
     agent.send("two alpha-secret");
     agent.wait_out("two", |o| o.len() == 2);
     assert_eq!(agent.finish(), ["one ****", "two ****"]);
+}
+
+/// POSTs one OTLP/JSON log record to `addr` and returns the HTTP status line.
+fn post_log(addr: &str, body: &str) -> String {
+    use std::io::Read;
+    let payload = format!(
+        "{{\"resourceLogs\":[{{\"scopeLogs\":[{{\"logRecords\":[{{\"body\":{{\"stringValue\":\"{body}\"}}}}]}}]}}]}}"
+    );
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST /v1/logs HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
+        payload.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    resp.lines().next().unwrap_or_default().to_owned()
+}
+
+/// A changed listening source stops (freeing its port) before its new version binds the same
+/// port; the stdin source beside it is kept.
+#[test]
+fn a_changed_listener_restarts_on_the_same_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let otlp = |extra: &str| {
+        format!(
+            "data_dir = \"state\"\n\
+             [sources.app]\ntype = \"stdin\"\n\
+             [sources.net]\ntype = \"otlp\"\ngrpc_address = \"\"\nhttp_address = \"{addr}\"\n{extra}\
+             [transforms.scrub]\ntype = \"redact\"\ninputs = [\"app\", \"net\"]\nkeywords = [\"alpha-secret\"]\n\
+             [sinks.out]\ntype = \"console\"\ninputs = [\"scrub\"]\n"
+        )
+    };
+    let cfg = write_config(dir.path(), &otlp(""));
+    let mut agent = start(dir.path(), &cfg);
+    agent.send("from stdin alpha-secret");
+    agent.wait_out("stdin line", |o| o.len() == 1);
+    let ok = eventually(Duration::from_secs(20), || std::net::TcpStream::connect(&addr).is_ok());
+    assert!(ok, "the otlp source listens");
+    assert!(post_log(&addr, "before alpha-secret").contains(" 200"), "first post");
+    agent.wait_out("first post", |o| o.iter().any(|l| l == "before ****"));
+
+    write_config(dir.path(), &otlp("max_connections = 8\n"));
+    agent.reload();
+    let report = agent.wait_err("configuration reloaded");
+    assert!(report.contains("restarted sources.net"), "{report}");
+    assert!(report.contains("kept sources.app, transforms.scrub, sinks.out"), "{report}");
+    // The new version serves on the same port.
+    let mut status = String::new();
+    let ok = eventually(Duration::from_secs(20), || {
+        status = std::net::TcpStream::connect(&addr)
+            .map(|_| post_log(&addr, "after alpha-secret"))
+            .unwrap_or_default();
+        status.contains(" 200")
+    });
+    assert!(ok, "the new otlp source answers: {status}");
+    agent.wait_out("second post", |o| o.iter().any(|l| l == "after ****"));
+    agent.send("stdin still read alpha-secret");
+    agent.wait_out("stdin after the reload", |o| o.iter().any(|l| l == "stdin still read ****"));
+    let out = agent.finish_with_signal();
+    assert!(out.iter().any(|l| l == "from stdin ****"), "{out:?}");
 }
