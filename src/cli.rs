@@ -51,6 +51,9 @@ pub enum Command {
     Redact(commands::redact::RedactArgs),
     /// Watch an agent's live, redacted event stream (its `tail` sink).
     Tail(commands::tail::TailArgs),
+    /// Live view of a running agent's components (its `[api]` /metrics): events/s, bytes/s,
+    /// redactions/s, errors, channel fill.
+    Top(commands::top::TopArgs),
     /// Run as an AWS Lambda extension (the default when AWS_LAMBDA_RUNTIME_API is set).
     Lambda(commands::lambda::LambdaArgs),
     /// Manage the keyring: create, list, rotate, show, import keys; verify the audit log.
@@ -69,6 +72,7 @@ impl Cli {
             Some(Command::Validate(a)) => commands::validate::run(a),
             Some(Command::Redact(a)) => commands::redact::run(a),
             Some(Command::Tail(a)) => commands::tail::run(a),
+            Some(Command::Top(a)) => commands::top::run(a),
             Some(Command::Lambda(a)) => commands::lambda::run(a),
             Some(Command::Keys(a)) => commands::keys::run(a),
             Some(Command::Segments(a)) => commands::segments::run(a),

@@ -8,6 +8,7 @@ pub mod redact;
 pub mod run;
 pub mod segments;
 pub mod tail;
+pub mod top;
 pub mod validate;
 
 use std::path::PathBuf;

@@ -71,6 +71,10 @@ pub struct QueryArgs {
     /// Print pruning and byte counts to standard error at the end.
     #[arg(long)]
     pub stats: bool,
+    /// Segments whose key was destroyed (`keys destroy`) are named and counted but do not
+    /// make the exit code 3.
+    #[arg(long)]
+    pub skip_unreadable: bool,
 }
 
 /// Parses an RFC 3339 time or a relative one (`15m` = 15 minutes before `now`), in nanos.
@@ -171,16 +175,27 @@ pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
     let pruned_by_signal = total_files - files.len();
 
     let keys_dir = crate::commands::keys::keys_dir(args.keys.clone());
+    // Segments under a destroyed key are shredded by intent: named, counted, never opened.
+    let destroyed = crate::keys::destroy::Destroyed::load(&keys_dir)?;
+    let mut shredded = 0usize;
     // The audit record goes first: segments and key ids from the plaintext key metadata, no
     // key needed. No record, no decryption.
     let mut key_ids: Vec<String> = Vec::new();
-    for f in &files {
-        if let Ok(km) = crate::segment::reader::read_key_metadata(f) {
+    let mut readable = Vec::with_capacity(files.len());
+    for f in files {
+        if let Ok(km) = crate::segment::reader::read_key_metadata(&f) {
+            if destroyed.covers(&km.master_key_id) {
+                eprintln!("sealtrail: {}: shredded (key {} was destroyed)", f.display(), km.master_key_id);
+                shredded += 1;
+                continue;
+            }
             if !key_ids.contains(&km.master_key_id) {
                 key_ids.push(km.master_key_id);
             }
         }
+        readable.push(f);
     }
+    let files = readable;
     let output = match &args.output {
         Some(p) => format!("{} ({format:?})", p.display()),
         None => format!("stdout ({format:?})"),
@@ -265,8 +280,14 @@ pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
             total_files
         );
     }
+    if shredded > 0 {
+        eprintln!("sealtrail: {shredded} segment(s) shredded: their key was destroyed");
+    }
     if failed > 0 {
         eprintln!("sealtrail: {failed} segment(s) could not be read");
+        return Ok(ExitCode::from(exit_codes::INTEGRITY));
+    }
+    if shredded > 0 && !args.skip_unreadable {
         return Ok(ExitCode::from(exit_codes::INTEGRITY));
     }
     Ok(ExitCode::SUCCESS)

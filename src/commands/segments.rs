@@ -1,6 +1,7 @@
 //! `sealtrail segments PATH [--keys DIR]`: lists sealed segments. Without keys: file, signal,
 //! size, first-event time (from the name) and key id (from the plaintext key metadata). With
-//! `--keys`: also rows and time range, from the decrypted footer (no data page is read).
+//! `--keys`: also rows and time range, from the decrypted footer (no data page is read), and
+//! segments under a destroyed key marked `shredded`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,6 +27,10 @@ pub struct SegmentsArgs {
     /// With `--older-than`: remove those segments (without it, a dry run lists them).
     #[arg(long, requires = "older_than")]
     pub delete: bool,
+    /// Segments whose key was destroyed (`keys destroy`) are listed as shredded and counted
+    /// but do not make the exit code 3.
+    #[arg(long)]
+    pub skip_unreadable: bool,
 }
 
 fn parse_age(s: &str) -> Result<std::time::Duration, String> {
@@ -66,6 +71,11 @@ pub fn run(args: SegmentsArgs) -> anyhow::Result<ExitCode> {
         let kms = KmsOptions { endpoint: None, audit_dir: d.clone() };
         Arc::new(SegmentRetriever::new(Arc::new(KeyChain::new(local, kms))))
     });
+    let destroyed = match &args.keys {
+        Some(d) => crate::keys::destroy::Destroyed::load(d)?,
+        None => Default::default(),
+    };
+    let mut shredded = 0usize;
     let mut failed = false;
     if retriever.is_some() {
         println!(
@@ -90,6 +100,12 @@ pub fn run(args: SegmentsArgs) -> anyhow::Result<ExitCode> {
                 continue;
             }
         };
+        if destroyed.covers(&key) {
+            // The data is gone by intent: named and counted, never an error to open.
+            shredded += 1;
+            println!("{rel:<60} {signal:<6} {size:>10} {first:<24} {key:<14} shredded");
+            continue;
+        }
         match &retriever {
             None => println!("{rel:<60} {signal:<6} {size:>10} {first:<24} {key}"),
             Some(r) => match Segment::open(f, r.clone()) {
@@ -110,5 +126,9 @@ pub fn run(args: SegmentsArgs) -> anyhow::Result<ExitCode> {
             },
         }
     }
-    Ok(ExitCode::from(if failed { exit_codes::INTEGRITY } else { exit_codes::OK }))
+    if shredded > 0 {
+        eprintln!("sealtrail: {shredded} segment(s) shredded: their key was destroyed");
+    }
+    let bad = failed || (shredded > 0 && !args.skip_unreadable);
+    Ok(ExitCode::from(if bad { exit_codes::INTEGRITY } else { exit_codes::OK }))
 }

@@ -28,8 +28,43 @@ pub type Received = Message;
 /// `Arc`, not its events, and waits for room in every consumer's channel (backpressure).
 #[derive(Clone)]
 pub struct Fanout {
-    senders: Vec<mpsc::Sender<Message>>,
+    routes: Arc<Routes>,
     metrics: Arc<ComponentMetrics>,
+}
+
+/// The consumers of one component's output, shared by every clone of its [`Fanout`] and
+/// changed in place when SIGHUP reloads the configuration. The only long-lived senders to a
+/// consumer's channel are here: a send holds clones just while it waits, so a consumer taken
+/// out of every `Routes` sees its channel close (and drains) as soon as those sends are done,
+/// and a component's channel still closes when all its producers have finished.
+#[derive(Debug, Default)]
+pub struct Routes {
+    senders: Mutex<Vec<mpsc::Sender<Message>>>,
+}
+
+impl Routes {
+    pub fn new(senders: Vec<mpsc::Sender<Message>>) -> Arc<Routes> {
+        Arc::new(Routes { senders: Mutex::new(senders) })
+    }
+
+    /// Replaces the consumers in one step: a send sees either the old set or the new one.
+    pub fn set(&self, senders: Vec<mpsc::Sender<Message>>) {
+        let old = std::mem::replace(&mut *self.lock(), senders);
+        drop(old);
+    }
+
+    fn snapshot(&self) -> Vec<mpsc::Sender<Message>> {
+        self.lock().clone()
+    }
+
+    /// Forgets a consumer whose channel has closed.
+    fn remove(&self, gone: &mpsc::Sender<Message>) {
+        self.lock().retain(|s| !s.same_channel(gone));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<mpsc::Sender<Message>>> {
+        self.senders.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Every consumer of the output is gone (a sink failed and the pipeline is stopping).
@@ -44,7 +79,13 @@ pub struct Full(pub Batch);
 
 impl Fanout {
     pub fn new(senders: Vec<mpsc::Sender<Message>>, metrics: Arc<ComponentMetrics>) -> Fanout {
-        Fanout { senders, metrics }
+        Fanout { routes: Routes::new(senders), metrics }
+    }
+
+    /// A fanout over routes the topology keeps a handle to (it holds them weakly, so they
+    /// still drop with the last clone of this fanout).
+    pub fn routed(routes: Arc<Routes>, metrics: Arc<ComponentMetrics>) -> Fanout {
+        Fanout { routes, metrics }
     }
 
     /// Sends a batch to every consumer, waiting for room.
@@ -61,15 +102,15 @@ impl Fanout {
 
     /// Sends one message to every consumer, waiting for room; drops consumers that are gone.
     async fn send_message(&mut self, message: Message) -> Result<(), Closed> {
-        let mut i = 0;
-        while i < self.senders.len() {
-            if self.senders[i].send(message.clone()).await.is_err() {
-                self.senders.swap_remove(i);
+        let mut delivered = 0;
+        for s in self.routes.snapshot() {
+            if s.send(message.clone()).await.is_err() {
+                self.routes.remove(&s);
             } else {
-                i += 1;
+                delivered += 1;
             }
         }
-        if self.senders.is_empty() { Err(Closed) } else { Ok(()) }
+        if delivered == 0 { Err(Closed) } else { Ok(()) }
     }
 
     /// Sends [`Message::Seal`] to every consumer, in order with the batches sent before it:
@@ -93,8 +134,9 @@ impl Fanout {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut permits = Vec::with_capacity(self.senders.len());
-        for s in &self.senders {
+        let senders = self.routes.snapshot();
+        let mut permits = Vec::with_capacity(senders.len());
+        for s in &senders {
             match s.try_reserve() {
                 Ok(p) => permits.push(p),
                 Err(_) => return Err(Full(batch)),

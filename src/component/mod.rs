@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
-pub use context::{Closed, Fanout, Full, Message, Received, SinkContext, SinkInput, SourceContext};
+pub use context::{Closed, Fanout, Full, Message, Received, Routes, SinkContext, SinkInput, SourceContext};
 pub use globals::{GlobalOptions, KeyRule, KeysOptions, default_keys_dir};
 pub use shutdown::{Reason, Shutdown, ShutdownTrigger};
 
@@ -64,6 +64,13 @@ pub trait SourceConfig: Debug + Send + Sync {
 
     /// Validates the configuration and compiles the runtime source. No side effects.
     fn build(&self, cx: &BuildContext<'_>) -> anyhow::Result<Box<dyn Source>>;
+
+    /// Whether a configuration reload may stop this source and start its new version. A
+    /// source whose input cannot be opened twice (the agent's stdin, a wrapped child) says
+    /// no: a change to it keeps the running one and is reported as needing a restart.
+    fn restartable(&self) -> bool {
+        true
+    }
 }
 
 /// A running source: pushes batches into `cx.out` until its input ends or `cx.shutdown` fires,

@@ -274,7 +274,7 @@ impl Sink for SealedSink {
                 w.start_wal(&partials)?;
                 w.run(rx)
             });
-            // SIGHUP: re-read the keys (a configuration reload is not implemented yet).
+            // SIGHUP: re-read the keys (the topology reloads the configuration on the same signal).
             let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
                 .map_err(|e| tracing::warn!(error = %e, "cannot listen for SIGHUP; keys are still re-read when their files change"))
                 .ok();
