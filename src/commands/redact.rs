@@ -136,7 +136,9 @@ mod tests {
         assert_eq!(c.total(), 2);
         assert_eq!(
             stats_line(&c),
-            "redactions: total=2 card=1 iban=0 bank_account=0 url_credentials=1 keyword=0 pattern=0"
+            "redactions: total=2 card=1 iban=0 bank_account=0 url_credentials=1 authorization=0 aws_access_key=0 \
+             aws_secret_key=0 private_key=0 jwt=0 connection_string=0 secret_field=0 prefixed_token=0 keyword=0 \
+             pattern=0"
         );
     }
 

@@ -115,8 +115,11 @@ impl RedactConfig {
                 .iter()
                 .map(|n| {
                     Detector::from_name(n).filter(|d| Detector::BUILT_IN.contains(d)).ok_or_else(|| {
+                        let names: Vec<String> =
+                            Detector::BUILT_IN.iter().map(|d| format!("`{}`", d.name())).collect();
                         anyhow::anyhow!(
-                            "unknown detector `{n}` in `detectors`, expected any of `card`, `iban`, `bank_account`, `url_credentials`"
+                            "unknown detector `{n}` in `detectors`, expected any of {}",
+                            names.join(", ")
                         )
                     })
                 })
@@ -284,11 +287,19 @@ pub struct RedactTransform {
 }
 
 /// Metric names per detector, so counting allocates nothing.
-const COUNTERS: [&str; 6] = [
+const COUNTERS: [&str; Detector::COUNT] = [
     "redactions.card",
     "redactions.iban",
     "redactions.bank_account",
     "redactions.url_credentials",
+    "redactions.authorization",
+    "redactions.aws_access_key",
+    "redactions.aws_secret_key",
+    "redactions.private_key",
+    "redactions.jwt",
+    "redactions.connection_string",
+    "redactions.secret_field",
+    "redactions.prefixed_token",
     "redactions.keyword",
     "redactions.pattern",
 ];
