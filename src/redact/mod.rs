@@ -429,6 +429,23 @@ impl Redactor {
         self.redact_str(value, counts)
     }
 
+    /// Whether detector `d` is on.
+    pub fn detects(&self, d: Detector) -> bool {
+        self.on.get(d as usize).copied().unwrap_or(false)
+    }
+
+    /// The mask of a whole value that `det` found by other means (a line of a PEM block that a
+    /// line source split into records); counted when `count`.
+    pub fn mask_value(&self, det: Detector, value: &str, counts: &mut Counts, count: bool) -> String {
+        let mut out = Vec::with_capacity(8);
+        self.mask.write(det, value.as_bytes(), &mut out);
+        if count {
+            counts.bump(det);
+        }
+        // The mask is ASCII; the lossy conversion is a guard.
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
     /// A stream that redacts input given in chunks.
     pub fn stream(self: &std::sync::Arc<Self>) -> Stream {
         Stream::new(self.clone())

@@ -35,7 +35,7 @@ use crate::component::{
 };
 use crate::event::visit::{Field, Place, TextVisitor, visit_event};
 use crate::event::{Batch, Event, KeyValue, LogRecord, SourceId, Value, attr, find_attr};
-use crate::redact::{Counts, Detector, Mask, Options, Redactor, Stream};
+use crate::redact::{Counts, Detector, Mask, Options, Redactor, Stream, credentials};
 
 pub const KIND: TransformKind = TransformKind {
     name: "redact",
@@ -283,6 +283,11 @@ pub struct RedactTransform {
     evictions: u64,
     /// Records emitted for evicted lines, not yet handed out.
     extra: Vec<Event>,
+    /// Line streams inside a PEM private key block: a record held `-----BEGIN … PRIVATE
+    /// KEY-----` and no `-----END`, so the next records of the same stream are its body and are
+    /// masked until the `-----END` line (or [`crate::redact::credentials::MAX_PEM`] bytes), with
+    /// the bytes masked so far. At most `max_open_lines` blocks are open at once.
+    pem_open: HashMap<StreamKey, usize>,
     out: Vec<u8>,
 }
 
@@ -349,6 +354,7 @@ impl RedactTransform {
             tick: 0,
             evictions: 0,
             extra: Vec::new(),
+            pem_open: HashMap::new(),
             out: Vec::new(),
         }
     }
@@ -356,6 +362,11 @@ impl RedactTransform {
     /// Redacts one event in place; returns its redactions.
     pub fn redact_event(&mut self, e: &mut Event) -> Counts {
         let mut c = Counts::default();
+        if let Event::Log(l) = e {
+            if !self.pem_open.is_empty() {
+                self.pem_body(l, &mut c);
+            }
+        }
         let skip_body = match e {
             Event::Log(l) => self.line(l, &mut c),
             Event::Span(_) => false,
@@ -363,6 +374,17 @@ impl RedactTransform {
         visit_event(e, &mut Redacting { r: &self.r, counts: &mut c, skip_body });
         match e {
             Event::Log(l) => {
+                if self.r.detects(Detector::PrivateKey) && credentials::unterminated_pem(l.body.as_bytes()) {
+                    let key = stream_key(l);
+                    if self.pem_open.len() < self.limits.max_open_lines || self.pem_open.contains_key(&key) {
+                        self.pem_open.insert(key, 0);
+                    } else {
+                        tracing::warn!(
+                            open_blocks = self.pem_open.len(),
+                            "redact: too many PEM private key blocks open at once (max_open_lines); this block's body lines are redacted one by one"
+                        );
+                    }
+                }
                 typed_body(&self.r, l, &mut c);
                 l.redactions = l.redactions.saturating_add(c.total() as u32);
             }
@@ -470,6 +492,27 @@ impl RedactTransform {
         );
     }
 
+    /// Masks a record of a stream inside a PEM private key block: the whole body, or what comes
+    /// before the `-----END` marker, which closes the block. One block counts once, here, at
+    /// its first body record.
+    fn pem_body(&mut self, l: &mut LogRecord, c: &mut Counts) {
+        let key = stream_key(l);
+        let Some(seen) = self.pem_open.get_mut(&key) else { return };
+        let first = *seen == 0;
+        let end = credentials::pem_end(l.body.as_bytes());
+        let body_len = end.unwrap_or(l.body.len());
+        let secret = l.body[..body_len].trim();
+        if !secret.is_empty() {
+            *seen += body_len;
+            let rest = l.body[body_len..].to_owned();
+            let masked = self.r.mask_value(Detector::PrivateKey, secret, c, first);
+            l.body = masked + &rest;
+        }
+        if end.is_some() || *seen > credentials::MAX_PEM {
+            self.pem_open.remove(&key);
+        }
+    }
+
     /// Lines in progress and the bytes they hold (for tests and metrics).
     pub fn open_lines(&self) -> (usize, usize) {
         (self.streams.len(), self.held)
@@ -545,6 +588,7 @@ impl Transform for RedactTransform {
     /// hold becomes one last record per stream.
     fn flush(&mut self, cx: &TransformContext) -> Option<Batch> {
         self.evicted.clear();
+        self.pem_open.clear();
         if self.streams.is_empty() && self.extra.is_empty() {
             return None;
         }
@@ -728,6 +772,53 @@ mod tests {
         assert!(!format!("{fwd:?}").contains(card), "{fwd:?}");
         let body = fwd.resource_logs[0].scope_logs[0].log_records[0].body.clone();
         assert!(!format!("{body:?}").contains("4111111111111111") && !format!("{body:?}").contains("4.111"));
+    }
+
+    /// Issue 12: a line source splits a PEM private key block into one record per line; the
+    /// records between the markers are its body and are masked, per stream.
+    #[test]
+    fn pem_block_split_into_records_is_masked() {
+        let mut t = transform(&RedactConfig::default());
+        let c = cx();
+        let lines = [
+            "key follows",
+            "-----BEGIN RSA PRIVATE KEY-----",
+            "MIIEowIBAAKCAQEAq2Zs",
+            "",
+            "zV/abc==",
+            "-----END RSA PRIVATE KEY-----",
+            "MIIEowIBAAKCAQEAq2Zs after the block",
+        ];
+        let mut events: Vec<Event> = lines.iter().map(|l| log(l, false)).collect();
+        // A record of another stream in the middle is not part of the block.
+        let mut other = log("other MIIE", false);
+        if let Event::Log(l) = &mut other {
+            l.source = "other".into();
+        }
+        events.insert(3, other);
+        let out = t.transform(Arc::new(events), &c).unwrap();
+        let bodies: Vec<&str> = out.iter().map(body).collect();
+        assert_eq!(
+            bodies,
+            [
+                "key follows",
+                "-----BEGIN RSA PRIVATE KEY-----",
+                "****",
+                "other MIIE",
+                "",
+                "****",
+                "-----END RSA PRIVATE KEY-----",
+                "MIIEowIBAAKCAQEAq2Zs after the block",
+            ]
+        );
+        assert_eq!(c.metrics.get("redactions.private_key"), 1);
+        assert!(t.pem_open.is_empty());
+        // Off when the detector is off.
+        let mut t =
+            transform(&RedactConfig { detectors: Some(vec!["card".into()]), ..RedactConfig::default() });
+        let events: Vec<Event> = lines.iter().map(|l| log(l, false)).collect();
+        let out = t.transform(Arc::new(events), &c).unwrap();
+        assert_eq!(body(&out[2]), "MIIEowIBAAKCAQEAq2Zs");
     }
 
     #[test]
