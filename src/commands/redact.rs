@@ -30,16 +30,23 @@ pub struct RedactArgs {
     /// Keyring directory, for `hmac_key` (default: as for `run`).
     #[arg(long, env = "SEALTRAIL_KEYS")]
     pub keys: Option<PathBuf>,
+    /// A CloudWatch Logs data protection policy (JSON): its `Deidentify` identifiers choose the
+    /// detectors (see README, "CloudWatch data protection policies").
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
     /// Print the number of redactions per detector to standard error at the end.
     #[arg(long)]
     pub stats: bool,
 }
 
 pub fn run(args: RedactArgs) -> anyhow::Result<ExitCode> {
-    let cfg = match &args.config {
+    let mut cfg = match &args.config {
         Some(p) => load_config(p).map_err(config_error)?,
         None => RedactConfig::default(),
     };
+    if let Some(p) = &args.policy {
+        cfg.policy = Some(p.clone());
+    }
     let keys_dir = args.keys.clone().unwrap_or_else(crate::config::default_keys_dir);
     let redactor = Arc::new(cfg.redactor(&keys_dir).map_err(config_error)?);
     let counts = filter(&redactor, std::io::stdin().lock(), std::io::stdout().lock())?;

@@ -42,6 +42,7 @@ pub mod iban;
 pub mod keys;
 mod mask;
 pub mod naive;
+pub mod policy;
 pub mod stream;
 pub mod url_credentials;
 

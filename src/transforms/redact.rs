@@ -51,6 +51,11 @@ pub struct RedactConfig {
     /// `url_credentials`. Default: all of them.
     #[serde(default)]
     pub detectors: Option<Vec<String>>,
+    /// A CloudWatch Logs data protection policy (the JSON document `PutDataProtectionPolicy`
+    /// takes): its `Deidentify` identifiers choose the detectors and add patterns
+    /// ([`crate::redact::policy`]). Exclusive with `detectors`.
+    #[serde(default)]
+    pub policy: Option<PathBuf>,
     /// What a secret becomes: `mask` (default, `****`), `last4` (`****1111` for numbers) or
     /// `hmac` (`[card:5f2a9c1e]`, needs `hmac_key` or `hmac_key_file`).
     #[serde(default)]
@@ -92,6 +97,7 @@ impl Default for RedactConfig {
     fn default() -> RedactConfig {
         RedactConfig {
             detectors: None,
+            policy: None,
             mask: Mask::default(),
             keywords: Vec::new(),
             patterns: Vec::new(),
@@ -134,12 +140,25 @@ impl RedactConfig {
             }
             _ => None,
         };
+        let mut patterns = self.patterns.clone();
+        let detectors = match &self.policy {
+            None => detectors,
+            Some(_) if self.detectors.is_some() => anyhow::bail!("set `detectors` or `policy`, not both"),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read policy {}", path.display()))?;
+                let p = crate::redact::policy::parse(&text)
+                    .map_err(|e| anyhow::anyhow!("policy {}: {e}", path.display()))?;
+                patterns.extend(p.patterns);
+                p.detectors
+            }
+        };
         let opts = Options {
             detectors,
             mask: self.mask,
             hmac_key,
             keywords: self.keywords.clone(),
-            patterns: self.patterns.clone(),
+            patterns,
             bank_account_keywords: self.bank_account_keywords.clone(),
             query_params: self.query_params.clone(),
         };
