@@ -13,8 +13,9 @@
 //!
 //! # How they are found
 //!
-//! One Aho-Corasick automaton (ASCII case ignored) finds every *anchor* ([`ANCHORS`]: key
-//! words such as `password`, `authorization`, the token prefixes, `eyJ`, `-----BEGIN `); a
+//! One Aho-Corasick automaton finds every *anchor* ([`anchor_strings`]: key words such as
+//! `password`, `Password`, `PASSWORD`, `authorization`, the token prefixes, `eyJ`,
+//! `-----BEGIN `); it matches bytes exactly, so it keeps its SIMD (Teddy) prefilter, and a
 //! line holding none costs that one scan and allocates nothing. Each anchor is then parsed by
 //! [`at_anchor`], which the naive reference also calls at every byte position, so the
 //! automaton is tested to find every anchor.
@@ -127,10 +128,39 @@ enum Anchor {
     Token(usize),
 }
 
-/// Every anchor with its kind; the automaton's pattern ids index this.
-fn anchors() -> Vec<(String, Anchor)> {
-    let mut v: Vec<(String, Anchor)> = KEY_ANCHORS.iter().map(|k| (k.to_string(), Anchor::Key)).collect();
-    v.push(("authorization".into(), Anchor::Authorization));
+/// The spellings of a key word anchor that are looked for: lower case, Capitalized (also a
+/// camelCase hump: `dbPassword`, `clientSecret`) and UPPER case. The automaton matches bytes
+/// exactly, which keeps its SIMD prefilter; `PassWord` is not found.
+fn spellings(word: &str) -> [String; 3] {
+    let mut cap = word.to_owned();
+    cap[..1].make_ascii_uppercase();
+    [word.to_owned(), cap, word.to_ascii_uppercase()]
+}
+
+/// camelCase spellings of multi-word key anchors.
+const CAMEL_ANCHORS: &[&str] = &[
+    "apiKey",
+    "ApiKey",
+    "Api-Key",
+    "Api_Key",
+    "accountKey",
+    "AccountKey",
+    "sharedAccessKey",
+    "SharedAccessKey",
+];
+
+/// Every anchor spelling with its kind, built once; the automaton's pattern ids index this.
+static ANCHORS: std::sync::LazyLock<Vec<(String, Anchor)>> = std::sync::LazyLock::new(build_anchors);
+
+fn anchors() -> &'static [(String, Anchor)] {
+    &ANCHORS
+}
+
+fn build_anchors() -> Vec<(String, Anchor)> {
+    let mut v: Vec<(String, Anchor)> =
+        KEY_ANCHORS.iter().flat_map(|k| spellings(k)).map(|k| (k, Anchor::Key)).collect();
+    v.extend(CAMEL_ANCHORS.iter().map(|k| (k.to_string(), Anchor::Key)));
+    v.extend(spellings("authorization").into_iter().map(|k| (k, Anchor::Authorization)));
     v.push(("AKIA".into(), Anchor::AwsKeyId));
     v.push(("ASIA".into(), Anchor::AwsKeyId));
     v.push(("eyJ".into(), Anchor::Jwt));
@@ -143,7 +173,7 @@ fn anchors() -> Vec<(String, Anchor)> {
 
 /// The anchors, for documentation and the baseline: every string the automaton looks for.
 pub fn anchor_strings() -> Vec<String> {
-    anchors().into_iter().map(|(s, _)| s).collect()
+    anchors().iter().map(|(s, _)| s.clone()).collect()
 }
 
 /// The compiled anchor automaton.
@@ -164,7 +194,6 @@ impl Credentials {
     pub(crate) fn new() -> Result<Credentials, BuildError> {
         let list = anchors();
         let ac = AhoCorasick::builder()
-            .ascii_case_insensitive(true)
             .match_kind(MatchKind::Standard)
             .kind(Some(AhoCorasickKind::DFA))
             .build(list.iter().map(|(s, _)| s.as_bytes()))
@@ -206,8 +235,8 @@ impl Credentials {
 pub(crate) fn at_position(buf: &[u8], x: usize, eof: bool, on: &On, out: &mut Vec<Cand>) -> Result<(), ()> {
     let mut r = Ok(());
     for (s, kind) in anchors() {
-        let s = s.as_bytes();
-        if buf.len() - x >= s.len() && buf[x..x + s.len()].eq_ignore_ascii_case(s) {
+        let (s, kind) = (s.as_bytes(), *kind);
+        if buf[x..].starts_with(s) {
             if at_anchor(buf, x, s.len(), kind, eof, on, 0, out).is_err() {
                 r = Err(());
             }
@@ -606,9 +635,7 @@ fn key_value(
 /// The offset of the first key anchor inside `key`.
 fn first_anchor_in(key: &[u8]) -> Option<usize> {
     (0..key.len()).find(|&i| {
-        KEY_ANCHORS
-            .iter()
-            .any(|k| key.len() - i >= k.len() && key[i..i + k.len()].eq_ignore_ascii_case(k.as_bytes()))
+        anchors().iter().any(|(k, kind)| *kind == Anchor::Key && key[i..].starts_with(k.as_bytes()))
     })
 }
 
