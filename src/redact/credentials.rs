@@ -663,9 +663,15 @@ fn authorization(buf: &[u8], a: usize, len: usize, eof: bool, push: Found<'_>) -
     } else {
         value_end(buf, v, q, false, eof)?
     };
+    auth_value(buf, v, end, push);
+    Ok(())
+}
+
+/// The credentials of the `Authorization` value `buf[v..end]`.
+fn auth_value(buf: &[u8], v: usize, end: usize, push: Found<'_>) {
     let value = &buf[v..end];
     if is_non_secret_value(value) {
-        return Ok(());
+        return;
     }
     let scheme_len = value.iter().take_while(|&&b| b.is_ascii_alphanumeric() || b == b'-').count();
     let after_scheme = value.get(scheme_len).copied();
@@ -673,7 +679,7 @@ fn authorization(buf: &[u8], a: usize, len: usize, eof: bool, push: Found<'_>) -
         // No scheme: the value is the credential.
         let e = v + value.iter().position(|&b| ends_value(b)).unwrap_or(value.len());
         push(cand(v, e, 0, Detector::Authorization));
-        return Ok(());
+        return;
     }
     let scheme = &value[..scheme_len];
     let rest = v + scheme_len + 1;
@@ -692,7 +698,15 @@ fn authorization(buf: &[u8], a: usize, len: usize, eof: bool, push: Found<'_>) -
             push(cand(s, e, 0, Detector::Authorization));
         }
     }
-    Ok(())
+}
+
+/// The credentials in a structured field whose key names an `Authorization` header
+/// (`http.request.header.authorization`): the value is the header value (`Bearer abc`).
+pub(crate) fn keyed_authorization(key: &str, value: &[u8], out: &mut Vec<Cand>) {
+    if classify_key(key.as_bytes()) == SecretKey::Authorization {
+        // The value is the header value alone: it runs to its end.
+        auth_value(value, 0, value.len(), &mut |c| out.push(c));
+    }
 }
 
 /// The values of the `name=value` parameters in `buf[s..e]` whose name is in `names`
@@ -1210,6 +1224,12 @@ mod tests {
             r.redact_keyed(Some("aws_secret_access_key"), "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", &mut c),
             "****"
         );
+        assert_eq!(
+            r.redact_keyed(Some("http.request.header.authorization"), "Bearer abc.def", &mut c),
+            "Bearer ****"
+        );
+        assert_eq!(r.redact_keyed(Some("Authorization"), "abc123", &mut c), "****");
+        assert_eq!(c.get(Detector::Authorization), 2);
         assert_eq!(r.redact_keyed(Some("password_reset"), "true", &mut c), "true");
         assert_eq!(r.redact_keyed(Some("password"), "", &mut c), "");
         assert_eq!(r.redact_keyed(Some("token_count"), "5", &mut c), "5");

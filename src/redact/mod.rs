@@ -418,6 +418,17 @@ impl Redactor {
                 );
             }
         }
+        if let (Some(k), true) = (key, self.on[Detector::Authorization as usize]) {
+            let mut cands = Vec::new();
+            credentials::keyed_authorization(k, value.as_bytes(), &mut cands);
+            if !cands.is_empty() {
+                let mut out = Vec::with_capacity(value.len());
+                let n = select(&mut cands, usize::MAX);
+                self.write(value.as_bytes(), 0, value.len(), &cands[..n], &mut out, counts);
+                // Only ASCII was replaced, so `out` is UTF-8; the lossy conversion is a guard.
+                return Cow::Owned(String::from_utf8_lossy(&out).into_owned());
+            }
+        }
         if let Some(det) = key.and_then(|k| credentials::keyed_detector(k, value)) {
             if self.on[det as usize] && !credentials::is_non_secret_value(value.as_bytes()) {
                 let mut out = Vec::with_capacity(4);
