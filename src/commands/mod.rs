@@ -6,6 +6,7 @@ pub mod lambda;
 pub mod query;
 pub mod redact;
 pub mod run;
+pub mod scan;
 pub mod segments;
 pub mod tail;
 pub mod top;
