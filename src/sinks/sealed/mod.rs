@@ -27,8 +27,8 @@ mod kms;
 pub mod retention;
 pub mod wal;
 
+use crate::component::{Ack, Received, SinkContext, SinkInput};
 use crate::component::{BoxFuture, BuildContext, Sink, SinkConfig, SinkKind, parse_sink};
-use crate::component::{Received, SinkContext, SinkInput};
 use crate::event::{Batch, Event, Signal};
 use crate::keys::{KeyChain, Keyring, KmsOptions, LocalProvider, check_ref, is_kms_ref};
 use crate::metrics::ComponentMetrics;
@@ -116,6 +116,11 @@ const BATCH_ROWS: usize = 8192;
 const GROUP_COMMIT_BATCHES: usize = 16;
 
 impl SinkConfig for SealedConfig {
+    /// With the log on, a batch is acknowledged once it is in the fsynced log.
+    fn durable(&self) -> bool {
+        self.wal
+    }
+
     fn build(&self, cx: &BuildContext<'_>) -> anyhow::Result<Box<dyn Sink>> {
         anyhow::ensure!(self.max_rows > 0, "`max_rows` must be at least 1");
         anyhow::ensure!(self.max_bytes >= 64 * 1024, "`max_bytes` must be at least 65536");
@@ -201,7 +206,9 @@ pub struct SealedSink {
 pub const RETENTION_INTERVAL: Duration = Duration::from_secs(600);
 
 enum Msg {
-    Batch(Batch),
+    /// A batch, with its acknowledgement share when its source asked for one: resolved once
+    /// the batch is in the fsynced log (see `component::ack`).
+    Batch(Batch, Option<Ack>),
     Tick,
     /// Seal every open segment now (the Lambda flush policies `end` and `periodic`).
     SealAll,
@@ -264,6 +271,7 @@ impl Sink for SealedSink {
                     }
                 })
             });
+            let durable = self.wal.is_some();
             let tick = (self.max_age / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
             // With the log on, a few more batches may wait so that one fsync covers them all.
             let (tx, rx) = mpsc::channel::<Msg>(if self.wal.is_some() { GROUP_COMMIT_BATCHES } else { 2 });
@@ -284,9 +292,17 @@ impl Sink for SealedSink {
             // behind the records they cover, so those records are in the segments sealed.
             loop {
                 let msg = tokio::select! {
-                    r = input.recv_or_seal() => match r {
-                        Some(Received::Batch(b)) => Msg::Batch(b),
-                        Some(Received::Seal) => Msg::SealAll,
+                    r = input.recv_acked() => match r {
+                        // Without the log the sink promises nothing across a crash: the
+                        // share is resolved on receipt.
+                        Some((Received::Batch(b), ack)) if !durable => {
+                            if let Some(a) = ack {
+                                a.resolve();
+                            }
+                            Msg::Batch(b, None)
+                        }
+                        Some((Received::Batch(b), ack)) => Msg::Batch(b, ack),
+                        Some((_, _)) => Msg::SealAll,
                         None => break,
                     },
                     _ = interval.tick() => Msg::Tick,
@@ -432,12 +448,16 @@ impl Writer {
         let mut pending = None;
         while let Some(msg) = pending.take().or_else(|| rx.blocking_recv()) {
             match msg {
-                Msg::Batch(b) if self.wal.is_some() => {
+                Msg::Batch(b, ack) if self.wal.is_some() => {
                     // Group commit: the batches already waiting share one fsync.
                     let mut group = vec![b];
+                    let mut acks: Vec<Ack> = ack.into_iter().collect();
                     while group.len() < GROUP_COMMIT_BATCHES {
                         match rx.try_recv() {
-                            Ok(Msg::Batch(b)) => group.push(b),
+                            Ok(Msg::Batch(b, ack)) => {
+                                group.push(b);
+                                acks.extend(ack);
+                            }
                             Ok(other) => {
                                 pending = Some(other);
                                 break;
@@ -445,9 +465,10 @@ impl Writer {
                             Err(_) => break,
                         }
                     }
-                    self.push_logged(&group)?;
+                    // On an error the shares drop unresolved: their sources answer "retry".
+                    self.push_logged(&group, acks)?;
                 }
-                Msg::Batch(b) => self.push(&b)?,
+                Msg::Batch(b, _) => self.push(&b)?,
                 Msg::Tick => self.rotate_aged()?,
                 Msg::SealAll => {
                     for i in 0..self.open.len() {
@@ -468,7 +489,9 @@ impl Writer {
 
     /// Appends the batches to the log, makes them durable with one fsync, then builds
     /// segments from them; seals everything first when the log is over its bound.
-    fn push_logged(&mut self, group: &[Batch]) -> anyhow::Result<()> {
+    /// The acknowledgement shares of the group are resolved right after the fsync: from
+    /// then on a crash loses nothing of those batches (the next start replays them).
+    fn push_logged(&mut self, group: &[Batch], acks: Vec<Ack>) -> anyhow::Result<()> {
         let Some(wal) = self.wal.as_mut() else { return Ok(()) };
         let mut gens = Vec::with_capacity(group.len());
         for b in group {
@@ -476,6 +499,12 @@ impl Writer {
         }
         wal.commit()?;
         self.metrics.add("wal_fsyncs", 1);
+        if !acks.is_empty() {
+            self.metrics.add("acknowledged_batches", acks.len() as u64);
+        }
+        for a in acks {
+            a.resolve();
+        }
         for (b, g) in group.iter().zip(gens) {
             self.batch_gen = Some(g);
             self.push(b)?;
