@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
+use super::ack::{Ack, AckWait};
 use super::globals::GlobalOptions;
 use super::shutdown::Shutdown;
 use crate::event::{Batch, Event};
@@ -19,6 +20,11 @@ pub enum Message {
     /// Every batch sent before this message on its path has been delivered: a sink that holds
     /// open segments seals them now. Transforms pass it on untouched, in order.
     Seal,
+    /// A batch from a source with `acknowledgements = true`, with this consumer's share of its
+    /// token (see [`super::ack`]). Sinks never see this variant from [`SinkInput::recv_or_seal`]
+    /// and the other plain receives: they resolve the share on receipt and hand over a
+    /// `Batch`; only [`SinkInput::recv_acked`] gives the share to the sink.
+    Acked(Batch, Ack),
 }
 
 /// What a sink receives (the name sinks match on).
@@ -100,7 +106,42 @@ impl Fanout {
         self.send_message(Message::Batch(batch)).await
     }
 
+    /// Sends a batch with a new acknowledgement token to every consumer, waiting for room; the
+    /// returned wait ends once every consumer is done with it (see [`super::ack`]). An empty
+    /// batch is not sent and its wait answers delivered at once.
+    ///
+    /// # Errors
+    /// [`Closed`] when no consumer is left.
+    pub async fn send_acked(&mut self, batch: Batch) -> Result<AckWait, Closed> {
+        let (ack, wait) = Ack::new();
+        self.send_with(batch, Some(ack)).await?;
+        Ok(wait)
+    }
+
+    /// Sends a batch carrying `ack` (a transform passes on the token of the batch it came
+    /// from), or a plain batch without one. An empty batch resolves the token: nothing of it
+    /// is left to deliver.
+    ///
+    /// # Errors
+    /// [`Closed`] when no consumer is left.
+    pub async fn send_with(&mut self, batch: Batch, ack: Option<Ack>) -> Result<(), Closed> {
+        if batch.is_empty() {
+            if let Some(a) = ack {
+                a.resolve();
+            }
+            return Ok(());
+        }
+        self.count(&batch);
+        match ack {
+            Some(a) => self.send_message(Message::Acked(batch, a)).await,
+            None => self.send_message(Message::Batch(batch)).await,
+        }
+    }
+
     /// Sends one message to every consumer, waiting for room; drops consumers that are gone.
+    /// Each consumer gets its own share of an acknowledgement token; the share of a consumer
+    /// that is gone drops unresolved (the batch did not reach it), and the sender's own share
+    /// is resolved once every consumer has one.
     async fn send_message(&mut self, message: Message) -> Result<(), Closed> {
         let mut delivered = 0;
         for s in self.routes.snapshot() {
@@ -109,6 +150,9 @@ impl Fanout {
             } else {
                 delivered += 1;
             }
+        }
+        if let Message::Acked(_, a) = message {
+            a.resolve();
         }
         if delivered == 0 { Err(Closed) } else { Ok(()) }
     }
@@ -131,7 +175,22 @@ impl Fanout {
     /// Sends a batch only if every consumer has room now; otherwise gives it back. An empty
     /// batch is accepted and not sent, as with [`Fanout::send`].
     pub fn try_send(&mut self, batch: Batch) -> Result<(), Full> {
+        self.try_send_with(batch, None)
+    }
+
+    /// [`Fanout::try_send`] with a new acknowledgement token: the returned wait ends once
+    /// every consumer is done with the batch (see [`super::ack`]).
+    pub fn try_send_acked(&mut self, batch: Batch) -> Result<AckWait, Full> {
+        let (ack, wait) = Ack::new();
+        self.try_send_with(batch, Some(ack))?;
+        Ok(wait)
+    }
+
+    fn try_send_with(&mut self, batch: Batch, ack: Option<Ack>) -> Result<(), Full> {
         if batch.is_empty() {
+            if let Some(a) = ack {
+                a.resolve();
+            }
             return Ok(());
         }
         let senders = self.routes.snapshot();
@@ -139,12 +198,24 @@ impl Fanout {
         for s in &senders {
             match s.try_reserve() {
                 Ok(p) => permits.push(p),
-                Err(_) => return Err(Full(batch)),
+                Err(_) => {
+                    // Not sent anywhere: the caller answers "retry later" itself.
+                    if let Some(a) = ack {
+                        a.resolve();
+                    }
+                    return Err(Full(batch));
+                }
             }
         }
         self.count(&batch);
         for p in permits {
-            p.send(Message::Batch(batch.clone()));
+            match &ack {
+                Some(a) => p.send(Message::Acked(batch.clone(), a.clone())),
+                None => p.send(Message::Batch(batch.clone())),
+            }
+        }
+        if let Some(a) = ack {
+            a.resolve();
         }
         Ok(())
     }
@@ -187,9 +258,22 @@ impl SinkInput {
 
     /// The next batch or seal order, or `None` once every upstream component has finished.
     /// Only sinks that hold data across batches (the `sealed` sink) need the seal orders.
+    /// An acknowledgement share that came with the batch is resolved here: the sink promises
+    /// nothing across a crash.
     pub async fn recv_or_seal(&mut self) -> Option<Message> {
+        let (m, ack) = self.recv_acked().await?;
+        if let Some(a) = ack {
+            a.resolve();
+        }
+        Some(m)
+    }
+
+    /// For a durable sink: the next batch (as `Message::Batch`) or seal order with the
+    /// acknowledgement share that came with the batch, which the sink resolves once the batch
+    /// is durable, or drops unresolved if it cannot make it durable.
+    pub async fn recv_acked(&mut self) -> Option<(Message, Option<Ack>)> {
         let m = self.rx.recv().await?;
-        Some(self.received(m))
+        Some(self.received_acked(m))
     }
 
     /// The next batch, or `None` once every upstream component has finished. Seal orders
@@ -224,12 +308,25 @@ impl SinkInput {
         }
     }
 
-    /// Counts a batch in as it is handed to the sink.
+    /// Counts a batch in as it is handed to the sink; resolves its acknowledgement share.
     fn received(&self, m: Message) -> Message {
+        let (m, ack) = self.received_acked(m);
+        if let Some(a) = ack {
+            a.resolve();
+        }
+        m
+    }
+
+    /// Counts a batch in as it is handed to the sink; splits off its acknowledgement share.
+    fn received_acked(&self, m: Message) -> (Message, Option<Ack>) {
+        let (m, ack) = match m {
+            Message::Acked(b, a) => (Message::Batch(b), Some(a)),
+            m => (m, None),
+        };
         if let Message::Batch(b) = &m {
             let bytes: usize = b.iter().map(Event::size_estimate).sum();
             self.metrics.add_in(b.len(), bytes);
         }
-        m
+        (m, ack)
     }
 }

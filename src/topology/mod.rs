@@ -120,7 +120,36 @@ pub fn build_with(config: &Config, lambda: Option<&Arc<LambdaHandle>>) -> Result
             Err(e) => errors.push(err("sinks", &s.id, &s.origin, e)),
         }
     }
+    for s in &config.sources {
+        if s.config.acknowledgements() && !reaches_durable_sink(config, &s.id) {
+            errors.push(err(
+                "sources",
+                &s.id,
+                &s.origin,
+                anyhow::anyhow!(
+                    "`acknowledgements = true` needs a durable sink downstream (a `sealed` sink with `wal = true`), and none of this source's sinks is one"
+                ),
+            ));
+        }
+    }
     if errors.is_empty() { Ok(built) } else { Err(ConfigErrors(errors)) }
+}
+
+/// Whether a sink whose [`durable`](crate::component::SinkConfig::durable) is `true` is
+/// downstream of component `from`, through any transforms.
+fn reaches_durable_sink(config: &Config, from: &str) -> bool {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut todo = vec![from.to_owned()];
+    while let Some(id) = todo.pop() {
+        if !seen.insert(id.clone()) {
+            continue;
+        }
+        if config.sinks.iter().any(|s| s.config.durable() && s.inputs.contains(&id)) {
+            return true;
+        }
+        todo.extend(config.transforms.iter().filter(|t| t.inputs.contains(&id)).map(|t| t.id.clone()));
+    }
+    false
 }
 
 /// How a run ended.
@@ -712,8 +741,10 @@ async fn run_transform(
     cx: TransformContext,
 ) -> anyhow::Result<()> {
     while let Some(message) = rx.recv().await {
-        let batch = match message {
-            Message::Batch(b) => b,
+        let (batch, ack) = match message {
+            Message::Batch(b) => (b, None),
+            // The token travels with what the batch became (see `component::ack`).
+            Message::Acked(b, a) => (b, Some(a)),
             // Passed on in order, never transformed.
             Message::Seal => {
                 out.send_seal().await?;
@@ -722,8 +753,14 @@ async fn run_transform(
         };
         let bytes: usize = batch.iter().map(crate::event::Event::size_estimate).sum();
         cx.metrics.add_in(batch.len(), bytes);
-        if let Some(b) = transform.transform(batch, &cx) {
-            out.send(b).await?;
+        match transform.transform(batch, &cx) {
+            Some(b) => out.send_with(b, ack).await?,
+            // Dropped on purpose (filtered): nothing of it is left to deliver.
+            None => {
+                if let Some(a) = ack {
+                    a.resolve();
+                }
+            }
         }
     }
     if let Some(b) = transform.flush(&cx) {
@@ -816,6 +853,75 @@ mod tests {
         task.await.unwrap().unwrap();
         let mut input = SinkInput::new(sink_rx, metrics);
         assert!(input.recv().await.is_none());
+    }
+
+    /// Issue 15, end-to-end acknowledgements: a batch fanned out to two sinks through a
+    /// transform is delivered once both shares are resolved; a batch a transform drops
+    /// counts as done; a share left in a channel that is dropped (a sink that stopped)
+    /// fails the batch.
+    #[tokio::test]
+    async fn acknowledgement_tokens_follow_the_batch_through_transforms_to_every_sink() {
+        use crate::component::AckStatus;
+        let metrics = Arc::new(ComponentMetrics::new("t"));
+        let (src_tx, src_rx) = mpsc::channel(4);
+        let (a_tx, a_rx) = mpsc::channel(4);
+        let (b_tx, b_rx) = mpsc::channel(4);
+        let mut source = Fanout::new(vec![src_tx], metrics.clone());
+        let cx = TransformContext { id: "t".into(), metrics: metrics.clone() };
+        let task = tokio::spawn(run_transform(
+            Box::new(PassThrough),
+            src_rx,
+            Fanout::new(vec![a_tx, b_tx], metrics.clone()),
+            cx,
+        ));
+        let wait = source.send_acked(Arc::new(vec![log("a")])).await.unwrap();
+        let mut durable = SinkInput::new(a_rx, metrics.clone());
+        let mut plain = SinkInput::new(b_rx, metrics.clone());
+        let (m, share) = durable.recv_acked().await.unwrap();
+        assert!(matches!(m, Message::Batch(b) if b.len() == 1));
+        // The plain sink's share is resolved on receipt; the durable one still holds its own.
+        assert_eq!(plain.recv().await.map(|b| b.len()), Some(1));
+        let pending = tokio::spawn(wait.wait());
+        tokio::task::yield_now().await;
+        assert!(!pending.is_finished(), "delivered before the durable sink resolved its share");
+        share.expect("a share for the durable sink").resolve();
+        assert_eq!(pending.await.unwrap(), AckStatus::Delivered);
+
+        // A durable sink that drops its share unresolved (it failed): the batch failed.
+        let wait = source.send_acked(Arc::new(vec![log("b")])).await.unwrap();
+        let (_, share) = durable.recv_acked().await.unwrap();
+        assert!(plain.recv().await.is_some());
+        drop(share);
+        assert_eq!(wait.wait().await, AckStatus::Failed);
+
+        // A sink that has stopped: the share left in its channel fails the batch.
+        drop(plain);
+        let wait = source.send_acked(Arc::new(vec![log("c")])).await.unwrap();
+        let (_, share) = durable.recv_acked().await.unwrap();
+        share.unwrap().resolve();
+        assert_eq!(wait.wait().await, AckStatus::Failed);
+        drop(source);
+        task.await.unwrap().unwrap();
+
+        // Dropped by a transform (a filter that kept nothing): done.
+        let (src_tx, src_rx) = mpsc::channel(4);
+        let (sink_tx, sink_rx) = mpsc::channel(4);
+        let mut source = Fanout::new(vec![src_tx], metrics.clone());
+        let cx = TransformContext { id: "t".into(), metrics: metrics.clone() };
+        let task = tokio::spawn(run_transform(
+            Box::new(DropAll),
+            src_rx,
+            Fanout::new(vec![sink_tx], metrics.clone()),
+            cx,
+        ));
+        let wait = source.send_acked(Arc::new(vec![log("d")])).await.unwrap();
+        assert_eq!(wait.wait().await, AckStatus::Delivered);
+        // `try_send_acked` (the OTLP path) carries a share too.
+        let wait = source.try_send_acked(Arc::new(vec![log("e")])).unwrap();
+        assert_eq!(wait.wait().await, AckStatus::Delivered);
+        drop(source);
+        task.await.unwrap().unwrap();
+        drop(sink_rx);
     }
 
     /// Issue 11, "one channel message": an empty batch from `try_send` (the OTLP source's
