@@ -90,13 +90,13 @@ fn free_after(b: &[u8], y: usize) -> bool {
 
 /// The longest card number starting at `x`.
 fn naive_card(b: &[u8], x: usize) -> Option<usize> {
-    if !digit(b, x) || !word_start(b, x) {
+    if !digit(b, x) || !card::starts_ok(b, x) {
         return None;
     }
     let mut best = None;
     for y in x + 13..=(x + 19 + 5 * card::MAX_SEP_LEN).min(b.len()) {
         let t = &b[x..y];
-        if !free_after(b, y) {
+        if !card::ends_ok(b, y) {
             continue;
         }
         let digits: Vec<u8> = t.iter().copied().filter(u8::is_ascii_digit).collect();
@@ -104,7 +104,7 @@ fn naive_card(b: &[u8], x: usize) -> Option<usize> {
             continue;
         }
         let shape_ok = if t.iter().all(u8::is_ascii_digit) {
-            true
+            !card::in_hex_id(b, x, y)
         } else {
             // Digit groups and the gaps between them: every gap one whole separator, all of
             // one kind.
@@ -128,7 +128,7 @@ fn naive_card(b: &[u8], x: usize) -> Option<usize> {
                 && kinds.iter().zip(&gaps).all(|(k, g)| k.is_some_and(|(_, len)| len == g.len()))
                 && kinds.iter().all(|k| k.map(|k| k.0) == kinds[0].map(|k| k.0))
         };
-        if shape_ok && card::valid(digits.iter().copied()) && !card::after_id_key(b, x) {
+        if shape_ok && card::valid(digits.iter().copied()) {
             best = Some(y);
         }
     }

@@ -322,11 +322,12 @@ fn issue_12_json_encoded_text() {
         ),
         // Doubly escaped JSON.
         (r#"{\"msg\":\"ok\\n4111111111111111\"}"#, r#"{\"msg\":\"ok\\n****\"}"#),
+        // A Luhn-valid number with an issuer prefix is a card even under an id key.
+        (r#"{\"traceId\":\"4111111111111111\"}"#, r#"{\"traceId\":\"****\"}"#),
     ] {
         check_all_ways(&r, &opts, input, want);
     }
     for input in [
-        r#"{\"traceId\":\"4111111111111111\"}"#,
         r#""\u0020order 4111111111111112""#,
         r#""ts\n1795000000123 \u00201795000000123""#,
         r#""\u0041ccount""#,
@@ -547,5 +548,32 @@ fn card_separators() {
         "4111%201111%201111%201112",
     ] {
         assert_eq!(red(&r, keep), keep);
+    }
+}
+
+#[test]
+fn issue_12_cards_glued_to_letters_and_after_id_keys() {
+    let opts = Options::default();
+    let r = Arc::new(Redactor::new(&opts).unwrap());
+    for (input, want) in [
+        ("cc4111111111111111 ok", "cc**** ok"),
+        ("pan=4111111111111111exp1226", "pan=****exp1226"),
+        ("card:5555555555554444/exp12-26", "card:****/exp12-26"),
+        ("CC4111 1111 1111 1111EXP", "CC****EXP"),
+        ("request_id=4111111111111111", "request_id=****"),
+        ("span_id=2627633960126404", "span_id=****"),
+        ("paid 4111+1111+1111+1111 ok", "paid **** ok"),
+        ("\"msg\":\"cc\\n4111111111111111\"", "\"msg\":\"cc\\n****\""),
+    ] {
+        check_all_ways(&r, &opts, input, want);
+    }
+    for input in [
+        // Hex ids whose digits include a valid-looking run, UUIDs, epochs, failing order ids.
+        "trace_id=4111111111111111aaaaaaaaaaaaaaaa span_id=ab41111111111111",
+        "oid=4111111111111111abcdef01 id=550e8400-e29b-41d4-a716-446655440000",
+        "ts=1795000000123 ns=1795000000123456789 ORD4111111111111112 order=4111111111111112",
+        "x-request-id: 4111111111111112 41111111111111110",
+    ] {
+        check_all_ways(&r, &opts, input, input);
     }
 }
