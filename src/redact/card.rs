@@ -42,7 +42,7 @@ pub(crate) fn next_digit(h: &[u8], mut i: usize) -> Option<usize> {
 }
 
 /// Bit masks of `block` (at most 64 bytes): bit `k` of the first is set when `block[k]` is an
-/// ASCII digit, of the second when it is a capital letter, of the third when it is a URL
+/// ASCII digit, of the second when it is an ASCII letter, of the third when it is a URL
 /// credential trigger (see [`triggers`] and [`super::url_credentials`]). One pass over the
 /// bytes gives every detector its trigger positions.
 #[inline]
@@ -73,7 +73,7 @@ fn masks_scalar(block: &[u8]) -> (u64, u64, u64) {
     let (mut d, mut u, mut t) = (0u64, 0u64, [0u64; 4]);
     for (k, &x) in block.iter().enumerate().take(64) {
         d |= ((x.wrapping_sub(b'0') < 10) as u64) << k;
-        u |= ((x.wrapping_sub(b'A') < 26) as u64) << k;
+        u |= (((x | 0x20).wrapping_sub(b'a') < 26) as u64) << k;
         t[0] |= (matches!(x, b'?' | b'&') as u64) << k;
         t[1] |= ((x == b':') as u64) << k;
         t[2] |= ((x == b'/') as u64) << k;
@@ -103,7 +103,7 @@ fn masks_sse2(b: &[u8; 64]) -> (u64, u64, u64) {
             let v = _mm_loadu_si128(chunk.as_ptr().cast());
             let x = _mm_sub_epi8(v, _mm_set1_epi8(b'0' as i8));
             let dm = _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(x, _mm_set1_epi8(9)), x));
-            let x = _mm_sub_epi8(v, _mm_set1_epi8(b'A' as i8));
+            let x = _mm_sub_epi8(_mm_or_si128(v, _mm_set1_epi8(0x20)), _mm_set1_epi8(b'a' as i8));
             let um = _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(x, _mm_set1_epi8(25)), x));
             let qa = _mm_or_si128(
                 _mm_cmpeq_epi8(v, _mm_set1_epi8(b'?' as i8)),
@@ -136,7 +136,7 @@ unsafe fn masks_avx2(b: &[u8; 64]) -> (u64, u64, u64) {
             let v = _mm256_loadu_si256(chunk.as_ptr().cast());
             let x = _mm256_sub_epi8(v, _mm256_set1_epi8(b'0' as i8));
             let dm = _mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_min_epu8(x, _mm256_set1_epi8(9)), x));
-            let x = _mm256_sub_epi8(v, _mm256_set1_epi8(b'A' as i8));
+            let x = _mm256_sub_epi8(_mm256_or_si256(v, _mm256_set1_epi8(0x20)), _mm256_set1_epi8(b'a' as i8));
             let um = _mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_min_epu8(x, _mm256_set1_epi8(25)), x));
             let qa = _mm256_or_si256(
                 _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'?' as i8)),
@@ -486,9 +486,9 @@ mod tests {
         assert_eq!(digit_mask(b"a1b2"), 0b1010);
         assert_eq!(digit_mask(b""), 0);
         for v in 0..=255u8 {
-            let mut b = [b'x'; 64];
+            let mut b = [b'~'; 64];
             b[33] = v;
-            assert_eq!(masks(&b).1, if v.is_ascii_uppercase() { 1 << 33 } else { 0 }, "byte {v}");
+            assert_eq!(masks(&b).1, if v.is_ascii_alphabetic() { 1 << 33 } else { 0 }, "byte {v}");
             let trigger = matches!(v, b'?' | b'&' | b'\\');
             assert_eq!(masks(&b).2, if trigger { 1 << 33 } else { 0 }, "byte {v}");
         }

@@ -135,32 +135,43 @@ fn naive_card(b: &[u8], x: usize) -> Option<usize> {
     best
 }
 
-/// An IBAN starting at `x`.
+/// An IBAN starting at `x`: for each kind of separator (none, space, dash, NBSP), the
+/// country's number of letters and digits with at most one separator of that kind between
+/// two of them after the check digits.
 fn naive_iban(b: &[u8], x: usize) -> Option<usize> {
     if x + 4 > b.len() || !word_start(b, x) {
         return None;
     }
     let len = super::iban::length_of(&b[x..x + 2])?;
-    for grouped in [false, true] {
-        let span = if grouped { len + (len - 1) / 4 } else { len };
-        let Some(t) = b.get(x..x + span) else { continue };
-        if !free_after(b, x + span) {
+    for sep in [&b""[..], b" ", b"-", "\u{a0}".as_bytes()] {
+        let mut chars = Vec::new();
+        let mut y = x;
+        let mut separated = false;
+        while chars.len() < len {
+            if chars.len() >= 4 && !sep.is_empty() && b[y..].starts_with(sep) {
+                y += sep.len();
+                separated = true;
+            }
+            match b.get(y) {
+                Some(c) if c.is_ascii_alphanumeric() => chars.push(c.to_ascii_uppercase()),
+                _ => break,
+            }
+            y += 1;
+        }
+        if chars.len() < len || !free_after(b, y) {
             continue;
         }
-        let mut chars = Vec::new();
-        let mut ok = true;
-        for (i, &c) in t.iter().enumerate() {
-            if grouped && i % 5 == 4 {
-                ok &= c == b' ';
-            } else {
-                ok &= c.is_ascii_digit() || c.is_ascii_uppercase();
-                chars.push(c);
-            }
-        }
-        ok &= chars[0].is_ascii_uppercase() && chars[1].is_ascii_uppercase();
-        ok &= chars[2].is_ascii_digit() && chars[3].is_ascii_digit();
-        if ok && super::iban::is_valid(std::str::from_utf8(&chars).ok()?) {
-            return Some(x + span);
+        let ok = chars[0].is_ascii_uppercase()
+            && chars[1].is_ascii_uppercase()
+            && chars[2].is_ascii_digit()
+            && chars[3].is_ascii_digit();
+        let hex_id = !separated
+            && b[x].is_ascii_lowercase()
+            && (len == 16 || len == 24)
+            && b[x..y].iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c));
+        // mod 97 on the compact form.
+        if ok && !hex_id && super::iban::is_valid(std::str::from_utf8(&chars).ok()?) {
+            return Some(y);
         }
     }
     None

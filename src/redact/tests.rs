@@ -418,6 +418,15 @@ const FRAGMENTS: &[&str] = &[
     "&amp;",
     "\\\"",
     "\\",
+    // Issue 12, part A: glued labels, lower-case and dashed IBANs, hex ids.
+    "cc",
+    "exp",
+    "de89370400440532013000",
+    "DE89-3704-0044-0532-0130-00",
+    "gb82 west 1234 5698 7654 32",
+    "be71096123456769",
+    "ab41111111111111",
+    "request_id=",
 ];
 
 fn fragment_input() -> impl Strategy<Value = Vec<u8>> {
@@ -573,6 +582,28 @@ fn issue_12_cards_glued_to_letters_and_after_id_keys() {
         "oid=4111111111111111abcdef01 id=550e8400-e29b-41d4-a716-446655440000",
         "ts=1795000000123 ns=1795000000123456789 ORD4111111111111112 order=4111111111111112",
         "x-request-id: 4111111111111112 41111111111111110",
+    ] {
+        check_all_ways(&r, &opts, input, input);
+    }
+}
+
+#[test]
+fn issue_12_ibans_in_any_case_and_grouping() {
+    let opts = Options::default();
+    let r = Arc::new(Redactor::new(&opts).unwrap());
+    for (input, want) in [
+        ("iban: de89370400440532013000 ok", "iban: **** ok"),
+        ("to Gb82 West 1234 5698 7654 32.", "to ****."),
+        ("iban=DE89-3704-0044-0532-0130-00,", "iban=****,"),
+        ("payee DE89 370400440532013000 ok", "payee **** ok"),
+        ("payee DE89\u{a0}3704\u{a0}0044\u{a0}0532\u{a0}0130\u{a0}00 ok", "payee **** ok"),
+        ("\"ok\\nfr1420041010050500013m02606\"", "\"ok\\n****\""),
+    ] {
+        check_all_ways(&r, &opts, input, want);
+    }
+    for input in [
+        "span_id=be71096123456769 de89370400440532013001 DE89-3704 0044-0532-0130-00",
+        "at 12345 no 9386011117947x http2 utf8 sha256",
     ] {
         check_all_ways(&r, &opts, input, input);
     }
