@@ -74,7 +74,7 @@ fn masks_scalar(block: &[u8]) -> (u64, u64, u64) {
     for (k, &x) in block.iter().enumerate().take(64) {
         d |= ((x.wrapping_sub(b'0') < 10) as u64) << k;
         u |= (((x | 0x20).wrapping_sub(b'a') < 26) as u64) << k;
-        t[0] |= (matches!(x, b'?' | b'&') as u64) << k;
+        t[0] |= (matches!(x, b'?' | b'&' | b'#' | b';' | b'@') as u64) << k;
         t[1] |= ((x == b':') as u64) << k;
         t[2] |= ((x == b'/') as u64) << k;
         t[3] |= ((x == b'\\') as u64) << k;
@@ -105,9 +105,10 @@ fn masks_sse2(b: &[u8; 64]) -> (u64, u64, u64) {
             let dm = _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(x, _mm_set1_epi8(9)), x));
             let x = _mm_sub_epi8(_mm_or_si128(v, _mm_set1_epi8(0x20)), _mm_set1_epi8(b'a' as i8));
             let um = _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(x, _mm_set1_epi8(25)), x));
+            let eq = |c: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(c as i8));
             let qa = _mm_or_si128(
-                _mm_cmpeq_epi8(v, _mm_set1_epi8(b'?' as i8)),
-                _mm_cmpeq_epi8(v, _mm_set1_epi8(b'&' as i8)),
+                _mm_or_si128(_mm_or_si128(eq(b'?'), eq(b'&')), _mm_or_si128(eq(b'#'), eq(b';'))),
+                eq(b'@'),
             );
             let cm = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b':' as i8)));
             let sm = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'/' as i8)));
@@ -138,9 +139,10 @@ unsafe fn masks_avx2(b: &[u8; 64]) -> (u64, u64, u64) {
             let dm = _mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_min_epu8(x, _mm256_set1_epi8(9)), x));
             let x = _mm256_sub_epi8(_mm256_or_si256(v, _mm256_set1_epi8(0x20)), _mm256_set1_epi8(b'a' as i8));
             let um = _mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_min_epu8(x, _mm256_set1_epi8(25)), x));
+            let eq = |c: u8| _mm256_cmpeq_epi8(v, _mm256_set1_epi8(c as i8));
             let qa = _mm256_or_si256(
-                _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'?' as i8)),
-                _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'&' as i8)),
+                _mm256_or_si256(_mm256_or_si256(eq(b'?'), eq(b'&')), _mm256_or_si256(eq(b'#'), eq(b';'))),
+                eq(b'@'),
             );
             let cm = _mm256_movemask_epi8(_mm256_cmpeq_epi8(v, _mm256_set1_epi8(b':' as i8)));
             let sm = _mm256_movemask_epi8(_mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'/' as i8)));
@@ -156,7 +158,9 @@ unsafe fn masks_avx2(b: &[u8; 64]) -> (u64, u64, u64) {
     (d, u, triggers(t))
 }
 
-/// The trigger mask from the masks of `?`/`&`, `:`, `/` and `\`: every `?`, `&` and `\`
+/// The trigger mask from the masks of `?`/`&`/`#`/`;`/`@`, `:`, `/` and `\`: every `?`, `&`,
+/// `#` (fragment parameters), `;` (matrix and JDBC parameters), `@` (an authority without a
+/// scheme) and `\`
 /// (JSON escapes: `\u0026` is `&`, `\/` is `/`), and every `:` that starts `://` or `:\/`
 /// (or sits in the last two lanes, whose following bytes the block cannot see), so the many
 /// `:` of timestamps and JSON are never visited.
@@ -489,13 +493,13 @@ mod tests {
             let mut b = [b'~'; 64];
             b[33] = v;
             assert_eq!(masks(&b).1, if v.is_ascii_alphabetic() { 1 << 33 } else { 0 }, "byte {v}");
-            let trigger = matches!(v, b'?' | b'&' | b'\\');
+            let trigger = matches!(v, b'?' | b'&' | b'\\' | b'#' | b';' | b'@');
             assert_eq!(masks(&b).2, if trigger { 1 << 33 } else { 0 }, "byte {v}");
         }
         // The vector versions against the scalar definition, on blocks dense in every byte
         // class the masks look at.
         let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let alphabet = b"09AZaz:/?&#-@ \x80\xff";
+        let alphabet = b"09AZaz:/?&#;-@ \x80\xff";
         for _ in 0..2000 {
             let mut b = [0u8; 64];
             for slot in &mut b {

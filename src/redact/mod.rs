@@ -198,10 +198,11 @@ impl BuildError {
     }
 }
 
-/// The maximum number of bytes a bounded candidate spans (an IBAN with a no-break space between
-/// characters, [`iban::MAX_SPAN`]; a card and the hex id around it), and so how far past a
-/// position the engine must see before it can decide what starts there.
-const MIN_LOOKAHEAD: usize = 112;
+/// The maximum number of bytes a bounded candidate spans with what decides it (an IBAN with a
+/// no-break space between characters, [`iban::MAX_SPAN`]; a card and the hex id around it; an
+/// authority without a scheme, user name to port: see [`url_credentials::schemeless`]), and so
+/// how far past a position the engine must see before it can decide what starts there.
+const MIN_LOOKAHEAD: usize = 160;
 
 /// Bytes of a line that custom patterns see at once: a line longer than this is matched in
 /// consecutive windows of this size, so memory stays bounded on any line.
@@ -406,7 +407,7 @@ impl Redactor {
         if url {
             // Triggers in the left context (a `?name=` whose value starts at `from` or later).
             for y in self.url.scan_start(from)..from.min(n) {
-                if matches!(buf[y], b':' | b'?' | b'&' | b'\\') {
+                if url_credentials::is_trigger(buf, y) {
                     self.url.trigger(&mut st, buf, y, out);
                 }
             }

@@ -4,7 +4,7 @@
 //! candidates. The fast engine must give the same output on every input.
 
 use super::mask::Masker;
-use super::url_credentials::{MAX_AUTHORITY, QUERY_PARAMS, USER_DIGITS, ends_authority, ends_value};
+use super::url_credentials::{MAX_AUTHORITY, QUERY_PARAMS, ends_authority, ends_value};
 use super::{Counts, Detector, Options, after_escape, bank_account, card, is_alnum, word_start};
 
 /// Redacts `input` the slow way. Panics on options the engine would reject.
@@ -48,6 +48,12 @@ pub fn redact(opts: &Options, input: &[u8]) -> (Vec<u8>, Counts) {
             }
             if let Some(e) = naive_param(b, x, &params) {
                 cands.push((x, e, 0, Detector::UrlCredentials));
+            }
+            // An authority without a scheme, decided at its `@` (the definition is shared).
+            if b[x] == b'@' {
+                if let Some((s, e)) = super::url_credentials::schemeless(b, x, true) {
+                    cands.push((s, e, 0, Detector::UrlCredentials));
+                }
             }
         }
         for k in &opts.keywords {
@@ -236,7 +242,8 @@ fn naive_account_end(b: &[u8], x: usize) -> Option<usize> {
     ((6..=17).contains(&first) && free(x + first)).then_some(x + first)
 }
 
-/// A user-info starting at `u` (right after `://`): (end, bytes kept).
+/// A user-info starting at `u` (right after `://`): (end, bytes kept). The split of the
+/// user-info and the password that runs past an authority end are shared definitions.
 fn naive_userinfo(b: &[u8], u: usize) -> Option<(usize, usize)> {
     let plain = u >= 3 && &b[u - 3..u] == b"://";
     let escaped = u >= 5 && &b[u - 5..u] == b":\\/\\/";
@@ -247,14 +254,17 @@ fn naive_userinfo(b: &[u8], u: usize) -> Option<(usize, usize)> {
     while j < b.len() && j < u + MAX_AUTHORITY && !ends_authority(b[j]) {
         j += 1;
     }
-    let at = b[u..j].iter().rposition(|&c| c == b'@')? + u;
-    let info = &b[u..at];
-    match info.iter().position(|&c| c == b':') {
-        _ if info.is_empty() => None,
-        None => Some((at, 0)),
-        Some(c) if c + 1 == info.len() => None,
-        Some(c) if info[..c].iter().filter(|b| b.is_ascii_digit()).count() >= USER_DIGITS => Some((at, 0)),
-        Some(c) => Some((at, c + 1)),
+    // The last `@` followed by at least one authority byte or a `[`.
+    let at = b[u..j]
+        .iter()
+        .enumerate()
+        .rev()
+        .find(|&(k, &c)| c == b'@' && (u + k + 1 < j || b.get(u + k + 1) == Some(&b'[')))
+        .map(|(k, _)| u + k);
+    match at {
+        None => super::url_credentials::extended_password(b, u, j, true).flatten(),
+        Some(at) if at == u => None,
+        Some(at) => super::url_credentials::split_userinfo(&b[u..at]).map(|keep| (at, keep)),
     }
 }
 
@@ -273,6 +283,8 @@ fn naive_param(b: &[u8], v: usize, params: &[String]) -> Option<usize> {
             && p.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
             && (before.ends_with(b"?")
                 || before.ends_with(b"&")
+                || before.ends_with(b"#")
+                || before.ends_with(b";")
                 || before.ends_with(b"&amp;")
                 || before.ends_with(b"\\u0026")
                 || before.ends_with(b"\\u003f")

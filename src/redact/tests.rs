@@ -427,6 +427,17 @@ const FRAGMENTS: &[&str] = &[
     "be71096123456769",
     "ab41111111111111",
     "request_id=",
+    "HTTPS://",
+    "%40",
+    "%3A",
+    "[::1]",
+    "#access_token=",
+    ";password=",
+    "db.internal:5432",
+    "app:",
+    "p/ss w",
+    "mysql://app:",
+    "'",
 ];
 
 fn fragment_input() -> impl Strategy<Value = Vec<u8>> {
@@ -604,6 +615,54 @@ fn issue_12_ibans_in_any_case_and_grouping() {
     for input in [
         "span_id=be71096123456769 de89370400440532013001 DE89-3704 0044-0532-0130-00",
         "at 12345 no 9386011117947x http2 utf8 sha256",
+    ] {
+        check_all_ways(&r, &opts, input, input);
+    }
+}
+
+#[test]
+fn issue_12_urls_as_applications_write_them() {
+    let opts = Options::default();
+    let r = Arc::new(Redactor::new(&opts).unwrap());
+    for (input, want) in [
+        ("HTTPS://svc:hunter2@db.internal/x", "HTTPS://svc:****@db.internal/x"),
+        ("https://user%40corp.com:p%40ss@h/x", "https://user%40corp.com:****@h/x"),
+        ("https://user%3Ahunter2@h/x", "https://user%3A****@h/x"),
+        ("mysql://app:p/ss#w?rd@db:3306/x ok", "mysql://app:****@db:3306/x ok"),
+        ("mysql://app:my secret@db:3306/x", "mysql://app:****@db:3306/x"),
+        (r#"{"dsn":"postgres://u:pa\"ss{}@db/x"}"#, r#"{"dsn":"postgres://u:****@db/x"}"#),
+        (r"redis://u:p\w@cache:6379", r"redis://u:****@cache:6379"),
+        ("http://admin:pw@[::1]:8080/", "http://admin:****@[::1]:8080/"),
+        ("redis://:s3cret@cache:6379/0", "redis://:****@cache:6379/0"),
+        ("https://ghp_tok@github.com/o/r", "https://****@github.com/o/r"),
+        ("dsn=app:s3cret@db.internal:5432/orders", "dsn=app:****@db.internal:5432/orders"),
+        ("connect app:s3cret@db.internal:5432", "connect app:****@db.internal:5432"),
+        ("\"app:s3cret@10.0.0.5:6379\"", "\"app:****@10.0.0.5:6379\""),
+        (
+            "https://app.example.com/cb#access_token=abc.def&token_type=bearer",
+            "https://app.example.com/cb#access_token=****&token_type=bearer",
+        ),
+        (
+            "jdbc:sqlserver://db:1433;databaseName=x;user=sa;password=Secr3t;encrypt=true",
+            "jdbc:sqlserver://db:1433;databaseName=x;user=sa;password=****;encrypt=true",
+        ),
+        ("see <https://u:pw@h/x>.", "see <https://u:****@h/x>."),
+        (
+            "(https://u:pw@h) [https://u:pw@h] 'https://u:pw@h'",
+            "(https://u:****@h) [https://u:****@h] 'https://u:****@h'",
+        ),
+        ("x?a=1&amp;token=abc&amp;b=2", "x?a=1&amp;token=****&amp;b=2"),
+    ] {
+        check_all_ways(&r, &opts, input, want);
+    }
+    for input in [
+        "https://api.example.com:8443/v1?page=2 mail alice@example.com",
+        "mailto:bob@example.org sip alice@example.com git@github.com:org/repo.git",
+        "ssh deploy@10.0.0.1:22 user=alice@example.com:443 https://example.com/users/bob@example.com",
+        "arn:aws:iam::123456789012:role/x ts 12:30:45 at host:8080",
+        "https://host:8443/path then bob@example.com:25",
+        "acct #1234 ; ok #top ;jsessionid=abc #tokens=1",
+        "https://u:@host/ https://@host/ http://[::1]:8080/x",
     ] {
         check_all_ways(&r, &opts, input, input);
     }
