@@ -207,6 +207,17 @@ fn naive_bank(b: &[u8], x: usize, kws: &[String]) -> Option<usize> {
                 return Some(e);
             }
         }
+        // Further away, across punctuation and a parenthesised remark.
+        for ke in x.saturating_sub(bank_account::MAX_FAR_GAP)..=x {
+            let Some(ks) = ke.checked_sub(k.len()) else { continue };
+            if b[ks..ke].eq_ignore_ascii_case(k)
+                && bank_account::far_gap_ok(&b[ke..x])
+                && (ks == 0 || !b[ks - 1].is_ascii_alphabetic() || after_escape(b, ks))
+                && !b[ke].is_ascii_alphabetic()
+            {
+                return Some(e);
+            }
+        }
     }
     None
 }

@@ -438,6 +438,10 @@ const FRAGMENTS: &[&str] = &[
     "p/ss w",
     "mysql://app:",
     "'",
+    " ..............................: ",
+    " (primary, see statement) ",
+    "(",
+    ")",
 ];
 
 fn fragment_input() -> impl Strategy<Value = Vec<u8>> {
