@@ -4,8 +4,9 @@
 //! digits) of the length the SWIFT registry fixes for that country, passing the ISO 7064
 //! mod 97-10 check. People and forms write it in any case (`de89…`, `De89…`) and group it
 //! freely: after the check digits, any two characters may be separated by one separator, the
-//! same kind throughout (a space, a dash or a no-break space): `DE89 3704 0044 0532 0130 00`,
-//! `DE89-3704-0044-0532-0130-00`, `DE89 370400440532013000`. The length is fixed, so the
+//! same kind throughout (a space or a no-break space): `DE89 3704 0044 0532 0130 00`,
+//! `DE89 370400440532013000`; dashes only in groups of four (`DE89-3704-0044-0532-0130-00`),
+//! since UUIDs are dash-separated hex. The length is fixed, so the
 //! number ends after exactly that many characters, and neither end may touch a letter or digit.
 //!
 //! The one look-alike that case-insensitivity lets in is a lower-case hex id that happens to
@@ -173,12 +174,15 @@ fn parse(buf: &[u8], start: usize) -> Option<usize> {
     let mut chars = [0u8; 34];
     let mut p = start;
     let mut kind = None;
+    // Bit `k` is set when a separator comes before character `k`.
+    let mut seps = 0u64;
     for (k, slot) in chars.iter_mut().enumerate().take(len) {
         if k >= 4 {
             if let Some((sep, sep_len)) = separator(buf, p) {
                 if *kind.get_or_insert(sep) != sep {
                     return None;
                 }
+                seps |= 1 << k;
                 p += sep_len;
             }
         }
@@ -197,12 +201,22 @@ fn parse(buf: &[u8], start: usize) -> Option<usize> {
     if p < buf.len() && is_alnum(buf[p]) {
         return None;
     }
+    if kind == Some(b'-') && seps != groups_of_four(len) {
+        return None;
+    }
     let text = &buf[start..p];
     let hex_id = kind.is_none()
         && buf[start].is_ascii_lowercase()
         && matches!(len, 16 | 24)
         && text.iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c));
     (!hex_id && mod97(&chars[..len])).then_some(p)
+}
+
+/// The separator positions of an IBAN of `len` characters printed in groups of four (bit `k`:
+/// a separator before character `k`). Dashes must group this way: free grouping with dashes
+/// would let the hex groups of a UUID (`…-be22-62bf1e889df9`) read as an IBAN.
+pub fn groups_of_four(len: usize) -> u64 {
+    (4..len).step_by(4).fold(0, |m, k| m | 1 << k)
 }
 
 /// ISO 7064 mod 97-10 over the IBAN (upper case) with its first four characters moved to the
@@ -292,6 +306,9 @@ mod tests {
         }
         // A lower-case hex id that passes the check is an id (`be71096123456769` is 16 hex).
         assert!(found("span be71096123456769 ok").is_empty());
+        // A UUID's hex groups with dashes are not an irregularly grouped IBAN.
+        assert!(found("id 4e263fd4-18d4-a721-be22-62bf1e889df9").is_empty());
+        assert!(!is_valid("DE89-370400440532013000"));
         assert_eq!(length_of(b"de"), Some(22));
         assert_eq!(length_of(b"ZZ"), None);
         assert_eq!(length_of(b"D1"), None);

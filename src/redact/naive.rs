@@ -153,10 +153,12 @@ fn naive_iban(b: &[u8], x: usize) -> Option<usize> {
         let mut chars = Vec::new();
         let mut y = x;
         let mut separated = false;
+        let mut at = Vec::new();
         while chars.len() < len {
             if chars.len() >= 4 && !sep.is_empty() && b[y..].starts_with(sep) {
                 y += sep.len();
                 separated = true;
+                at.push(chars.len());
             }
             match b.get(y) {
                 Some(c) if c.is_ascii_alphanumeric() => chars.push(c.to_ascii_uppercase()),
@@ -165,6 +167,10 @@ fn naive_iban(b: &[u8], x: usize) -> Option<usize> {
             y += 1;
         }
         if chars.len() < len || !free_after(b, y) {
+            continue;
+        }
+        // Dashes group by four.
+        if sep == b"-" && separated && at != (4..len).step_by(4).collect::<Vec<_>>() {
             continue;
         }
         let ok = chars[0].is_ascii_uppercase()

@@ -390,14 +390,20 @@ pub(crate) fn split_userinfo(info: &[u8]) -> Option<usize> {
 
 /// The password of `scheme://user:password@host` that holds bytes ending an authority, for
 /// the authority `buf[u..j]` that has no `@`: `Some(Some((end, keep)))` when `buf[u..j]` is
-/// `user:` and more (not `host:port`), and an `@` followed by a host comes within
+/// `user:` and more (not `host:port`: digits after the colon that do not run into a letter
+/// are a port), and an `@` followed by a host comes within
 /// [`MAX_EXTENDED_PASSWORD`] bytes of the colon, before any control byte (a newline) and any
 /// other `://`; `Some(None)` when not; `None` when `buf` ends before that is known.
 pub fn extended_password(buf: &[u8], u: usize, j: usize, eof: bool) -> Option<Option<(usize, usize)>> {
     let n = buf.len();
     let Some(c) = memchr::memchr(b':', &buf[u..j]).map(|c| u + c) else { return Some(None) };
-    if buf[c + 1..j].iter().all(u8::is_ascii_digit) || j >= u + MAX_AUTHORITY {
-        // `host:port`, `host:` or a cut authority.
+    let port = buf[c + 1..j].iter().take_while(|b| b.is_ascii_digit()).count();
+    let after_port = buf.get(c + 1 + port).copied();
+    if c + 1 == j
+        || (port > 0 && !after_port.is_some_and(|b| b.is_ascii_alphanumeric()))
+        || j >= u + MAX_AUTHORITY
+    {
+        // `host:port` (also `host:1433;user=…`), `host:` or a cut authority.
         return Some(None);
     }
     let limit = (c + 1 + MAX_EXTENDED_PASSWORD).min(n);
