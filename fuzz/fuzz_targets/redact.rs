@@ -27,7 +27,7 @@ use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
 use sealtrail_fuzz::redact::{
-    self, Counts, Mask, Options, PATTERN_WINDOW, Redactor, card, naive, url_credentials,
+    Counts, Mask, Options, PATTERN_WINDOW, Redactor, card, naive, url_credentials,
 };
 
 fn options(custom: bool, mask: Mask) -> Options {
