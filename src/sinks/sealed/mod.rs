@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 
 mod kms;
 pub mod retention;
+pub mod upload;
 pub mod wal;
 
 use crate::component::{BoxFuture, BuildContext, Sink, SinkConfig, SinkKind, parse_sink};
@@ -84,6 +85,29 @@ pub struct SealedConfig {
     /// name (see [`retention`]). Default: keep everything.
     #[serde(default)]
     pub retention: Option<crate::units::Duration>,
+    /// Upload sealed segments to `s3://bucket/prefix`, verified, then delete them locally
+    /// (see [`upload`]). `path` stays the local spool. Default: keep segments local.
+    #[serde(default)]
+    pub upload: Option<String>,
+    /// SSE-KMS key (id, ARN or `alias/…`) for the uploaded objects. Default: the bucket's
+    /// default encryption.
+    #[serde(default)]
+    pub upload_sse_kms_key: Option<String>,
+    /// Bound in bytes of sealed segments waiting for upload; past it the sink applies
+    /// backpressure. Default 1 GiB.
+    #[serde(default = "default_upload_spool_bytes")]
+    pub upload_spool_bytes: u64,
+    /// How long the end of a run keeps uploading (outside Lambda, where the SHUTDOWN
+    /// deadline decides). Default `30s`.
+    #[serde(default = "default_upload_drain_timeout")]
+    pub upload_drain_timeout: crate::units::Duration,
+}
+
+fn default_upload_spool_bytes() -> u64 {
+    1 << 30
+}
+fn default_upload_drain_timeout() -> crate::units::Duration {
+    crate::units::Duration::from_secs(30)
 }
 
 fn default_wal_max_bytes() -> u64 {
@@ -153,7 +177,36 @@ impl SinkConfig for SealedConfig {
                 .map_err(|e| anyhow::anyhow!("invalid glob `{}` in keys.rules: {e}", r.pattern))?;
             rules.push((p, r.key.clone()));
         }
+        let upload = match &self.upload {
+            None => None,
+            Some(url) => {
+                let url = crate::s3::S3Url::parse(url).map_err(|e| anyhow::anyhow!("`upload`: {e}"))?;
+                anyhow::ensure!(
+                    self.upload_spool_bytes >= self.max_bytes,
+                    "`upload_spool_bytes` ({}) must be at least `max_bytes` ({})",
+                    self.upload_spool_bytes,
+                    self.max_bytes
+                );
+                let sse = match &self.upload_sse_kms_key {
+                    Some(k) if k.is_empty() => anyhow::bail!("`upload_sse_kms_key` is empty"),
+                    Some(k) => crate::s3::Sse::Kms(k.clone()),
+                    None => crate::s3::Sse::BucketDefault,
+                };
+                Some(upload::UploadOptions {
+                    url,
+                    sse,
+                    spool_bytes: self.upload_spool_bytes,
+                    drain_timeout: self.upload_drain_timeout.get(),
+                })
+            }
+        };
+        anyhow::ensure!(
+            self.upload.is_some() || self.upload_sse_kms_key.is_none(),
+            "`upload_sse_kms_key` needs `upload`"
+        );
         Ok(Box::new(SealedSink {
+            upload,
+            lambda: cx.lambda.cloned(),
             root: self.path.clone().unwrap_or_else(|| cx.globals.data_dir.clone()),
             keys_dir: cx.globals.keys_dir(),
             kms_endpoint: keys.kms_endpoint.clone(),
@@ -195,6 +248,10 @@ pub struct SealedSink {
     pub wal: Option<WalOptions>,
     /// Remove segments older than this (plus `max_age`), every [`RETENTION_INTERVAL`].
     pub retention: Option<Duration>,
+    /// The S3 destination, when set (see [`upload`]).
+    pub upload: Option<upload::UploadOptions>,
+    /// The Lambda session: its SHUTDOWN deadline bounds the last uploads.
+    pub lambda: Option<Arc<crate::component::lambda::Handle>>,
 }
 
 /// How often the sink looks for segments past its `retention` (also once at start).
@@ -269,8 +326,24 @@ impl Sink for SealedSink {
             let (tx, rx) = mpsc::channel::<Msg>(if self.wal.is_some() { GROUP_COMMIT_BATCHES } else { 2 });
             let metrics = cx.metrics.clone();
             let partials = if logged { moved } else { Vec::new() };
+            let uploader = self
+                .upload
+                .clone()
+                .map(|o| upload::Uploader::start(self.root.clone(), o, cx.metrics.clone()));
+            let spool = uploader.as_ref().map(upload::Uploader::spool);
+            let (drain_timeout, lambda) =
+                (self.upload.as_ref().map(|u| u.drain_timeout), self.lambda.clone());
+            if let (Some(spool), Some(l)) = (&spool, &lambda) {
+                // At SHUTDOWN a full spool stops holding the writer: sealing comes first.
+                let (spool, l) = (spool.clone(), l.clone());
+                tokio::spawn(async move {
+                    l.shutdown_requested().await;
+                    spool.release();
+                });
+            }
             let worker = tokio::task::spawn_blocking(move || {
                 let mut w = Writer::new(*self, provider, metrics);
+                w.spool = spool;
                 w.start_wal(&partials)?;
                 w.run(rx)
             });
@@ -309,7 +382,17 @@ impl Sink for SealedSink {
             if let Some(r) = retention {
                 r.abort();
             }
-            let r = worker.await.map_err(|e| anyhow::anyhow!("segment writer thread: {e}"))?;
+            let r = worker.await.map_err(|e| anyhow::anyhow!("segment writer thread: {e}"));
+            if let Some(u) = uploader {
+                // In Lambda the SHUTDOWN deadline (less the margin) bounds the last uploads.
+                let deadline = match lambda.as_ref().and_then(|l| l.shutdown_info()) {
+                    Some(s) => s.deadline.checked_sub(crate::component::lambda::SHUTDOWN_MARGIN),
+                    None => None,
+                }
+                .unwrap_or_else(|| Instant::now() + drain_timeout.unwrap_or_default());
+                u.finish(deadline).await;
+            }
+            let r = r?;
             if r.is_err() {
                 cx.metrics.error("write");
             }
@@ -347,6 +430,8 @@ struct Writer {
     wal: Option<Wal>,
     /// The log generation of the batch being pushed.
     batch_gen: Option<u64>,
+    /// The S3 upload spool, when uploading: told of every seal, bounds what waits.
+    spool: Option<Arc<upload::Spool>>,
 }
 
 fn event_nanos(e: &Event) -> i64 {
@@ -362,7 +447,17 @@ impl Writer {
         let mut keys = vec![sink.default_key.clone()];
         keys.extend(sink.rules.iter().map(|(_, k)| k.clone()));
         let open = (0..keys.len() * 2).map(|_| None).collect();
-        Writer { sink, provider, metrics, keys, route: HashMap::new(), open, wal: None, batch_gen: None }
+        Writer {
+            sink,
+            provider,
+            metrics,
+            keys,
+            route: HashMap::new(),
+            open,
+            wal: None,
+            batch_gen: None,
+            spool: None,
+        }
     }
 
     fn key_of(&mut self, service: &str) -> usize {
@@ -431,6 +526,9 @@ impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Msg>) -> anyhow::Result<()> {
         let mut pending = None;
         while let Some(msg) = pending.take().or_else(|| rx.blocking_recv()) {
+            if let (Msg::Batch(_), Some(spool)) = (&msg, &self.spool) {
+                spool.wait_for_room(&self.metrics);
+            }
             match msg {
                 Msg::Batch(b) if self.wal.is_some() => {
                     // Group commit: the batches already waiting share one fsync.
@@ -598,6 +696,9 @@ impl Writer {
             self.metrics.add(crate::metrics::names::SEGMENTS_SEALED, 1);
             self.metrics.add_out(s.rows as usize, s.bytes as usize);
             tracing::info!(segment = %s.path.display(), rows = s.rows, bytes = s.bytes, key = %s.key_id, "segment sealed");
+            if let Some(spool) = &self.spool {
+                spool.sealed(s.bytes);
+            }
         }
         if had_rows {
             self.release_wal()?;
