@@ -216,6 +216,35 @@ fn segments_are_uploaded_verified_with_sse_kms_and_read_back_by_pyarrow() {
     }
     let got = read_back(port, "vault", "sealed/", &env.tmp.path().join("fetched"));
     assert_eq!(got, sorted_lines(&[&input]));
+
+    // `query` and `segments` read s3:// directly: day listings and ranged GETs.
+    let q = cli(&env, port, &["query", "s3://vault/sealed", "--format", "jsonl", "--stats"]);
+    assert!(q.status.success(), "{}", stderr(&q));
+    let mut got = bodies(&q);
+    got.sort();
+    assert_eq!(got, sorted_lines(&[&input]));
+    assert!(stderr(&q).contains("from 3 segments"), "{}", stderr(&q));
+    let listed = cli(&env, port, &["segments", "s3://vault/sealed/"]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let text = stdout(&listed);
+    let rows: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(rows.len(), 3, "{}", stdout(&listed));
+    assert!(rows.iter().all(|r| r.starts_with("logs/") && r.contains("arn:aws:kms:")), "{rows:?}");
+    // A time range lists only the days around it: nothing in 2099.
+    let q = cli(&env, port, &["query", "s3://vault/sealed", "--since", "2099-01-01T00:00:00Z", "--stats"]);
+    assert!(q.status.success(), "{}", stderr(&q));
+    assert!(stderr(&q).contains("0 events from 0 segments"), "{}", stderr(&q));
+}
+
+fn cli(env: &Env, port: u16, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .arg("--keys")
+        .arg(&env.keys)
+        .env_remove("SEALTRAIL_KEYS")
+        .envs(aws_env(port))
+        .output()
+        .unwrap()
 }
 
 #[test]

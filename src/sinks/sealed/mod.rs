@@ -86,11 +86,11 @@ pub struct SealedConfig {
     #[serde(default)]
     pub retention: Option<crate::units::Duration>,
     /// Upload sealed segments to `s3://bucket/prefix`, verified, then delete them locally
-    /// (see [`upload`]). `path` stays the local spool. Default: keep segments local.
+    /// (see [`upload`]). `path` stays the local spool. Default (or empty): keep them local.
     #[serde(default)]
     pub upload: Option<String>,
     /// SSE-KMS key (id, ARN or `alias/…`) for the uploaded objects. Default: the bucket's
-    /// default encryption.
+    /// default encryption (also when empty).
     #[serde(default)]
     pub upload_sse_kms_key: Option<String>,
     /// Bound in bytes of sealed segments waiting for upload; past it the sink applies
@@ -177,8 +177,9 @@ impl SinkConfig for SealedConfig {
                 .map_err(|e| anyhow::anyhow!("invalid glob `{}` in keys.rules: {e}", r.pattern))?;
             rules.push((p, r.key.clone()));
         }
-        let upload = match &self.upload {
-            None => None,
+        // An empty `upload` (`"${SEALTRAIL_S3_URL:-}"` unset) keeps segments local.
+        let upload = match self.upload.as_deref() {
+            None | Some("") => None,
             Some(url) => {
                 let url = crate::s3::S3Url::parse(url).map_err(|e| anyhow::anyhow!("`upload`: {e}"))?;
                 anyhow::ensure!(
@@ -187,10 +188,9 @@ impl SinkConfig for SealedConfig {
                     self.upload_spool_bytes,
                     self.max_bytes
                 );
-                let sse = match &self.upload_sse_kms_key {
-                    Some(k) if k.is_empty() => anyhow::bail!("`upload_sse_kms_key` is empty"),
-                    Some(k) => crate::s3::Sse::Kms(k.clone()),
-                    None => crate::s3::Sse::BucketDefault,
+                let sse = match self.upload_sse_kms_key.as_deref() {
+                    None | Some("") => crate::s3::Sse::BucketDefault,
+                    Some(k) => crate::s3::Sse::Kms(k.to_owned()),
                 };
                 Some(upload::UploadOptions {
                     url,
@@ -201,7 +201,7 @@ impl SinkConfig for SealedConfig {
             }
         };
         anyhow::ensure!(
-            self.upload.is_some() || self.upload_sse_kms_key.is_none(),
+            upload.is_some() || self.upload_sse_kms_key.as_deref().is_none_or(str::is_empty),
             "`upload_sse_kms_key` needs `upload`"
         );
         Ok(Box::new(SealedSink {
