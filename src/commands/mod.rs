@@ -5,6 +5,7 @@ pub mod keys;
 pub mod lambda;
 pub mod query;
 pub mod redact;
+pub mod remote;
 pub mod run;
 pub mod scan;
 pub mod segments;

@@ -7,15 +7,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use crate::commands::remote::{Remote, find_all};
 use crate::event::json::rfc3339;
 use crate::exit_codes;
 use crate::keys::{KeyChain, Keyring, KmsOptions, LocalProvider};
-use crate::segment::reader::{Segment, SegmentRetriever, read_key_metadata};
-use crate::segment::{SegmentId, find_segments, signal_of_path};
+use crate::segment::reader::SegmentRetriever;
+use crate::segment::{SegmentId, signal_of_path};
 
 #[derive(Debug, clap::Args)]
 pub struct SegmentsArgs {
-    /// A data directory or a segment file.
+    /// A data directory, a segment file or an `s3://bucket/prefix` location.
     pub path: PathBuf,
     /// Keyring directory: decrypt footers for rows and time ranges.
     #[arg(long, env = "SEALTRAIL_KEYS")]
@@ -62,10 +63,19 @@ fn retention(args: &SegmentsArgs, older_than: std::time::Duration) -> anyhow::Re
 }
 
 pub fn run(args: SegmentsArgs) -> anyhow::Result<ExitCode> {
+    let is_s3 = args.path.to_str().is_some_and(crate::s3::S3Url::is_s3);
     if let Some(age) = args.older_than {
+        if is_s3 {
+            return Err(exit_codes::config_error(anyhow::anyhow!(
+                "--older-than works on local data directories; for s3:// use an S3 lifecycle rule"
+            )));
+        }
         return retention(&args, age);
     }
-    let files = find_segments(&args.path).map_err(|e| anyhow::anyhow!("{}: {e}", args.path.display()))?;
+    let mut remote = Remote::default();
+    let files = find_all(std::slice::from_ref(&args.path), &["logs", "spans"], None, None, &mut remote)?;
+    // For s3://, paths are shown relative to the URL as given.
+    let base = PathBuf::from(args.path.to_str().unwrap_or_default().trim_end_matches('/'));
     let retriever = args.keys.as_ref().map(|d| {
         let local = LocalProvider::new(Arc::new(Keyring::open(d)));
         let kms = KmsOptions { endpoint: None, audit_dir: d.clone() };
@@ -86,13 +96,14 @@ pub fn run(args: SegmentsArgs) -> anyhow::Result<ExitCode> {
         println!("{:<60} {:<6} {:>10} {:<24} KEY", "FILE", "SIGNAL", "BYTES", "FIRST EVENT");
     }
     for f in &files {
-        let rel = f.strip_prefix(&args.path).unwrap_or(f).display().to_string();
+        let root = if is_s3 { &base } else { &args.path };
+        let rel = f.strip_prefix(root).unwrap_or(f).display().to_string();
         let rel = if rel.is_empty() { f.display().to_string() } else { rel };
-        let size = std::fs::metadata(f).map(|m| m.len()).unwrap_or(0);
+        let size = remote.size(f);
         let signal = signal_of_path(f).map(|s| s.as_str()).unwrap_or("?");
         let first =
             SegmentId::of_path(f).map(|id| rfc3339(id.first_ms * 1_000_000)).unwrap_or_else(|| "?".into());
-        let key = match read_key_metadata(f) {
+        let key = match remote.key_metadata(f) {
             Ok(km) => km.master_key_id,
             Err(e) => {
                 eprintln!("sealtrail: {e}");
@@ -108,7 +119,7 @@ pub fn run(args: SegmentsArgs) -> anyhow::Result<ExitCode> {
         }
         match &retriever {
             None => println!("{rel:<60} {signal:<6} {size:>10} {first:<24} {key}"),
-            Some(r) => match Segment::open(f, r.clone()) {
+            Some(r) => match remote.open(f, r.clone()) {
                 Ok(seg) => {
                     let s = seg.summary();
                     let t = |x: Option<i64>| x.map(rfc3339).unwrap_or_else(|| "-".into());

@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 
 mod kms;
 pub mod retention;
+pub mod upload;
 pub mod wal;
 
 use crate::component::{Ack, Received, SinkContext, SinkInput};
@@ -84,6 +85,29 @@ pub struct SealedConfig {
     /// name (see [`retention`]). Default: keep everything.
     #[serde(default)]
     pub retention: Option<crate::units::Duration>,
+    /// Upload sealed segments to `s3://bucket/prefix`, verified, then delete them locally
+    /// (see [`upload`]). `path` stays the local spool. Default (or empty): keep them local.
+    #[serde(default)]
+    pub upload: Option<String>,
+    /// SSE-KMS key (id, ARN or `alias/…`) for the uploaded objects. Default: the bucket's
+    /// default encryption (also when empty).
+    #[serde(default)]
+    pub upload_sse_kms_key: Option<String>,
+    /// Bound in bytes of sealed segments waiting for upload; past it the sink applies
+    /// backpressure. Default 1 GiB.
+    #[serde(default = "default_upload_spool_bytes")]
+    pub upload_spool_bytes: u64,
+    /// How long the end of a run keeps uploading (outside Lambda, where the SHUTDOWN
+    /// deadline decides). Default `30s`.
+    #[serde(default = "default_upload_drain_timeout")]
+    pub upload_drain_timeout: crate::units::Duration,
+}
+
+fn default_upload_spool_bytes() -> u64 {
+    1 << 30
+}
+fn default_upload_drain_timeout() -> crate::units::Duration {
+    crate::units::Duration::from_secs(30)
 }
 
 fn default_wal_max_bytes() -> u64 {
@@ -163,9 +187,38 @@ impl SinkConfig for SealedConfig {
                 .map_err(|e| anyhow::anyhow!("invalid glob `{}` in keys.rules: {e}", r.pattern))?;
             rules.push((p, r.key.clone()));
         }
+        // An empty `upload` (`"${SEALTRAIL_S3_URL:-}"` unset) keeps segments local.
+        let upload = match self.upload.as_deref() {
+            None | Some("") => None,
+            Some(url) => {
+                let url = crate::s3::S3Url::parse(url).map_err(|e| anyhow::anyhow!("`upload`: {e}"))?;
+                anyhow::ensure!(
+                    self.upload_spool_bytes >= self.max_bytes,
+                    "`upload_spool_bytes` ({}) must be at least `max_bytes` ({})",
+                    self.upload_spool_bytes,
+                    self.max_bytes
+                );
+                let sse = match self.upload_sse_kms_key.as_deref() {
+                    None | Some("") => crate::s3::Sse::BucketDefault,
+                    Some(k) => crate::s3::Sse::Kms(k.to_owned()),
+                };
+                Some(upload::UploadOptions {
+                    url,
+                    sse,
+                    spool_bytes: self.upload_spool_bytes,
+                    drain_timeout: self.upload_drain_timeout.get(),
+                })
+            }
+        };
+        anyhow::ensure!(
+            upload.is_some() || self.upload_sse_kms_key.as_deref().is_none_or(str::is_empty),
+            "`upload_sse_kms_key` needs `upload`"
+        );
         let root = self.path.clone().unwrap_or_else(|| cx.globals.data_dir.clone());
         check_writable(&root)?;
         Ok(Box::new(SealedSink {
+            upload,
+            lambda: cx.lambda.cloned(),
             root,
             keys_dir: cx.globals.keys_dir(),
             kms_endpoint: keys.kms_endpoint.clone(),
@@ -243,6 +296,10 @@ pub struct SealedSink {
     pub wal: Option<WalOptions>,
     /// Remove segments older than this (plus `max_age`), every [`RETENTION_INTERVAL`].
     pub retention: Option<Duration>,
+    /// The S3 destination, when set (see [`upload`]).
+    pub upload: Option<upload::UploadOptions>,
+    /// The Lambda session: its SHUTDOWN deadline bounds the last uploads.
+    pub lambda: Option<Arc<crate::component::lambda::Handle>>,
 }
 
 /// How often the sink looks for segments past its `retention` (also once at start).
@@ -320,8 +377,24 @@ impl Sink for SealedSink {
             let (tx, rx) = mpsc::channel::<Msg>(if self.wal.is_some() { GROUP_COMMIT_BATCHES } else { 2 });
             let metrics = cx.metrics.clone();
             let partials = if logged { moved } else { Vec::new() };
+            let uploader = self
+                .upload
+                .clone()
+                .map(|o| upload::Uploader::start(self.root.clone(), o, cx.metrics.clone()));
+            let spool = uploader.as_ref().map(upload::Uploader::spool);
+            let (drain_timeout, lambda) =
+                (self.upload.as_ref().map(|u| u.drain_timeout), self.lambda.clone());
+            if let (Some(spool), Some(l)) = (&spool, &lambda) {
+                // At SHUTDOWN a full spool stops holding the writer: sealing comes first.
+                let (spool, l) = (spool.clone(), l.clone());
+                tokio::spawn(async move {
+                    l.shutdown_requested().await;
+                    spool.release();
+                });
+            }
             let worker = tokio::task::spawn_blocking(move || {
                 let mut w = Writer::new(*self, provider, metrics);
+                w.spool = spool;
                 w.start_wal(&partials)?;
                 w.run(rx)
             });
@@ -368,7 +441,17 @@ impl Sink for SealedSink {
             if let Some(r) = retention {
                 r.abort();
             }
-            let r = worker.await.map_err(|e| anyhow::anyhow!("segment writer thread: {e}"))?;
+            let r = worker.await.map_err(|e| anyhow::anyhow!("segment writer thread: {e}"));
+            if let Some(u) = uploader {
+                // In Lambda the SHUTDOWN deadline (less the margin) bounds the last uploads.
+                let deadline = match lambda.as_ref().and_then(|l| l.shutdown_info()) {
+                    Some(s) => s.deadline.checked_sub(crate::component::lambda::SHUTDOWN_MARGIN),
+                    None => None,
+                }
+                .unwrap_or_else(|| Instant::now() + drain_timeout.unwrap_or_default());
+                u.finish(deadline).await;
+            }
+            let r = r?;
             if r.is_err() {
                 cx.metrics.error("write");
             }
@@ -406,6 +489,8 @@ struct Writer {
     wal: Option<Wal>,
     /// The log generation of the batch being pushed.
     batch_gen: Option<u64>,
+    /// The S3 upload spool, when uploading: told of every seal, bounds what waits.
+    spool: Option<Arc<upload::Spool>>,
 }
 
 fn event_nanos(e: &Event) -> i64 {
@@ -421,7 +506,17 @@ impl Writer {
         let mut keys = vec![sink.default_key.clone()];
         keys.extend(sink.rules.iter().map(|(_, k)| k.clone()));
         let open = (0..keys.len() * 2).map(|_| None).collect();
-        Writer { sink, provider, metrics, keys, route: HashMap::new(), open, wal: None, batch_gen: None }
+        Writer {
+            sink,
+            provider,
+            metrics,
+            keys,
+            route: HashMap::new(),
+            open,
+            wal: None,
+            batch_gen: None,
+            spool: None,
+        }
     }
 
     fn key_of(&mut self, service: &str) -> usize {
@@ -490,6 +585,9 @@ impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Msg>) -> anyhow::Result<()> {
         let mut pending = None;
         while let Some(msg) = pending.take().or_else(|| rx.blocking_recv()) {
+            if let (Msg::Batch(_), Some(spool)) = (&msg, &self.spool) {
+                spool.wait_for_room(&self.metrics);
+            }
             match msg {
                 Msg::Batch(b, ack) if self.wal.is_some() => {
                     // Group commit: the batches already waiting share one fsync.
@@ -768,6 +866,9 @@ impl Writer {
             self.metrics.add(crate::metrics::names::SEGMENTS_SEALED, 1);
             self.metrics.add_out(s.rows as usize, s.bytes as usize);
             tracing::info!(segment = %s.path.display(), rows = s.rows, bytes = s.bytes, key = %s.key_id, "segment sealed");
+            if let Some(spool) = &self.spool {
+                spool.sealed(s.bytes);
+            }
         }
         if had_rows {
             self.release_wal()?;
