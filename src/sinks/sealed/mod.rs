@@ -585,7 +585,7 @@ impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Msg>) -> anyhow::Result<()> {
         let mut pending = None;
         while let Some(msg) = pending.take().or_else(|| rx.blocking_recv()) {
-            if let (Msg::Batch(_), Some(spool)) = (&msg, &self.spool) {
+            if let (Msg::Batch(..), Some(spool)) = (&msg, &self.spool) {
                 spool.wait_for_room(&self.metrics);
             }
             match msg {
