@@ -299,6 +299,13 @@ impl SegmentWriter {
 
     /// Finishes the file, fsyncs it and renames it into place.
     pub fn seal(self) -> Result<Sealed, WriteError> {
+        self.seal_into(None)
+    }
+
+    /// [`SegmentWriter::seal`], recording the segment in `manifest` (hash, size, key id)
+    /// after the fsync and before the rename, so a crash between the two is recognised on
+    /// start (`manifest::start`) instead of looking like a deleted segment.
+    pub fn seal_into(self, manifest: Option<&super::manifest::Manifest>) -> Result<Sealed, WriteError> {
         let inflight = self.inflight.clone();
         let pq = |source| WriteError::Parquet { path: inflight.clone(), source };
         let io = |path: &Path| {
@@ -321,6 +328,20 @@ impl SegmentWriter {
         drop(file);
         fs::create_dir_all(&dest_dir).map_err(io(&dest_dir))?;
         let dest = dest_dir.join(format!("{id}.parquet"));
+        if let Some(m) = manifest {
+            let entry = super::manifest::describe(
+                m.root(),
+                &inflight,
+                &dest,
+                super::manifest::Op::Add,
+                Some(key_id.clone()),
+            )
+            .map_err(io(&inflight))?;
+            m.record(&[entry]).map_err(|e| WriteError::Io {
+                path: m.path(),
+                source: std::io::Error::other(format!("{e:#}")),
+            })?;
+        }
         fs::rename(&inflight, &dest).map_err(io(&dest))?;
         File::open(&dest_dir).and_then(|d| d.sync_all()).map_err(io(&dest_dir))?;
         Ok(Sealed { path: dest, rows, bytes, key_id })

@@ -213,6 +213,7 @@ impl Sink for SealedSink {
             // With the log on, partial segments hold only events that the log replays below
             // (when a log was left), so they are removed after the replay instead.
             let logged = self.wal.is_some() && !wal::list(&self.root.join(wal::WAL_DIR))?.is_empty();
+            let manifest = crate::segment::manifest::start_for_sink(&self.root, &self.keys_dir, logged);
             let moved = match recover_inflight(&self.root) {
                 Ok(moved) => {
                     if !logged {
@@ -238,13 +239,16 @@ impl Sink for SealedSink {
             let provider = KeyChain::new(local, kms);
             let retention = self.retention.map(|keep| {
                 let (root, max_age, metrics) = (self.root.clone(), self.max_age, cx.metrics.clone());
+                let manifest = manifest.clone();
                 tokio::spawn(async move {
                     let mut every = tokio::time::interval(RETENTION_INTERVAL);
                     loop {
                         every.tick().await;
-                        let root = root.clone();
-                        match tokio::task::spawn_blocking(move || retention::sweep(&root, keep, max_age))
-                            .await
+                        let (root, manifest) = (root.clone(), manifest.clone());
+                        match tokio::task::spawn_blocking(move || {
+                            retention::sweep(&root, keep, max_age, manifest.as_deref())
+                        })
+                        .await
                         {
                             Ok(Ok(r)) if r.segments > 0 => {
                                 metrics.add("retention.removed_segments", r.segments as u64);
@@ -271,6 +275,7 @@ impl Sink for SealedSink {
             let partials = if logged { moved } else { Vec::new() };
             let worker = tokio::task::spawn_blocking(move || {
                 let mut w = Writer::new(*self, provider, metrics);
+                w.manifest = manifest;
                 w.start_wal(&partials)?;
                 w.run(rx)
             });
@@ -347,6 +352,8 @@ struct Writer {
     wal: Option<Wal>,
     /// The log generation of the batch being pushed.
     batch_gen: Option<u64>,
+    /// Where every seal is recorded (`segment::manifest`), when it could be opened.
+    manifest: Option<Arc<crate::segment::manifest::Manifest>>,
 }
 
 fn event_nanos(e: &Event) -> i64 {
@@ -362,7 +369,17 @@ impl Writer {
         let mut keys = vec![sink.default_key.clone()];
         keys.extend(sink.rules.iter().map(|(_, k)| k.clone()));
         let open = (0..keys.len() * 2).map(|_| None).collect();
-        Writer { sink, provider, metrics, keys, route: HashMap::new(), open, wal: None, batch_gen: None }
+        Writer {
+            sink,
+            provider,
+            metrics,
+            keys,
+            route: HashMap::new(),
+            open,
+            wal: None,
+            batch_gen: None,
+            manifest: None,
+        }
     }
 
     fn key_of(&mut self, service: &str) -> usize {
@@ -587,7 +604,7 @@ impl Writer {
                 "sealtrail.signal",
                 format!("{:?}", open.signal).to_lowercase(),
             ));
-            let s = w.seal();
+            let s = w.seal_into(self.manifest.as_deref());
             if let Ok(s) = &s {
                 span.set_attribute(KeyValue::new("sealtrail.rows", s.rows as i64));
                 span.set_attribute(KeyValue::new("sealtrail.bytes", s.bytes as i64));
