@@ -471,6 +471,7 @@ pub fn start(root: &Path, keys: &Path, logged: bool) -> anyhow::Result<(Manifest
             .create(keys)
             .map_err(|e| anyhow::anyhow!("keyring {}: {e}", keys.display()))?;
     }
+    fs::create_dir_all(root).map_err(|e| fail(root, e))?;
     let m = Manifest::open(root, Some(keys), true)?;
     let mut done = Started::default();
     if !m.exists() {
