@@ -22,7 +22,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
@@ -439,6 +439,11 @@ pub struct Started {
 /// is a warning, not a stopped sink (sealing goes on; `segments --verify` then reports the
 /// segments the manifest misses).
 pub fn start_for_sink(root: &Path, keys: &Path, logged: bool) -> Option<std::sync::Arc<Manifest>> {
+    if !keys.is_dir() {
+        // Keys from the environment only (Lambda): the keyring is never created for this.
+        tracing::info!(keyring = %keys.display(), "no keyring directory, so no audit key: segments are not recorded in a manifest");
+        return None;
+    }
     match start(root, keys, logged) {
         Ok((m, s)) => {
             if s != Started::default() {
@@ -460,17 +465,10 @@ pub fn start_for_sink(root: &Path, keys: &Path, logged: bool) -> Option<std::syn
 }
 
 /// The sealed sink's start, before `.inflight/` is cleared: opens the manifest of `root`
-/// (creating the audit key in `keys` if needed), adopts every segment already there into a new
-/// manifest, and finishes what a crash interrupted (see the module documentation). `logged`:
+/// (creating the audit key in the keyring directory `keys`, which must exist), adopts every
+/// segment already there into a new manifest, and finishes what a crash interrupted (see the module documentation). `logged`:
 /// the write-ahead log holds events to replay, so an unfinished seal is abandoned, not finished.
 pub fn start(root: &Path, keys: &Path, logged: bool) -> anyhow::Result<(Manifest, Started)> {
-    if !keys.exists() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(keys)
-            .map_err(|e| anyhow::anyhow!("keyring {}: {e}", keys.display()))?;
-    }
     fs::create_dir_all(root).map_err(|e| fail(root, e))?;
     let m = Manifest::open(root, Some(keys), true)?;
     let mut done = Started::default();

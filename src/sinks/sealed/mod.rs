@@ -213,6 +213,16 @@ impl Sink for SealedSink {
             // With the log on, partial segments hold only events that the log replays below
             // (when a log was left), so they are removed after the replay instead.
             let logged = self.wal.is_some() && !wal::list(&self.root.join(wal::WAL_DIR))?.is_empty();
+            let keyring = Arc::new(Keyring::open(&self.keys_dir));
+            let local = LocalProvider::new(keyring.clone()).creating(&self.default_key);
+            // Fail before accepting data if a local key cannot be used (KMS keys are first
+            // used at the first seal: no AWS call at start). This creates the keyring and its
+            // default key, so the manifest below finds the keyring on a first start.
+            for k in std::iter::once(&self.default_key).chain(self.rules.iter().map(|(_, k)| k)) {
+                if !is_kms_ref(k) {
+                    local.key_for_encryption(k)?;
+                }
+            }
             let manifest = crate::segment::manifest::start_for_sink(&self.root, &self.keys_dir, logged);
             let moved = match recover_inflight(&self.root) {
                 Ok(moved) => {
@@ -226,15 +236,6 @@ impl Sink for SealedSink {
                 }
                 Err(e) => anyhow::bail!("checking {}/.inflight: {e}", self.root.display()),
             };
-            let keyring = Arc::new(Keyring::open(&self.keys_dir));
-            let local = LocalProvider::new(keyring.clone()).creating(&self.default_key);
-            // Fail before accepting data if a local key cannot be used (KMS keys are first
-            // used at the first seal: no AWS call at start).
-            for k in std::iter::once(&self.default_key).chain(self.rules.iter().map(|(_, k)| k)) {
-                if !is_kms_ref(k) {
-                    local.key_for_encryption(k)?;
-                }
-            }
             let kms = KmsOptions { endpoint: self.kms_endpoint.clone(), audit_dir: self.keys_dir.clone() };
             let provider = KeyChain::new(local, kms);
             let retention = self.retention.map(|keep| {
