@@ -164,12 +164,16 @@ impl Manifest {
         &self.root
     }
 
-    /// Appends `entries` under the manifest's lock, fsynced, then moves the head. A broken
+    /// Appends `entries` under the manifest's lock, fsynced, then moves the head (nothing at
+    /// all for no entries: the first seal creates the manifest). A broken
     /// manifest never stops an append (the break stays visible to [`Manifest::verify`]).
     ///
     /// # Errors
     /// No key, or the manifest cannot be written.
     pub fn record(&self, entries: &[Entry]) -> anyhow::Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
         let key = self.key.as_ref().ok_or_else(|| {
             fail(&self.path(), "the keyring has no audit key, so the manifest cannot be appended to")
         })?;
@@ -548,6 +552,7 @@ mod tests {
         let (root, keys) = (d.path().join("data"), d.path().join("keys"));
         let a = seg(&root, "1795000000000-0000000000000001.parquet", b"aaaa");
         seg(&root, "1795000000001-0000000000000002.parquet", b"bbbb");
+        fs::create_dir(&keys).unwrap();
         let (m, s) = start(&root, &keys, false).unwrap();
         assert_eq!(s.adopted, 2);
         let r = m.verify(None).unwrap();
