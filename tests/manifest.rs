@@ -255,3 +255,22 @@ fn retention_and_rewrap_are_recorded() {
     assert!(segments(dir).is_empty());
     assert_clean(dir);
 }
+
+/// A manifest that cannot be written never stops sealing: the segments are sealed and
+/// `--verify` reports the broken manifest.
+#[test]
+fn an_unwritable_manifest_never_costs_events() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let cfg = config(dir, "");
+    run(dir, &cfg, b"one\ntwo\n");
+    // Replaced by a directory: every append fails.
+    let manifest = dir.join("data/.manifest.jsonl");
+    std::fs::remove_file(&manifest).unwrap();
+    std::fs::create_dir(&manifest).unwrap();
+    run(dir, &cfg, b"three\nfour\n");
+    assert_eq!(segments(dir).len(), 2);
+    let q = common::cmd(dir).args(["query", "data", "--format", "jsonl"]).output().unwrap();
+    assert!(common::stdout(&q).contains("four"), "{}", common::stderr(&q));
+    assert_reports(dir, &["no manifest"]);
+}
