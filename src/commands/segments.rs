@@ -1,7 +1,8 @@
 //! `sealtrail segments PATH [--keys DIR]`: lists sealed segments. Without keys: file, signal,
 //! size, first-event time (from the name) and key id (from the plaintext key metadata). With
 //! `--keys`: also rows and time range, from the decrypted footer (no data page is read), and
-//! segments under a destroyed key marked `shredded`.
+//! segments under a destroyed key marked `shredded`. `--verify`: the directory against its
+//! manifest.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,7 +11,9 @@ use std::sync::Arc;
 use crate::commands::remote::{Remote, find_all};
 use crate::event::json::rfc3339;
 use crate::exit_codes;
+use crate::keys::audit::Head;
 use crate::keys::{KeyChain, Keyring, KmsOptions, LocalProvider};
+use crate::segment::manifest::Manifest;
 use crate::segment::reader::SegmentRetriever;
 use crate::segment::{SegmentId, signal_of_path};
 
@@ -32,6 +35,52 @@ pub struct SegmentsArgs {
     /// but do not make the exit code 3.
     #[arg(long)]
     pub skip_unreadable: bool,
+    /// Check the directory against its manifest (`.manifest.jsonl`): segments missing from
+    /// disk or not in the manifest, duplicates, size or hash mismatches (every file is read),
+    /// and, with the keyring, the manifest's chain and head. Exit 3 when anything is wrong.
+    #[arg(long, conflicts_with = "older_than")]
+    pub verify: bool,
+    /// With `--verify`: the head to check against, as printed by an earlier verify
+    /// (`N:HASH`), kept outside the data directory, instead of `.manifest.head`.
+    #[arg(long, value_name = "N:HASH", requires = "verify", value_parser = parse_head)]
+    pub manifest_head: Option<Head>,
+}
+
+fn parse_head(s: &str) -> Result<Head, String> {
+    let (n, h) = s.split_once(':').ok_or("expected N:HASH")?;
+    let records = n.parse().map_err(|_| format!("`{n}` is not a record count"))?;
+    if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("HASH must be 64 hex digits".into());
+    }
+    Ok(Head { records, hash: h.to_ascii_lowercase() })
+}
+
+/// `--verify`: the manifest against the files (see [`crate::segment::manifest`]).
+fn verify(args: &SegmentsArgs) -> anyhow::Result<ExitCode> {
+    let keys = crate::commands::keys::keys_dir(args.keys.clone());
+    let m = Manifest::open(&args.path, Some(&keys), false)?;
+    let r = m.verify(args.manifest_head.as_ref())?;
+    for p in &r.problems {
+        println!("{p}");
+    }
+    if !r.chain_checked {
+        eprintln!(
+            "sealtrail: the keyring {} has no audit key: the manifest's chain was not checked",
+            keys.display()
+        );
+    }
+    if r.torn {
+        eprintln!("sealtrail: the manifest's last line is torn (an interrupted append); ignored");
+    }
+    let head = r.head.as_ref().map(|h| format!("{}:{}", h.records, h.hash)).unwrap_or_else(|| "-".into());
+    println!(
+        "manifest: {} entries, {} segments listed, {} on disk, head {head}: {}",
+        r.entries,
+        r.live,
+        r.files,
+        if r.problems.is_empty() { "ok".to_owned() } else { format!("{} problem(s)", r.problems.len()) }
+    );
+    Ok(ExitCode::from(if r.problems.is_empty() { exit_codes::OK } else { exit_codes::INTEGRITY }))
 }
 
 fn parse_age(s: &str) -> Result<std::time::Duration, String> {
@@ -51,7 +100,17 @@ fn retention(args: &SegmentsArgs, older_than: std::time::Duration) -> anyhow::Re
     }
     let bytes: u64 = list.iter().map(|e| e.bytes).sum();
     if args.delete {
-        let r = retention::remove(&args.path, &list)?;
+        // A manifested directory records the removals, so they are not reported as missing.
+        let keys = crate::commands::keys::keys_dir(args.keys.clone());
+        let m = Manifest::open(&args.path, Some(&keys), false)?;
+        if m.exists() && !m.has_key() {
+            anyhow::bail!(
+                "{} has a segment manifest but the keyring {} has no audit key to record the removals in it: give the agent's keyring with --keys",
+                args.path.display(),
+                keys.display()
+            );
+        }
+        let r = retention::remove(&args.path, &list, m.exists().then_some(&m))?;
         println!("deleted {} segments ({} bytes) older than {age}", r.segments, r.bytes);
     } else {
         println!(
@@ -63,6 +122,9 @@ fn retention(args: &SegmentsArgs, older_than: std::time::Duration) -> anyhow::Re
 }
 
 pub fn run(args: SegmentsArgs) -> anyhow::Result<ExitCode> {
+    if args.verify {
+        return verify(&args);
+    }
     let is_s3 = args.path.to_str().is_some_and(crate::s3::S3Url::is_s3);
     if let Some(age) = args.older_than {
         if is_s3 {

@@ -10,9 +10,13 @@
 //!   statistics and the page index, and streams record batches; every failure names the
 //!   segment and the key id.
 //!
+//! - [`manifest`] records every sealed, removed and re-wrapped segment of a directory in an
+//!   HMAC-chained `.manifest.jsonl`, so deleted, copied or changed segments are noticed.
+//!
 //! Layout: `<root>/<signal>/<yyyy>/<mm>/<dd>/<first-event-unix-ms>-<16 hex>.parquet`.
 
 pub mod columns;
+pub mod manifest;
 pub mod reader;
 pub mod rewrap;
 pub mod schema;

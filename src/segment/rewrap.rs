@@ -98,6 +98,21 @@ pub fn rewrap(path: &Path, keyring: &Arc<Keyring>, name: &str) -> anyhow::Result
         if (before.rows, before.min_time, before.max_time) != (after.rows, after.min_time, after.max_time) {
             anyhow::bail!("{}: the re-wrapped copy does not read the same; left unchanged", path.display());
         }
+        // A manifested directory records the new bytes first (`segment::manifest`).
+        if let Some(root) = super::manifest::root_of(path) {
+            let m = super::manifest::Manifest::open(root, Some(keyring.dir()), false)?;
+            if m.exists() {
+                let entry = super::manifest::describe(
+                    root,
+                    &tmp,
+                    path,
+                    super::manifest::Op::Rewrite,
+                    Some(to.clone()),
+                )
+                .map_err(|e| fail(&tmp, e))?;
+                m.record(&[entry])?;
+            }
+        }
         std::fs::rename(&tmp, path).map_err(|e| fail(path, e))?;
         if let Ok(d) = File::open(dir) {
             let _ = d.sync_all();

@@ -320,6 +320,17 @@ impl Sink for SealedSink {
             // With the log on, partial segments hold only events that the log replays below
             // (when a log was left), so they are removed after the replay instead.
             let logged = self.wal.is_some() && !wal::list(&self.root.join(wal::WAL_DIR))?.is_empty();
+            let keyring = Arc::new(Keyring::open(&self.keys_dir));
+            let local = LocalProvider::new(keyring.clone()).creating(&self.default_key);
+            // Fail before accepting data if a local key cannot be used (KMS keys are first
+            // used at the first seal: no AWS call at start). This creates the keyring and its
+            // default key, so the manifest below finds the keyring on a first start.
+            for k in std::iter::once(&self.default_key).chain(self.rules.iter().map(|(_, k)| k)) {
+                if !is_kms_ref(k) {
+                    local.key_for_encryption(k)?;
+                }
+            }
+            let manifest = crate::segment::manifest::start_for_sink(&self.root, &self.keys_dir, logged);
             let moved = match recover_inflight(&self.root) {
                 Ok(moved) => {
                     if !logged {
@@ -332,26 +343,20 @@ impl Sink for SealedSink {
                 }
                 Err(e) => anyhow::bail!("checking {}/.inflight: {e}", self.root.display()),
             };
-            let keyring = Arc::new(Keyring::open(&self.keys_dir));
-            let local = LocalProvider::new(keyring.clone()).creating(&self.default_key);
-            // Fail before accepting data if a local key cannot be used (KMS keys are first
-            // used at the first seal: no AWS call at start).
-            for k in std::iter::once(&self.default_key).chain(self.rules.iter().map(|(_, k)| k)) {
-                if !is_kms_ref(k) {
-                    local.key_for_encryption(k)?;
-                }
-            }
             let kms = KmsOptions { endpoint: self.kms_endpoint.clone(), audit_dir: self.keys_dir.clone() };
             let provider = KeyChain::new(local, kms);
             let retention = self.retention.map(|keep| {
                 let (root, max_age, metrics) = (self.root.clone(), self.max_age, cx.metrics.clone());
+                let manifest = manifest.clone();
                 tokio::spawn(async move {
                     let mut every = tokio::time::interval(RETENTION_INTERVAL);
                     loop {
                         every.tick().await;
-                        let root = root.clone();
-                        match tokio::task::spawn_blocking(move || retention::sweep(&root, keep, max_age))
-                            .await
+                        let (root, manifest) = (root.clone(), manifest.clone());
+                        match tokio::task::spawn_blocking(move || {
+                            retention::sweep(&root, keep, max_age, manifest.as_deref())
+                        })
+                        .await
                         {
                             Ok(Ok(r)) if r.segments > 0 => {
                                 metrics.add("retention.removed_segments", r.segments as u64);
@@ -395,6 +400,7 @@ impl Sink for SealedSink {
             let worker = tokio::task::spawn_blocking(move || {
                 let mut w = Writer::new(*self, provider, metrics);
                 w.spool = spool;
+                w.manifest = manifest;
                 w.start_wal(&partials)?;
                 w.run(rx)
             });
@@ -491,6 +497,8 @@ struct Writer {
     batch_gen: Option<u64>,
     /// The S3 upload spool, when uploading: told of every seal, bounds what waits.
     spool: Option<Arc<upload::Spool>>,
+    /// Where every seal is recorded (`segment::manifest`), when it could be opened.
+    manifest: Option<Arc<crate::segment::manifest::Manifest>>,
 }
 
 fn event_nanos(e: &Event) -> i64 {
@@ -516,6 +524,7 @@ impl Writer {
             wal: None,
             batch_gen: None,
             spool: None,
+            manifest: None,
         }
     }
 
@@ -855,7 +864,7 @@ impl Writer {
                 "sealtrail.signal",
                 format!("{:?}", open.signal).to_lowercase(),
             ));
-            let s = w.seal();
+            let s = w.seal_into(self.manifest.as_deref());
             if let Ok(s) = &s {
                 span.set_attribute(KeyValue::new("sealtrail.rows", s.rows as i64));
                 span.set_attribute(KeyValue::new("sealtrail.bytes", s.bytes as i64));
