@@ -30,6 +30,8 @@ write_config() { # name, redact (0/1), sink
   else
     printf '[sinks.out]\ntype = "blackhole"\ninputs = ["%s"]\n' "$input" >> "$f"
   fi
+  # Without redact the sink must say it takes unredacted events on purpose.
+  if [ "$2" = 0 ]; then printf 'allow_unredacted = true\n' >> "$f"; fi
 }
 write_config blackhole 0 blackhole
 write_config redact-blackhole 1 blackhole
