@@ -18,6 +18,7 @@ Examples:
   sealtrail keys create payments
   sealtrail segments ./sealtrail-data --keys ~/.local/share/sealtrail/keys
   sealtrail query ./sealtrail-data --since 15m --level warn --grep timeout
+  sealtrail scan app.log ./sealtrail-data --format json
 
 Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error,
 3 decryption or integrity failure.";
@@ -51,6 +52,9 @@ pub enum Command {
     Redact(commands::redact::RedactArgs),
     /// Watch an agent's live, redacted event stream (its `tail` sink).
     Tail(commands::tail::TailArgs),
+    /// Live view of a running agent's components (its `[api]` /metrics): events/s, bytes/s,
+    /// redactions/s, errors, channel fill.
+    Top(commands::top::TopArgs),
     /// Run as an AWS Lambda extension (the default when AWS_LAMBDA_RUNTIME_API is set).
     Lambda(commands::lambda::LambdaArgs),
     /// Manage the keyring: create, list, rotate, show, import keys; verify the audit log.
@@ -59,6 +63,10 @@ pub enum Command {
     Segments(commands::segments::SegmentsArgs),
     /// Decrypt sealed segments and print the events that match the filters.
     Query(commands::query::QueryArgs),
+    /// Report what the redaction engine finds in log files, standard input or sealed segments:
+    /// counts per detector, file and field, with line or row positions, never the values.
+    /// Exit 0 clean, 1 found, 2 usage, 3 unreadable.
+    Scan(commands::scan::ScanArgs),
 }
 
 impl Cli {
@@ -69,10 +77,12 @@ impl Cli {
             Some(Command::Validate(a)) => commands::validate::run(a),
             Some(Command::Redact(a)) => commands::redact::run(a),
             Some(Command::Tail(a)) => commands::tail::run(a),
+            Some(Command::Top(a)) => commands::top::run(a),
             Some(Command::Lambda(a)) => commands::lambda::run(a),
             Some(Command::Keys(a)) => commands::keys::run(a),
             Some(Command::Segments(a)) => commands::segments::run(a),
             Some(Command::Query(a)) => commands::query::run(a),
+            Some(Command::Scan(a)) => commands::scan::run(a),
             None if lambda_environment() => commands::lambda::run(commands::lambda::LambdaArgs::from_env()),
             None => {
                 use clap::CommandFactory;

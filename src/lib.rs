@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod net;
 pub mod otlp;
 pub mod redact;
+pub mod s3;
 pub mod segment;
 pub mod sinks;
 pub mod sources;

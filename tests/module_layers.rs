@@ -215,7 +215,7 @@ fn no_cycle_between_top_level_modules() {
 const LAYERS: &[&[&str]] = &[
     &["units", "event", "metrics", "redact"],
     &["otlp", "loggen", "filter"],
-    &["net"],
+    &["net", "s3"],
     &["telemetry"],
     &["keys"],
     &["segment", "api"],

@@ -30,6 +30,26 @@ pub enum KeysCommand {
     Show { name: String },
     /// Create a key from existing material: a file holding `base64:<32 bytes>` or 32 raw bytes.
     Import { name: String, file: PathBuf },
+    /// Destroy a key (or one version) for good: the material is overwritten and removed, and
+    /// every segment sealed under it becomes unreadable ("shredded"). Asks to type the key id
+    /// unless --yes. AWS KMS keys are destroyed in KMS (ScheduleKeyDeletion).
+    Destroy {
+        name: String,
+        /// Destroy only this version (the newest remaining one encrypts from then on).
+        #[arg(long)]
+        version: Option<u32>,
+        /// Do not ask for the typed confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Re-wrap the data key of every segment under NAME (in the given data directories or
+    /// files) under NAME's newest version, rewriting only the key material in each file's
+    /// tail; older versions can then be destroyed. Atomic per file, repeatable.
+    Rewrap {
+        name: String,
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
     /// Print the query audit log; with --verify, check its HMAC chain under the keyring's
     /// audit key and its head (exit 3 if broken or cut short).
     Audit {
@@ -43,6 +63,109 @@ pub enum KeysCommand {
         #[arg(long, requires = "records", requires = "verify")]
         head: Option<String>,
     },
+}
+
+/// `keys destroy`: the typed confirmation, the audit record (written first: no destruction
+/// goes unrecorded), then [`Keyring::destroy`].
+fn destroy(
+    kr: &Keyring,
+    dir: &std::path::Path,
+    name: &str,
+    version: Option<u32>,
+    yes: bool,
+) -> anyhow::Result<()> {
+    let key_err = |e: crate::keys::KeyError| match e {
+        crate::keys::KeyError::Io { .. } => anyhow::Error::from(e),
+        other => config_error(other),
+    };
+    // Fails early (no prompt) for a missing key or version, or an environment key.
+    let key = kr.get(name).map_err(key_err)?;
+    if key.from_env {
+        return Err(config_error(crate::keys::KeyError::FromEnvironment(name.to_owned())));
+    }
+    if let Some(v) = version {
+        key.version(v).map_err(key_err)?;
+    }
+    let target = match version {
+        Some(v) => format!("{name}#{v}"),
+        None => name.to_owned(),
+    };
+    if !yes {
+        use std::io::BufRead;
+        eprint!(
+            "This destroys {target} for good: every segment sealed under it becomes unreadable.\n\
+             Type `{target}` to confirm: "
+        );
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer).context("reading the confirmation")?;
+        if answer.trim_end_matches(['\n', '\r']) != target {
+            return Err(config_error(anyhow::anyhow!("not confirmed: nothing was destroyed")));
+        }
+    }
+    let ids: Vec<String> = match version {
+        Some(v) => vec![format!("{name}#{v}")],
+        None => key.versions.iter().map(|v| v.id()).collect(),
+    };
+    let mut filters = serde_json::Map::new();
+    filters.insert("action".into(), "keys destroy".into());
+    let record = audit::Record {
+        uid: audit::current_uid(),
+        segments: Vec::new(),
+        key_ids: ids,
+        filters,
+        output: "-".into(),
+    };
+    audit::append(dir, &record).context("writing the audit record (nothing was destroyed)")?;
+    let gone = kr.destroy(name, version).map_err(key_err)?;
+    let list: Vec<String> = gone.iter().map(|v| format!("{name}#{v}")).collect();
+    println!(
+        "destroyed {}: the material is overwritten and removed; segments under it now read as shredded",
+        list.join(", ")
+    );
+    Ok(())
+}
+
+/// `keys rewrap`: one audit record naming every candidate segment (no record, no change),
+/// then each segment re-wrapped on its own; a failure is reported and the others go on.
+fn rewrap(kr: Keyring, dir: &std::path::Path, name: &str, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    use crate::segment::rewrap::{Rewrapped, rewrap};
+    if crate::keys::is_kms_ref(name) {
+        return Err(config_error(anyhow::anyhow!(
+            "{name} is an AWS KMS key: KMS rotates its key material itself and old segments stay readable"
+        )));
+    }
+    let kr = std::sync::Arc::new(kr);
+    let current = kr.get(name).map_err(config_error)?.current().id();
+    let mut files = Vec::new();
+    for p in paths {
+        files.extend(crate::segment::find_segments(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?);
+    }
+    let mut filters = serde_json::Map::new();
+    filters.insert("action".into(), "keys rewrap".into());
+    let record = audit::Record {
+        uid: audit::current_uid(),
+        segments: files.iter().map(|f| f.display().to_string()).collect(),
+        key_ids: vec![current.clone()],
+        filters,
+        output: "-".into(),
+    };
+    audit::append(dir, &record).context("writing the audit record (nothing was re-wrapped)")?;
+    let (mut done, mut already, mut other, mut failed) = (0, 0, 0, 0);
+    for f in &files {
+        match rewrap(f, &kr, name) {
+            Ok(Rewrapped::Done { .. }) => done += 1,
+            Ok(Rewrapped::Current) => already += 1,
+            Ok(Rewrapped::OtherKey(_)) => other += 1,
+            Err(e) => {
+                eprintln!("sealtrail: {e:#}");
+                failed += 1;
+            }
+        }
+    }
+    println!(
+        "re-wrapped {done} segment(s) under {current}; {already} already under it, {other} under other keys, {failed} failed"
+    );
+    Ok(ExitCode::from(if failed > 0 { exit_codes::INTEGRITY } else { exit_codes::OK }))
 }
 
 /// The keyring directory of a command: the flag or environment, else the default.
@@ -86,6 +209,15 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
             let k = kr.import(&name, material).map_err(key_err)?;
             println!("imported key {} into {}", k.current().id(), dir.display());
         }
+        KeysCommand::Destroy { name, .. } if crate::keys::is_kms_ref(&name) => {
+            return Err(config_error(anyhow::anyhow!(
+                "{name} is an AWS KMS key: sealtrail holds no material for it. Destroy it in KMS with \
+                 ScheduleKeyDeletion (`aws kms schedule-key-deletion --key-id <ARN> --pending-window-in-days 7`); \
+                 its segments become unreadable when the deletion completes"
+            )));
+        }
+        KeysCommand::Destroy { name, version, yes } => destroy(&kr, &dir, &name, version, yes)?,
+        KeysCommand::Rewrap { name, paths } => return rewrap(kr, &dir, &name, &paths),
         KeysCommand::List => {
             let keys = kr.list();
             if keys.is_empty() {

@@ -5,9 +5,12 @@ pub mod keys;
 pub mod lambda;
 pub mod query;
 pub mod redact;
+pub mod remote;
 pub mod run;
+pub mod scan;
 pub mod segments;
 pub mod tail;
+pub mod top;
 pub mod validate;
 
 use std::path::PathBuf;

@@ -24,14 +24,15 @@ use anyhow::Context;
 use arrow_array::RecordBatch;
 use parquet::arrow::ArrowWriter;
 
+use crate::commands::remote::{REMOTE_THREADS, Remote, find_all};
 use crate::event::json::rfc3339;
 use crate::event::{Event, Signal, severity};
 use crate::exit_codes::{self, config_error};
 use crate::filter::{Filter, FilterArgs, SpanStatus};
 use crate::keys::{KeyChain, Keyring, KmsOptions, LocalProvider, audit};
 use crate::segment::columns::events_from_batch;
-use crate::segment::reader::{Segment, SegmentRetriever};
-use crate::segment::{find_segments, signal_of_path};
+use crate::segment::reader::SegmentRetriever;
+use crate::segment::signal_of_path;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -43,7 +44,7 @@ pub enum Format {
 
 #[derive(Debug, clap::Args)]
 pub struct QueryArgs {
-    /// Data directories or segment files.
+    /// Data directories, segment files or `s3://bucket/prefix` locations.
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
     /// Keyring directory (default: `SEALTRAIL_KEYS`, else `$XDG_DATA_HOME/sealtrail/keys`).
@@ -71,6 +72,10 @@ pub struct QueryArgs {
     /// Print pruning and byte counts to standard error at the end.
     #[arg(long)]
     pub stats: bool,
+    /// Segments whose key was destroyed (`keys destroy`) are named and counted but do not
+    /// make the exit code 3.
+    #[arg(long)]
+    pub skip_unreadable: bool,
 }
 
 /// Parses an RFC 3339 time or a relative one (`15m` = 15 minutes before `now`), in nanos.
@@ -158,12 +163,17 @@ pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
     // Candidate segments, pruned by the signal in their path. Their names hold the first
     // event's time, which bounds nothing (events arrive out of order): time pruning waits for
     // the footer statistics, once a segment is opened.
-    let mut files = Vec::new();
-    for p in &args.paths {
-        files.extend(find_segments(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?);
-    }
+    // `s3://` arguments are listed day by day within --since/--until (see `remote`).
+    let now = crate::event::now_nanos();
+    let bound = |v: &Option<String>| v.as_deref().and_then(|s| parse_time(s, now));
+    let signals: Vec<&str> = match want {
+        Some(s) => vec![s.as_str()],
+        None => vec!["logs", "spans"],
+    };
+    let mut remote = Remote::default();
+    let mut files = find_all(&args.paths, &signals, bound(&args.since), bound(&args.until), &mut remote)?;
     let total_files = files.len();
-    let total_bytes: u64 = files.iter().map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)).sum();
+    let total_bytes: u64 = files.iter().map(|f| remote.size(f)).sum();
     files.retain(|f| match (want, signal_of_path(f)) {
         (Some(w), Some(s)) => w == s,
         _ => true,
@@ -171,16 +181,27 @@ pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
     let pruned_by_signal = total_files - files.len();
 
     let keys_dir = crate::commands::keys::keys_dir(args.keys.clone());
+    // Segments under a destroyed key are shredded by intent: named, counted, never opened.
+    let destroyed = crate::keys::destroy::Destroyed::load(&keys_dir)?;
+    let mut shredded = 0usize;
     // The audit record goes first: segments and key ids from the plaintext key metadata, no
     // key needed. No record, no decryption.
     let mut key_ids: Vec<String> = Vec::new();
-    for f in &files {
-        if let Ok(km) = crate::segment::reader::read_key_metadata(f) {
+    let mut readable = Vec::with_capacity(files.len());
+    for f in files {
+        if let Ok(km) = remote.key_metadata(&f) {
+            if destroyed.covers(&km.master_key_id) {
+                eprintln!("sealtrail: {}: shredded (key {} was destroyed)", f.display(), km.master_key_id);
+                shredded += 1;
+                continue;
+            }
             if !key_ids.contains(&km.master_key_id) {
                 key_ids.push(km.master_key_id);
             }
         }
+        readable.push(f);
     }
+    let files = readable;
     let output = match &args.output {
         Some(p) => format!("{} ({format:?})", p.display()),
         None => format!("stdout ({format:?})"),
@@ -239,11 +260,11 @@ pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
             // A table on a terminal is read as it comes: every chunk goes to the screen at once.
             let flush_each = *format == Format::Table && stdout_tty && args.output.is_none();
             let text = TextOut { w, format: *format, header, flush_each, limit: args.limit };
-            read_parallel(&files, &filter, &retriever, &progress, text, &mut tally)?;
+            read_parallel(&files, &remote, &filter, &retriever, &progress, text, &mut tally)?;
         }
-        Out::Parquet { .. } => {
-            read_sequential(&files, &filter, &retriever, &progress, &mut out, args.limit, &mut tally)?
-        }
+        Out::Parquet { .. } => read_sequential(
+            &files, &remote, &filter, &retriever, &progress, &mut out, args.limit, &mut tally,
+        )?,
     }
     let Tally { failed, events, read_bytes, pruned_by_time } = tally;
     if let Some(pb) = progress {
@@ -265,8 +286,14 @@ pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
             total_files
         );
     }
+    if shredded > 0 {
+        eprintln!("sealtrail: {shredded} segment(s) shredded: their key was destroyed");
+    }
     if failed > 0 {
         eprintln!("sealtrail: {failed} segment(s) could not be read");
+        return Ok(ExitCode::from(exit_codes::INTEGRITY));
+    }
+    if shredded > 0 && !args.skip_unreadable {
         return Ok(ExitCode::from(exit_codes::INTEGRITY));
     }
     Ok(ExitCode::SUCCESS)
@@ -321,15 +348,20 @@ enum Piece {
 /// writes their lines in the order of `files` (each segment's own order kept): the same
 /// output as reading them one by one. Each segment has its own bounded channel, so a thread
 /// that runs ahead waits once [`READY_BATCHES`] of its batches are ready.
+#[allow(clippy::too_many_arguments)]
 fn read_parallel(
     files: &[PathBuf],
+    remote: &Remote,
     filter: &Filter,
     retriever: &Arc<SegmentRetriever>,
     progress: &Option<indicatif::ProgressBar>,
     mut text: TextOut<'_>,
     tally: &mut Tally,
 ) -> anyhow::Result<()> {
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(files.len()).max(1);
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    // Remote segments wait on ranged GETs, not the CPU: more of them in flight.
+    let threads = if remote.is_empty() { cores } else { cores.max(REMOTE_THREADS) };
+    let threads = threads.min(files.len()).max(1);
     let mut senders = Vec::with_capacity(files.len());
     let mut receivers = Vec::with_capacity(files.len());
     for _ in files {
@@ -348,7 +380,7 @@ fn read_parallel(
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(slot) = senders.get(i) else { return };
                     let Some(tx) = slot.lock().unwrap_or_else(|p| p.into_inner()).take() else { continue };
-                    read_segment(&files[i], filter, retriever, format, &tx);
+                    read_segment(&files[i], remote, filter, retriever, format, &tx);
                 }
             });
         }
@@ -418,12 +450,13 @@ fn write_pieces(
 /// output no longer listens.
 fn read_segment(
     f: &std::path::Path,
+    remote: &Remote,
     filter: &Filter,
     retriever: &Arc<SegmentRetriever>,
     format: Format,
     tx: &std::sync::mpsc::SyncSender<Piece>,
 ) {
-    let seg = match Segment::open(f, retriever.clone()) {
+    let seg = match remote.open(f, retriever.clone()) {
         Ok(s) => s,
         Err(e) => {
             let _ = tx.send(Piece::Failed { error: e.into(), read_bytes: 0 });
@@ -466,8 +499,10 @@ fn read_segment(
 }
 
 /// The Parquet export: one writer, segments in order on this thread.
+#[allow(clippy::too_many_arguments)]
 fn read_sequential(
     files: &[PathBuf],
+    remote: &Remote,
     filter: &Filter,
     retriever: &Arc<SegmentRetriever>,
     progress: &Option<indicatif::ProgressBar>,
@@ -479,7 +514,7 @@ fn read_sequential(
         if let Some(pb) = progress {
             pb.inc(1);
         }
-        let seg = match Segment::open(f, retriever.clone()) {
+        let seg = match remote.open(f, retriever.clone()) {
             Ok(s) => s,
             Err(e) => {
                 report(progress, &e);

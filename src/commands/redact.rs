@@ -30,16 +30,23 @@ pub struct RedactArgs {
     /// Keyring directory, for `hmac_key` (default: as for `run`).
     #[arg(long, env = "SEALTRAIL_KEYS")]
     pub keys: Option<PathBuf>,
+    /// A CloudWatch Logs data protection policy (JSON): its `Deidentify` identifiers choose the
+    /// detectors (see README, "CloudWatch data protection policies").
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
     /// Print the number of redactions per detector to standard error at the end.
     #[arg(long)]
     pub stats: bool,
 }
 
 pub fn run(args: RedactArgs) -> anyhow::Result<ExitCode> {
-    let cfg = match &args.config {
+    let mut cfg = match &args.config {
         Some(p) => load_config(p).map_err(config_error)?,
         None => RedactConfig::default(),
     };
+    if let Some(p) = &args.policy {
+        cfg.policy = Some(p.clone());
+    }
     let keys_dir = args.keys.clone().unwrap_or_else(crate::config::default_keys_dir);
     let redactor = Arc::new(cfg.redactor(&keys_dir).map_err(config_error)?);
     let counts = filter(&redactor, std::io::stdin().lock(), std::io::stdout().lock())?;
@@ -136,7 +143,9 @@ mod tests {
         assert_eq!(c.total(), 2);
         assert_eq!(
             stats_line(&c),
-            "redactions: total=2 card=1 iban=0 bank_account=0 url_credentials=1 keyword=0 pattern=0"
+            "redactions: total=2 card=1 iban=0 bank_account=0 url_credentials=1 authorization=0 aws_access_key=0 \
+             aws_secret_key=0 private_key=0 jwt=0 connection_string=0 secret_field=0 prefixed_token=0 keyword=0 \
+             pattern=0"
         );
     }
 

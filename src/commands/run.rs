@@ -54,7 +54,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             });
             reason
         };
-        topology::run(built, registry.clone(), stop).await
+        let (reload_tx, reloads) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(reload_on_hangup(args.agent.clone(), registry.clone(), reload_tx));
+        topology::run_reloading(built, registry.clone(), stop, reloads).await
     });
     if let Some((shared, stop, task)) = api {
         // Not ready from here on; the endpoints answer until the drain is over.
@@ -76,6 +78,69 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // whether it came from the end of input or from a signal.
     let code = outcome.exit_code.map_or(exit_codes::OK, |c| c.clamp(0, 255) as u8);
     Ok(ExitCode::from(code))
+}
+
+/// On each SIGHUP, reads the configuration files again with the same overrides, validates
+/// them exactly as `validate` does and hands a valid result to the topology, which applies it
+/// by difference. An invalid configuration changes nothing: its errors are logged with their
+/// file, line and column and counted (`errors.config_invalid` of `agent.reload`).
+async fn reload_on_hangup(
+    agent: AgentArgs,
+    registry: Registry,
+    reloads: tokio::sync::mpsc::Sender<topology::Reload>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: configuration reload is off");
+        return;
+    };
+    let metrics = registry.component("agent.reload");
+    while hangup.recv().await.is_some() {
+        let agent = agent.clone();
+        let loaded =
+            tokio::task::spawn_blocking(move || -> Result<topology::Built, crate::config::ConfigErrors> {
+                let config = config::load_files(&components::KINDS, &agent.config, &agent.overrides())?;
+                topology::build(&config)
+            })
+            .await;
+        let built = match loaded {
+            Ok(Ok(b)) => b,
+            Ok(Err(errors)) => {
+                metrics.error("config_invalid");
+                tracing::error!("SIGHUP: configuration not reloaded, the running one stays: {errors}");
+                continue;
+            }
+            Err(e) => {
+                metrics.error("config_invalid");
+                tracing::error!("SIGHUP: configuration not reloaded: {e}");
+                continue;
+            }
+        };
+        let (done, report) = tokio::sync::oneshot::channel();
+        if reloads.send(topology::Reload { built, done }).await.is_err() {
+            return;
+        }
+        let Ok(r) = report.await else { return };
+        metrics.add("reloads", 1);
+        let list = |v: &[String]| if v.is_empty() { "-".to_owned() } else { v.join(", ") };
+        tracing::info!(
+            "SIGHUP: configuration reloaded: kept {}; added {}; restarted {}; removed {}",
+            list(&r.kept),
+            list(&r.added),
+            list(&r.restarted),
+            list(&r.removed)
+        );
+        if !r.needs_restart.is_empty() {
+            tracing::warn!(
+                "SIGHUP: changes that need a restart of the agent: {}",
+                r.needs_restart.join(", ")
+            );
+        }
+        if !r.failed.is_empty() {
+            metrics.error("reload_failed");
+            tracing::error!("SIGHUP: not applied: {}", r.failed.join(", "));
+        }
+    }
 }
 
 /// Raises the soft limit of open files to the hard limit, as servers do: each OTLP or tail

@@ -1,20 +1,25 @@
 //! `sealtrail segments PATH [--keys DIR]`: lists sealed segments. Without keys: file, signal,
 //! size, first-event time (from the name) and key id (from the plaintext key metadata). With
-//! `--keys`: also rows and time range, from the decrypted footer (no data page is read).
+//! `--keys`: also rows and time range, from the decrypted footer (no data page is read), and
+//! segments under a destroyed key marked `shredded`. `--verify`: the directory against its
+//! manifest.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use crate::commands::remote::{Remote, find_all};
 use crate::event::json::rfc3339;
 use crate::exit_codes;
+use crate::keys::audit::Head;
 use crate::keys::{KeyChain, Keyring, KmsOptions, LocalProvider};
-use crate::segment::reader::{Segment, SegmentRetriever, read_key_metadata};
-use crate::segment::{SegmentId, find_segments, signal_of_path};
+use crate::segment::manifest::Manifest;
+use crate::segment::reader::SegmentRetriever;
+use crate::segment::{SegmentId, signal_of_path};
 
 #[derive(Debug, clap::Args)]
 pub struct SegmentsArgs {
-    /// A data directory or a segment file.
+    /// A data directory, a segment file or an `s3://bucket/prefix` location.
     pub path: PathBuf,
     /// Keyring directory: decrypt footers for rows and time ranges.
     #[arg(long, env = "SEALTRAIL_KEYS")]
@@ -26,6 +31,56 @@ pub struct SegmentsArgs {
     /// With `--older-than`: remove those segments (without it, a dry run lists them).
     #[arg(long, requires = "older_than")]
     pub delete: bool,
+    /// Segments whose key was destroyed (`keys destroy`) are listed as shredded and counted
+    /// but do not make the exit code 3.
+    #[arg(long)]
+    pub skip_unreadable: bool,
+    /// Check the directory against its manifest (`.manifest.jsonl`): segments missing from
+    /// disk or not in the manifest, duplicates, size or hash mismatches (every file is read),
+    /// and, with the keyring, the manifest's chain and head. Exit 3 when anything is wrong.
+    #[arg(long, conflicts_with = "older_than")]
+    pub verify: bool,
+    /// With `--verify`: the head to check against, as printed by an earlier verify
+    /// (`N:HASH`), kept outside the data directory, instead of `.manifest.head`.
+    #[arg(long, value_name = "N:HASH", requires = "verify", value_parser = parse_head)]
+    pub manifest_head: Option<Head>,
+}
+
+fn parse_head(s: &str) -> Result<Head, String> {
+    let (n, h) = s.split_once(':').ok_or("expected N:HASH")?;
+    let records = n.parse().map_err(|_| format!("`{n}` is not a record count"))?;
+    if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("HASH must be 64 hex digits".into());
+    }
+    Ok(Head { records, hash: h.to_ascii_lowercase() })
+}
+
+/// `--verify`: the manifest against the files (see [`crate::segment::manifest`]).
+fn verify(args: &SegmentsArgs) -> anyhow::Result<ExitCode> {
+    let keys = crate::commands::keys::keys_dir(args.keys.clone());
+    let m = Manifest::open(&args.path, Some(&keys), false)?;
+    let r = m.verify(args.manifest_head.as_ref())?;
+    for p in &r.problems {
+        println!("{p}");
+    }
+    if !r.chain_checked {
+        eprintln!(
+            "sealtrail: the keyring {} has no audit key: the manifest's chain was not checked",
+            keys.display()
+        );
+    }
+    if r.torn {
+        eprintln!("sealtrail: the manifest's last line is torn (an interrupted append); ignored");
+    }
+    let head = r.head.as_ref().map(|h| format!("{}:{}", h.records, h.hash)).unwrap_or_else(|| "-".into());
+    println!(
+        "manifest: {} entries, {} segments listed, {} on disk, head {head}: {}",
+        r.entries,
+        r.live,
+        r.files,
+        if r.problems.is_empty() { "ok".to_owned() } else { format!("{} problem(s)", r.problems.len()) }
+    );
+    Ok(ExitCode::from(if r.problems.is_empty() { exit_codes::OK } else { exit_codes::INTEGRITY }))
 }
 
 fn parse_age(s: &str) -> Result<std::time::Duration, String> {
@@ -45,7 +100,17 @@ fn retention(args: &SegmentsArgs, older_than: std::time::Duration) -> anyhow::Re
     }
     let bytes: u64 = list.iter().map(|e| e.bytes).sum();
     if args.delete {
-        let r = retention::remove(&args.path, &list)?;
+        // A manifested directory records the removals, so they are not reported as missing.
+        let keys = crate::commands::keys::keys_dir(args.keys.clone());
+        let m = Manifest::open(&args.path, Some(&keys), false)?;
+        if m.exists() && !m.has_key() {
+            anyhow::bail!(
+                "{} has a segment manifest but the keyring {} has no audit key to record the removals in it: give the agent's keyring with --keys",
+                args.path.display(),
+                keys.display()
+            );
+        }
+        let r = retention::remove(&args.path, &list, m.exists().then_some(&m))?;
         println!("deleted {} segments ({} bytes) older than {age}", r.segments, r.bytes);
     } else {
         println!(
@@ -57,15 +122,32 @@ fn retention(args: &SegmentsArgs, older_than: std::time::Duration) -> anyhow::Re
 }
 
 pub fn run(args: SegmentsArgs) -> anyhow::Result<ExitCode> {
+    if args.verify {
+        return verify(&args);
+    }
+    let is_s3 = args.path.to_str().is_some_and(crate::s3::S3Url::is_s3);
     if let Some(age) = args.older_than {
+        if is_s3 {
+            return Err(exit_codes::config_error(anyhow::anyhow!(
+                "--older-than works on local data directories; for s3:// use an S3 lifecycle rule"
+            )));
+        }
         return retention(&args, age);
     }
-    let files = find_segments(&args.path).map_err(|e| anyhow::anyhow!("{}: {e}", args.path.display()))?;
+    let mut remote = Remote::default();
+    let files = find_all(std::slice::from_ref(&args.path), &["logs", "spans"], None, None, &mut remote)?;
+    // For s3://, paths are shown relative to the URL as given.
+    let base = PathBuf::from(args.path.to_str().unwrap_or_default().trim_end_matches('/'));
     let retriever = args.keys.as_ref().map(|d| {
         let local = LocalProvider::new(Arc::new(Keyring::open(d)));
         let kms = KmsOptions { endpoint: None, audit_dir: d.clone() };
         Arc::new(SegmentRetriever::new(Arc::new(KeyChain::new(local, kms))))
     });
+    let destroyed = match &args.keys {
+        Some(d) => crate::keys::destroy::Destroyed::load(d)?,
+        None => Default::default(),
+    };
+    let mut shredded = 0usize;
     let mut failed = false;
     if retriever.is_some() {
         println!(
@@ -76,13 +158,14 @@ pub fn run(args: SegmentsArgs) -> anyhow::Result<ExitCode> {
         println!("{:<60} {:<6} {:>10} {:<24} KEY", "FILE", "SIGNAL", "BYTES", "FIRST EVENT");
     }
     for f in &files {
-        let rel = f.strip_prefix(&args.path).unwrap_or(f).display().to_string();
+        let root = if is_s3 { &base } else { &args.path };
+        let rel = f.strip_prefix(root).unwrap_or(f).display().to_string();
         let rel = if rel.is_empty() { f.display().to_string() } else { rel };
-        let size = std::fs::metadata(f).map(|m| m.len()).unwrap_or(0);
+        let size = remote.size(f);
         let signal = signal_of_path(f).map(|s| s.as_str()).unwrap_or("?");
         let first =
             SegmentId::of_path(f).map(|id| rfc3339(id.first_ms * 1_000_000)).unwrap_or_else(|| "?".into());
-        let key = match read_key_metadata(f) {
+        let key = match remote.key_metadata(f) {
             Ok(km) => km.master_key_id,
             Err(e) => {
                 eprintln!("sealtrail: {e}");
@@ -90,9 +173,15 @@ pub fn run(args: SegmentsArgs) -> anyhow::Result<ExitCode> {
                 continue;
             }
         };
+        if destroyed.covers(&key) {
+            // The data is gone by intent: named and counted, never an error to open.
+            shredded += 1;
+            println!("{rel:<60} {signal:<6} {size:>10} {first:<24} {key:<14} shredded");
+            continue;
+        }
         match &retriever {
             None => println!("{rel:<60} {signal:<6} {size:>10} {first:<24} {key}"),
-            Some(r) => match Segment::open(f, r.clone()) {
+            Some(r) => match remote.open(f, r.clone()) {
                 Ok(seg) => {
                     let s = seg.summary();
                     let t = |x: Option<i64>| x.map(rfc3339).unwrap_or_else(|| "-".into());
@@ -110,5 +199,9 @@ pub fn run(args: SegmentsArgs) -> anyhow::Result<ExitCode> {
             },
         }
     }
-    Ok(ExitCode::from(if failed { exit_codes::INTEGRITY } else { exit_codes::OK }))
+    if shredded > 0 {
+        eprintln!("sealtrail: {shredded} segment(s) shredded: their key was destroyed");
+    }
+    let bad = failed || (shredded > 0 && !args.skip_unreadable);
+    Ok(ExitCode::from(if bad { exit_codes::INTEGRITY } else { exit_codes::OK }))
 }

@@ -17,6 +17,7 @@
 //! Components never see the graph: the topology gives a source a [`SourceContext`] with its
 //! output, a sink a [`SinkInput`], and runs transforms batch by batch.
 
+pub mod ack;
 pub mod context;
 pub mod globals;
 pub mod lambda;
@@ -29,7 +30,8 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
-pub use context::{Closed, Fanout, Full, Message, Received, SinkContext, SinkInput, SourceContext};
+pub use ack::{Ack, AckStatus, AckWait};
+pub use context::{Closed, Fanout, Full, Message, Received, Routes, SinkContext, SinkInput, SourceContext};
 pub use globals::{GlobalOptions, KeyRule, KeysOptions, default_keys_dir};
 pub use shutdown::{Reason, Shutdown, ShutdownTrigger};
 
@@ -64,6 +66,20 @@ pub trait SourceConfig: Debug + Send + Sync {
 
     /// Validates the configuration and compiles the runtime source. No side effects.
     fn build(&self, cx: &BuildContext<'_>) -> anyhow::Result<Box<dyn Source>>;
+
+    /// Whether a configuration reload may stop this source and start its new version. A
+    /// source whose input cannot be opened twice (the agent's stdin, a wrapped child) says
+    /// no: a change to it keeps the running one and is reported as needing a restart.
+    fn restartable(&self) -> bool {
+        true
+    }
+
+    /// `true` when the source sets `acknowledgements = true`: it answers its clients (or
+    /// advances its checkpoint) only once every durable sink has the batch (see [`ack`]).
+    /// The topology refuses such a source without a durable sink downstream.
+    fn acknowledgements(&self) -> bool {
+        false
+    }
 }
 
 /// A running source: pushes batches into `cx.out` until its input ends or `cx.shutdown` fires,
@@ -122,6 +138,13 @@ pub trait SinkConfig: Debug + Send + Sync {
 
     /// Validates the configuration and compiles the runtime sink. No side effects.
     fn build(&self, cx: &BuildContext<'_>) -> anyhow::Result<Box<dyn Sink>>;
+
+    /// `true` when the sink makes a batch durable before it resolves the batch's
+    /// acknowledgement (the sealed sink with `wal = true`): what a source with
+    /// `acknowledgements = true` needs downstream.
+    fn durable(&self) -> bool {
+        false
+    }
 
     /// Called by the loader when the sink sets `allow_unredacted = true`: a sink that would
     /// serve those events to other hosts refuses (with the message) unless its own explicit

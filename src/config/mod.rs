@@ -50,6 +50,11 @@ pub struct ComponentDef<C: ?Sized> {
     pub allow_unredacted: bool,
     pub origin: Origin,
     pub config: Box<C>,
+    /// A digest of everything the file says about this component (type, inputs,
+    /// `allow_unredacted` and every field after interpolation, spans and field order left out):
+    /// equal digests mean an unchanged component when SIGHUP reloads the configuration. A hash,
+    /// so no field value (a token) is kept twice.
+    pub fingerprint: u64,
 }
 
 /// A loaded, checked configuration.
@@ -306,6 +311,13 @@ fn parse_component(
     } else {
         false
     };
+    let fingerprint = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        (section, &kind, &inputs, allow_unredacted).hash(&mut h);
+        hash_table(&table, &mut h);
+        h.finish()
+    };
     // The rest goes to the kind's parser; its errors carry the span of the field they are about.
     let rest = ValueDeserializer::from(Spanned::new(span, DeValue::Table(table)));
     let field_err = |e: toml::de::Error| de_err(e, &origin);
@@ -321,7 +333,15 @@ fn parse_component(
                 })?;
             let config = (k.parse)(rest).map_err(field_err)?;
             let (id, kind, inputs) = def(Vec::new());
-            Ok(Parsed::Source(ComponentDef { id, kind, inputs, allow_unredacted, origin, config }))
+            Ok(Parsed::Source(ComponentDef {
+                id,
+                kind,
+                inputs,
+                allow_unredacted,
+                origin,
+                config,
+                fingerprint,
+            }))
         }
         "transforms" => {
             let k = kinds.transforms.iter().find(|k| k.name == kind).ok_or_else(|| {
@@ -332,7 +352,15 @@ fn parse_component(
                 .ok_or_else(|| err("missing `inputs`: a transform needs at least one input".into()))?;
             let config = (k.parse)(rest).map_err(field_err)?;
             let (id, kind, inputs) = def(inputs);
-            Ok(Parsed::Transform(ComponentDef { id, kind, inputs, allow_unredacted, origin, config }))
+            Ok(Parsed::Transform(ComponentDef {
+                id,
+                kind,
+                inputs,
+                allow_unredacted,
+                origin,
+                config,
+                fingerprint,
+            }))
         }
         _ => {
             let k = kinds
@@ -345,7 +373,40 @@ fn parse_component(
                 .ok_or_else(|| err("missing `inputs`: a sink needs at least one input".into()))?;
             let config = (k.parse)(rest).map_err(field_err)?;
             let (id, kind, inputs) = def(inputs);
-            Ok(Parsed::Sink(ComponentDef { id, kind, inputs, allow_unredacted, origin, config }))
+            Ok(Parsed::Sink(ComponentDef { id, kind, inputs, allow_unredacted, origin, config, fingerprint }))
+        }
+    }
+}
+
+/// Feeds a table to a hasher in key order, values by their text, spans left out.
+fn hash_table(table: &DeTable<'_>, h: &mut impl std::hash::Hasher) {
+    use std::hash::Hash;
+    let mut keys: Vec<_> = table.iter().collect();
+    keys.sort_by(|a, b| a.0.get_ref().cmp(b.0.get_ref()));
+    for (k, v) in keys {
+        k.get_ref().hash(h);
+        hash_value(v.get_ref(), h);
+    }
+    0xffu8.hash(h);
+}
+
+fn hash_value(v: &DeValue<'_>, h: &mut impl std::hash::Hasher) {
+    use std::hash::Hash;
+    match v {
+        DeValue::String(s) => (0u8, s.as_ref()).hash(h),
+        DeValue::Integer(i) => (1u8, i.to_string()).hash(h),
+        DeValue::Float(f) => (2u8, f.to_string()).hash(h),
+        DeValue::Boolean(b) => (3u8, b).hash(h),
+        DeValue::Datetime(d) => (4u8, d.to_string()).hash(h),
+        DeValue::Array(a) => {
+            (5u8, a.len()).hash(h);
+            for x in a.iter() {
+                hash_value(x.get_ref(), h);
+            }
+        }
+        DeValue::Table(t) => {
+            6u8.hash(h);
+            hash_table(t, h);
         }
     }
 }

@@ -42,7 +42,7 @@ pub const HEAD_FILE: &str = "audit.head";
 /// A record longer than this is not an audit record (bounds the memory of a verify).
 const MAX_LINE_BYTES: usize = 16 << 20;
 
-const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// What an audit operation hit.
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +98,9 @@ pub struct Verified {
     pub torn: bool,
 }
 
-fn mac_of(key: &[u8; 32], obj: &Map<String, Value>) -> String {
+/// HMAC-SHA256 of `obj`'s JSON (keys sorted) under `key`, hex: the MAC of one chained record
+/// (shared with the segment manifest, `segment::manifest`).
+pub(crate) fn mac_of(key: &[u8; 32], obj: &Map<String, Value>) -> String {
     // serde_json's Map is a BTreeMap here (no preserve_order): keys serialize sorted.
     let bytes = serde_json::to_vec(obj).unwrap_or_default();
     // HMAC takes a key of any length: `new_from_slice` cannot fail.
@@ -157,6 +159,19 @@ fn audit_key(dir: &Path, create: bool) -> Result<Option<Material>, AuditError> {
     }
 }
 
+/// A key for another chain kept by this keyring (the segment manifest): HMAC-SHA256 of
+/// `label` under the audit key, so one secret guards both and a line of one chain never
+/// verifies in the other. `None` when the audit key is missing and not `create`.
+pub(crate) fn derived_key(dir: &Path, label: &str, create: bool) -> Result<Option<Material>, AuditError> {
+    let Some(key) = audit_key(dir, create)? else { return Ok(None) };
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&key[..])
+        .map_err(|_| AuditError::Head { path: dir.join(KEY_FILE), reason: "unusable audit key".into() })?;
+    m.update(label.as_bytes());
+    let mut out = Zeroizing::new([0u8; 32]);
+    out.copy_from_slice(&m.finalize().into_bytes());
+    Ok(Some(out))
+}
+
 /// Appends a record to `<dir>/audit.jsonl` (created 0600), chained to the last one, fsynced,
 /// and moves the head. Never creates the keyring directory.
 ///
@@ -206,14 +221,21 @@ pub fn append(dir: &Path, record: &Record) -> Result<Head, AuditError> {
 
 /// Writes `audit.head` atomically (temporary file, fsync, rename) while the log is locked.
 fn write_head(dir: &Path, head: &Head) -> Result<(), AuditError> {
-    let path = dir.join(HEAD_FILE);
-    let tmp = dir.join(format!(".{HEAD_FILE}.{}.tmp", std::process::id()));
-    let io = |source| AuditError::Io { path: path.clone(), source };
+    write_head_file(&dir.join(HEAD_FILE), head)
+}
+
+/// Writes a head file atomically (temporary file beside it, fsync, rename, directory fsync);
+/// the caller holds the chain's lock.
+pub(crate) fn write_head_file(path: &Path, head: &Head) -> Result<(), AuditError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("head");
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let io = |source| AuditError::Io { path: path.to_owned(), source };
     let text = serde_json::json!({ "records": head.records, "hash": head.hash }).to_string();
     let mut f =
         fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io)?;
     f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).map_err(io)?;
-    fs::rename(&tmp, &path).map_err(io)?;
+    fs::rename(&tmp, path).map_err(io)?;
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }
@@ -222,7 +244,12 @@ fn write_head(dir: &Path, head: &Head) -> Result<(), AuditError> {
 
 /// Reads `audit.head`, if there is one.
 pub fn read_head(dir: &Path) -> Result<Option<Head>, AuditError> {
-    let path = dir.join(HEAD_FILE);
+    read_head_file(&dir.join(HEAD_FILE))
+}
+
+/// Reads a head file (`{"records":N,"hash":"…"}`), if there is one.
+pub(crate) fn read_head_file(path: &Path) -> Result<Option<Head>, AuditError> {
+    let path = path.to_owned();
     let text = match fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -258,18 +285,32 @@ pub fn verify(dir: &Path, expect: Option<&Head>) -> Result<Verified, AuditError>
         Some(h) => Some(h.clone()),
         None => read_head(dir)?,
     };
-    let head_err = |reason: String| AuditError::Head { path: path.clone(), reason };
+    check_head(&path, HEAD_FILE, &hashes, head.as_ref())?;
+    Ok(v)
+}
+
+/// Checks a verified chain (`hashes`: each record's MAC, in order) against its `head`. A chain
+/// with more records than the head is accepted when the head's record is in it (the head is
+/// written after the chain, so a crash can leave it one record behind).
+pub(crate) fn check_head(
+    path: &Path,
+    head_name: &str,
+    hashes: &[String],
+    head: Option<&Head>,
+) -> Result<(), AuditError> {
+    let records = hashes.len() as u64;
+    let head_err = |reason: String| AuditError::Head { path: path.to_owned(), reason };
     match head {
-        None if v.records > 0 => {
+        None if records > 0 => {
             return Err(head_err(format!(
-                "{HEAD_FILE} is missing: cannot tell whether records were cut off"
+                "{head_name} is missing: cannot tell whether records were cut off"
             )));
         }
         None => {}
-        Some(h) if h.records > v.records => {
+        Some(h) if h.records > records => {
             return Err(head_err(format!(
                 "the head says {} records but the log has {}: the newest records were removed",
-                h.records, v.records
+                h.records, records
             )));
         }
         Some(h) if h.records == 0 => {}
@@ -283,14 +324,16 @@ pub fn verify(dir: &Path, expect: Option<&Head>) -> Result<Verified, AuditError>
             }
         }
     }
-    Ok(v)
+    Ok(())
 }
 
 fn verify_reader(path: &Path, r: impl BufRead, key: &[u8; 32]) -> Result<Verified, AuditError> {
     verify_reader_with(path, r, key, &mut |_| {})
 }
 
-fn verify_reader_with(
+/// Walks a chain of JSON records (`seq`, `prev`, `hash` = MAC of the rest), calling `each`
+/// with every verified MAC; stops at the first record that does not verify.
+pub(crate) fn verify_reader_with(
     path: &Path,
     mut r: impl BufRead,
     key: &[u8; 32],

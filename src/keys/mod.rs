@@ -14,6 +14,7 @@
 //! see [`kms`]); [`KeyChain`] picks one of the two per key.
 
 pub mod audit;
+pub mod destroy;
 mod envelope;
 pub mod kms;
 mod provider;
@@ -80,6 +81,8 @@ pub enum KeyError {
     /// `sinks::sealed::kms`).
     #[error("{0}")]
     Kms(Box<KmsFailure>),
+    #[error("key `{0}` was destroyed (`sealtrail keys destroy`); its name cannot be used again")]
+    Destroyed(String),
     #[error("keyring {path}: {source}", path = .path.display())]
     Io { path: PathBuf, source: std::io::Error },
 }

@@ -320,6 +320,9 @@ impl Keyring {
         if self.env.contains_key(&env_suffix(name)) {
             return Err(KeyError::FromEnvironment(name.to_owned()));
         }
+        if super::destroy::Destroyed::load(&self.dir)?.whole(name) {
+            return Err(KeyError::Destroyed(name.to_owned()));
+        }
         let file = KeyFile {
             name: name.to_owned(),
             versions: vec![VersionFile {
@@ -350,7 +353,9 @@ impl Keyring {
         let _lock = self.lock(name)?;
         // Read under the lock, never from the cache: another process may have rotated.
         let (_, key) = self.load(name)?;
-        let next = key.current().version + 1;
+        // Never reuse a destroyed version number: segments name their key `name#version`.
+        let destroyed = super::destroy::Destroyed::load(&self.dir)?.max_version(name).unwrap_or(0);
+        let next = key.current().version.max(destroyed) + 1;
         let mut versions: Vec<VersionFile> = key
             .versions
             .iter()
@@ -368,6 +373,60 @@ impl Keyring {
         self.write(name, &KeyFile { name: name.to_owned(), versions }, false)?;
         self.forget(name);
         self.get(name)
+    }
+
+    /// Destroys key `name` (every version, or just `version`) for good: records the
+    /// destruction in [`super::destroy::FILE`] (fsynced), then either rewrites the key file
+    /// without that version or removes the file, and overwrites the old file's content with
+    /// zeros in either case. Returns the destroyed version numbers. Destroying the last
+    /// remaining version destroys the key.
+    pub fn destroy(&self, name: &str, version: Option<u32>) -> Result<Vec<u32>, KeyError> {
+        check_name(name)?;
+        if self.env.contains_key(&env_suffix(name)) {
+            return Err(KeyError::FromEnvironment(name.to_owned()));
+        }
+        let path = self.path_of(name);
+        if !path.exists() {
+            return Err(KeyError::NotFound { name: name.to_owned(), dir: self.dir.clone() });
+        }
+        let _lock = self.lock(name)?;
+        let (_, key) = self.load(name)?;
+        let (gone, keep): (Vec<&KeyVersion>, Vec<&KeyVersion>) = match version {
+            Some(v) => {
+                key.version(v)?;
+                key.versions.iter().partition(|k| k.version == v)
+            }
+            None => (key.versions.iter().collect(), Vec::new()),
+        };
+        let gone: Vec<u32> = gone.iter().map(|k| k.version).collect();
+        let whole = keep.is_empty();
+        super::destroy::Destroyed::append(&self.dir, name, &gone, whole)?;
+        // Opened before the replace or unlink: the descriptor still reaches the old blocks.
+        let mut old = fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        if whole {
+            super::destroy::overwrite(&mut old, &path)?;
+            fs::remove_file(&path).map_err(io_err(&path))?;
+        } else {
+            let versions = keep
+                .iter()
+                .map(|v| VersionFile {
+                    version: v.version,
+                    created: v.created.clone(),
+                    material: format_material(&v.material),
+                })
+                .collect();
+            self.write(name, &KeyFile { name: name.to_owned(), versions }, false)?;
+            super::destroy::overwrite(&mut old, &path)?;
+        }
+        if let Ok(d) = fs::File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+        self.forget(name);
+        Ok(gone)
     }
 
     /// Every key: files in the directory, then environment keys. Errors per key are returned

@@ -74,7 +74,7 @@ pub fn names_account(key: &[u8]) -> bool {
 
 /// Calls `f` with each word of `key`, lower-cased (words of at most 32 bytes; a longer one is
 /// passed as its first 32 bytes, which matches no listed word).
-fn for_each_word(key: &[u8], mut f: impl FnMut(&[u8])) {
+pub(crate) fn for_each_word(key: &[u8], mut f: impl FnMut(&[u8])) {
     let mut word = [0u8; 32];
     let mut n = 0;
     let mut emit = |word: &[u8; 32], n: &mut usize| {

@@ -19,6 +19,9 @@
 //!   before it (one Aho-Corasick automaton over a small window, only for such runs);
 //! - [`url_credentials`]: `://` (user-info) and `?`/`&` followed by a credential parameter
 //!   name and `=` (the value);
+//! - [`credentials`]: `Authorization` values, AWS keys, PEM private keys, JSON Web Tokens,
+//!   connection-string passwords, `password=`-style fields and fixed-prefix tokens (one
+//!   Aho-Corasick automaton over their anchors);
 //! - [`custom`]: literal keywords (one Aho-Corasick automaton) and `regex` patterns.
 //!
 //! Candidates may overlap. The engine keeps the leftmost, then the longest (then the first
@@ -33,11 +36,13 @@
 
 pub mod bank_account;
 pub mod card;
+pub mod credentials;
 pub mod custom;
 pub mod iban;
 pub mod keys;
 mod mask;
 pub mod naive;
+pub mod policy;
 pub mod stream;
 pub mod url_credentials;
 
@@ -55,25 +60,56 @@ pub enum Detector {
     Iban = 1,
     BankAccount = 2,
     UrlCredentials = 3,
-    Keyword = 4,
-    Pattern = 5,
+    Authorization = 4,
+    AwsAccessKey = 5,
+    AwsSecretKey = 6,
+    PrivateKey = 7,
+    Jwt = 8,
+    ConnectionString = 9,
+    SecretField = 10,
+    PrefixedToken = 11,
+    Keyword = 12,
+    Pattern = 13,
 }
 
 impl Detector {
     /// Every detector, in priority order.
-    pub const ALL: [Detector; 6] = [
+    pub const ALL: [Detector; Detector::COUNT] = [
         Detector::Card,
         Detector::Iban,
         Detector::BankAccount,
         Detector::UrlCredentials,
+        Detector::Authorization,
+        Detector::AwsAccessKey,
+        Detector::AwsSecretKey,
+        Detector::PrivateKey,
+        Detector::Jwt,
+        Detector::ConnectionString,
+        Detector::SecretField,
+        Detector::PrefixedToken,
         Detector::Keyword,
         Detector::Pattern,
     ];
 
+    /// How many detectors there are.
+    pub const COUNT: usize = 14;
+
     /// The detectors that can be switched in `detectors = [...]`; keywords and patterns are on
     /// when some are configured.
-    pub const BUILT_IN: [Detector; 4] =
-        [Detector::Card, Detector::Iban, Detector::BankAccount, Detector::UrlCredentials];
+    pub const BUILT_IN: [Detector; 12] = [
+        Detector::Card,
+        Detector::Iban,
+        Detector::BankAccount,
+        Detector::UrlCredentials,
+        Detector::Authorization,
+        Detector::AwsAccessKey,
+        Detector::AwsSecretKey,
+        Detector::PrivateKey,
+        Detector::Jwt,
+        Detector::ConnectionString,
+        Detector::SecretField,
+        Detector::PrefixedToken,
+    ];
 
     /// The name used in configuration, metrics (`redactions.<name>`) and hmac tokens.
     pub fn name(self) -> &'static str {
@@ -82,6 +118,14 @@ impl Detector {
             Detector::Iban => "iban",
             Detector::BankAccount => "bank_account",
             Detector::UrlCredentials => "url_credentials",
+            Detector::Authorization => "authorization",
+            Detector::AwsAccessKey => "aws_access_key",
+            Detector::AwsSecretKey => "aws_secret_key",
+            Detector::PrivateKey => "private_key",
+            Detector::Jwt => "jwt",
+            Detector::ConnectionString => "connection_string",
+            Detector::SecretField => "secret_field",
+            Detector::PrefixedToken => "prefixed_token",
             Detector::Keyword => "keyword",
             Detector::Pattern => "pattern",
         }
@@ -106,7 +150,7 @@ impl fmt::Display for Detector {
 
 /// Redactions counted per detector.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts(pub [u64; 6]);
+pub struct Counts(pub [u64; Detector::COUNT]);
 
 impl Counts {
     pub fn get(&self, d: Detector) -> u64 {
@@ -220,7 +264,11 @@ pub(crate) struct Cand {
 /// A compiled redaction engine. Cheap to share (`Send + Sync`); build it once.
 #[derive(Debug)]
 pub struct Redactor {
-    on: [bool; 4],
+    on: [bool; 12],
+    /// The credential detectors that are on, and whether any is.
+    cred_on: credentials::On,
+    any_cred: bool,
+    cred: credentials::Credentials,
     mask: mask::Masker,
     bank: bank_account::BankAccount,
     url: url_credentials::UrlCredentials,
@@ -258,7 +306,7 @@ impl Redactor {
     /// A pattern that does not compile or matches the empty string, an empty keyword, or the
     /// hmac mask without a key.
     pub fn new(opts: &Options) -> Result<Redactor, BuildError> {
-        let mut on = [false; 4];
+        let mut on = [false; 12];
         for d in &opts.detectors {
             if let Some(slot) = on.get_mut(*d as usize) {
                 *slot = true;
@@ -267,14 +315,20 @@ impl Redactor {
         let mask = mask::Masker::new(opts.mask, opts.hmac_key)?;
         let bank = bank_account::BankAccount::new(&opts.bank_account_keywords)?;
         let url = url_credentials::UrlCredentials::new(&opts.query_params)?;
+        let cred = credentials::Credentials::new()?;
+        let mut cred_on = [false; 8];
+        for (slot, d) in cred_on.iter_mut().zip(credentials::DETECTORS) {
+            *slot = on[d as usize];
+        }
+        let any_cred = cred_on.iter().any(|&o| o);
         let keywords =
             if opts.keywords.is_empty() { None } else { Some(custom::Keywords::new(&opts.keywords)?) };
         let patterns =
             if opts.patterns.is_empty() { None } else { Some(custom::Patterns::new(&opts.patterns)?) };
         let max_kw = keywords.as_ref().map_or(0, |k| k.max_len);
-        let context = 64.max(bank.context()).max(url.context());
+        let context = 64.max(bank.context()).max(url.context()).max(credentials::CONTEXT);
         let lookahead = MIN_LOOKAHEAD.max(max_kw + 1).max(url.max_param_len() + 3);
-        Ok(Redactor { on, mask, bank, url, keywords, patterns, context, lookahead })
+        Ok(Redactor { on, cred_on, any_cred, cred, mask, bank, url, keywords, patterns, context, lookahead })
     }
 
     /// A redactor with every built-in detector and the `mask` mask.
@@ -331,7 +385,10 @@ impl Redactor {
     /// grouped), the whole value is masked and counted as `bank_account`; the key is the
     /// evidence, as a keyword is in text. Otherwise (and when `key` is `None`) the value is
     /// redacted as text, exactly as [`Redactor::redact_str`] does, so every other detector
-    /// still applies. Borrows the value when nothing matches.
+    /// still applies. A key that names a credential ([`credentials::keyed_detector`]:
+    /// `password`, `db.password`, `apiKey`, `client_secret`, `aws_secret_access_key`) masks the
+    /// whole value unless it holds no secret (empty, `true`, `null`, already masked). Borrows
+    /// the value when nothing matches.
     ///
     /// ```
     /// use sealtrail::redact::{Counts, Detector, Redactor};
@@ -361,7 +418,44 @@ impl Redactor {
                 );
             }
         }
+        if let (Some(k), true) = (key, self.on[Detector::Authorization as usize]) {
+            let mut cands = Vec::new();
+            credentials::keyed_authorization(k, value.as_bytes(), &mut cands);
+            if !cands.is_empty() {
+                let mut out = Vec::with_capacity(value.len());
+                let n = select(&mut cands, usize::MAX);
+                self.write(value.as_bytes(), 0, value.len(), &cands[..n], &mut out, counts);
+                // Only ASCII was replaced, so `out` is UTF-8; the lossy conversion is a guard.
+                return Cow::Owned(String::from_utf8_lossy(&out).into_owned());
+            }
+        }
+        if let Some(det) = key.and_then(|k| credentials::keyed_detector(k, value)) {
+            if self.on[det as usize] && !credentials::is_non_secret_value(value.as_bytes()) {
+                let mut out = Vec::with_capacity(4);
+                self.mask.write(det, value.as_bytes(), &mut out);
+                counts.bump(det);
+                // The mask is ASCII; the lossy conversion is a guard.
+                return Cow::Owned(String::from_utf8_lossy(&out).into_owned());
+            }
+        }
         self.redact_str(value, counts)
+    }
+
+    /// Whether detector `d` is on.
+    pub fn detects(&self, d: Detector) -> bool {
+        self.on.get(d as usize).copied().unwrap_or(false)
+    }
+
+    /// The mask of a whole value that `det` found by other means (a line of a PEM block that a
+    /// line source split into records); counted when `count`.
+    pub fn mask_value(&self, det: Detector, value: &str, counts: &mut Counts, count: bool) -> String {
+        let mut out = Vec::with_capacity(8);
+        self.mask.write(det, value.as_bytes(), &mut out);
+        if count {
+            counts.bump(det);
+        }
+        // The mask is ASCII; the lossy conversion is a guard.
+        String::from_utf8_lossy(&out).into_owned()
     }
 
     /// A stream that redacts input given in chunks.
@@ -377,6 +471,9 @@ impl Redactor {
         let mut limit = if eof { buf.len() } else { buf.len().saturating_sub(self.lookahead) };
         if self.on[..4].iter().any(|&on| on) {
             limit = limit.min(self.scan(buf, from, eof, out));
+        }
+        if self.any_cred {
+            limit = limit.min(self.cred.candidates(buf, from, eof, &self.cred_on, out));
         }
         if let Some(k) = &self.keywords {
             k.candidates(buf, from, out);

@@ -50,6 +50,15 @@ pub fn redact(opts: &Options, input: &[u8]) -> (Vec<u8>, Counts) {
                 cands.push((x, e, 0, Detector::UrlCredentials));
             }
         }
+        let mut cred_on = [false; 8];
+        for (slot, d) in cred_on.iter_mut().zip(super::credentials::DETECTORS) {
+            *slot = on(d);
+        }
+        if cred_on.iter().any(|&o| o) {
+            let mut found = Vec::new();
+            let _ = super::credentials::at_position(b, x, true, &cred_on, &mut found);
+            cands.extend(found.iter().map(|c| (c.start, c.end, c.keep, c.det)));
+        }
         for k in &opts.keywords {
             if !k.is_empty() && b[x..].starts_with(k.as_bytes()) {
                 cands.push((x, x + k.len(), 0, Detector::Keyword));

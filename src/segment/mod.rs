@@ -10,10 +10,15 @@
 //!   statistics and the page index, and streams record batches; every failure names the
 //!   segment and the key id.
 //!
+//! - [`manifest`] records every sealed, removed and re-wrapped segment of a directory in an
+//!   HMAC-chained `.manifest.jsonl`, so deleted, copied or changed segments are noticed.
+//!
 //! Layout: `<root>/<signal>/<yyyy>/<mm>/<dd>/<first-event-unix-ms>-<16 hex>.parquet`.
 
 pub mod columns;
+pub mod manifest;
 pub mod reader;
+pub mod rewrap;
 pub mod schema;
 pub mod writer;
 
@@ -78,7 +83,7 @@ pub fn signal_of_path(path: &Path) -> Option<Signal> {
 }
 
 /// Every sealed segment file under `path` (a segment file or a directory), sorted by path.
-/// `.inflight/` is skipped.
+/// `.inflight/` and `.rewrap-<pid>/` are skipped.
 pub fn find_segments(path: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     if path.is_file() {
@@ -92,7 +97,9 @@ pub fn find_segments(path: &Path) -> std::io::Result<Vec<PathBuf>> {
             let p = entry.path();
             let ft = entry.file_type()?;
             if ft.is_dir() {
-                if entry.file_name() != INFLIGHT {
+                // Not `.inflight/`, nor a re-wrap's copies (`segment::rewrap`): no duplicates.
+                let name = entry.file_name();
+                if name != INFLIGHT && !name.to_string_lossy().starts_with(".rewrap-") {
                     stack.push(p);
                 }
             } else if ft.is_file() && p.extension().is_some_and(|e| e == "parquet") {
@@ -117,5 +124,16 @@ mod tests {
         let dir = id.dir(Path::new("/d"), Signal::Spans);
         assert_eq!(dir, Path::new("/d/spans/2026/11/18"));
         assert_eq!(signal_of_path(&dir.join(format!("{id}.parquet"))), Some(Signal::Spans));
+    }
+
+    #[test]
+    fn find_segments_skips_inflight_and_rewrap_copies() {
+        let d = tempfile::tempdir().unwrap();
+        let day = d.path().join("logs/2026/11/28");
+        for sub in [".inflight", ".rewrap-42", ""] {
+            std::fs::create_dir_all(day.join(sub)).unwrap();
+            std::fs::write(day.join(sub).join("1795000000123-0000000000000abc.parquet"), b"x").unwrap();
+        }
+        assert_eq!(find_segments(d.path()).unwrap(), [day.join("1795000000123-0000000000000abc.parquet")]);
     }
 }

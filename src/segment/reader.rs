@@ -82,14 +82,40 @@ impl ReadError {
 /// Reads the PKMT1 key metadata from a segment's plaintext `FileCryptoMetaData`, without any
 /// key. Enough for the key id (`masterKeyID`).
 pub fn read_key_metadata(path: &Path) -> Result<KeyMetadata, ReadError> {
+    let f = File::open(path).map_err(|e| ReadError {
+        path: path.to_owned(),
+        key_id: None,
+        kind: ReadErrorKind::Io(e),
+    })?;
+    let len = f
+        .metadata()
+        .map_err(|e| ReadError { path: path.to_owned(), key_id: None, kind: ReadErrorKind::Io(e) })?
+        .len();
+    key_metadata_from(path, len, &|buf: &mut [u8], at: u64| f.read_exact_at(buf, at))
+}
+
+/// [`read_key_metadata`] of a segment stored elsewhere (`path` names it in errors).
+pub fn read_key_metadata_remote(
+    path: &Path,
+    src: &dyn RangeRead,
+    len: u64,
+) -> Result<KeyMetadata, ReadError> {
+    key_metadata_from(path, len, &|buf: &mut [u8], at: u64| {
+        let b = src.read_range(at, buf.len())?;
+        buf.copy_from_slice(&b);
+        Ok(())
+    })
+}
+
+type ReadAt<'a> = dyn Fn(&mut [u8], u64) -> std::io::Result<()> + 'a;
+
+fn key_metadata_from(path: &Path, len: u64, f: &ReadAt<'_>) -> Result<KeyMetadata, ReadError> {
     let err = |kind| ReadError { path: path.to_owned(), key_id: None, kind };
-    let f = File::open(path).map_err(|e| err(ReadErrorKind::Io(e)))?;
-    let len = f.metadata().map_err(|e| err(ReadErrorKind::Io(e)))?.len();
     if len < 12 {
         return Err(err(ReadErrorKind::NotSegment(format!("only {len} bytes (truncated?)"))));
     }
     let mut tail = [0u8; 8];
-    f.read_exact_at(&mut tail, len - 8).map_err(|e| err(ReadErrorKind::Io(e)))?;
+    f(&mut tail, len - 8).map_err(|e| err(ReadErrorKind::Io(e)))?;
     if &tail[4..] != b"PARE" {
         return Err(err(ReadErrorKind::NotSegment(
             "no encrypted-footer magic `PARE` at the end (truncated, or not encrypted)".into(),
@@ -104,7 +130,7 @@ pub fn read_key_metadata(path: &Path) -> Result<KeyMetadata, ReadError> {
     // The crypto metadata (algorithm, AAD prefix, key metadata) comes first in the footer.
     let n = footer_len.min(4096) as usize;
     let mut head = vec![0u8; n];
-    f.read_exact_at(&mut head, len - 8 - footer_len).map_err(|e| err(ReadErrorKind::Io(e)))?;
+    f(&mut head, len - 8 - footer_len).map_err(|e| err(ReadErrorKind::Io(e)))?;
     let start = memchr::memmem::find(&head, crate::keys::pkmt1_prefix()).ok_or_else(|| {
         err(ReadErrorKind::NotSegment("no PKMT1 key metadata in the crypto metadata".into()))
     })?;
@@ -165,10 +191,25 @@ impl KeyRetriever for SegmentRetriever {
     }
 }
 
-/// A file that counts the bytes the Parquet reader takes from it.
+/// The bytes of a segment stored elsewhere (an S3 object): ranged reads of exactly `len`
+/// bytes at `start`.
+pub trait RangeRead: Send + Sync {
+    fn read_range(&self, start: u64, len: usize) -> std::io::Result<Bytes>;
+}
+
+/// A streaming read of a remote segment fetches this much per request.
+const REMOTE_BLOCK: u64 = 1 << 20;
+
+#[derive(Clone)]
+enum Backing {
+    File(Arc<File>),
+    Remote(Arc<dyn RangeRead>),
+}
+
+/// A file (or remote object) that counts the bytes the Parquet reader takes from it.
 #[derive(Clone)]
 pub struct CountingFile {
-    file: Arc<File>,
+    file: Backing,
     len: u64,
     read: Arc<AtomicU64>,
 }
@@ -177,7 +218,12 @@ impl CountingFile {
     pub fn open(path: &Path) -> std::io::Result<CountingFile> {
         let file = File::open(path)?;
         let len = file.metadata()?.len();
-        Ok(CountingFile { file: Arc::new(file), len, read: Arc::new(AtomicU64::new(0)) })
+        Ok(CountingFile { file: Backing::File(Arc::new(file)), len, read: Arc::new(AtomicU64::new(0)) })
+    }
+
+    /// A remote segment of `len` bytes.
+    pub fn remote(src: Arc<dyn RangeRead>, len: u64) -> CountingFile {
+        CountingFile { file: Backing::Remote(src), len, read: Arc::new(AtomicU64::new(0)) }
     }
 
     /// Bytes read so far.
@@ -194,8 +240,32 @@ impl Length for CountingFile {
 
 /// A reader that counts what it returns.
 pub struct CountingRead {
-    inner: BufReader<File>,
+    inner: Box<dyn Read + Send>,
     read: Arc<AtomicU64>,
+}
+
+/// Sequential reads of a remote segment, [`REMOTE_BLOCK`] bytes per ranged request.
+struct RemoteRead {
+    src: Arc<dyn RangeRead>,
+    pos: u64,
+    end: u64,
+    buf: Bytes,
+}
+
+impl Read for RemoteRead {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.buf.is_empty() {
+            if self.pos >= self.end {
+                return Ok(0);
+            }
+            let n = (self.end - self.pos).min(REMOTE_BLOCK);
+            self.buf = self.src.read_range(self.pos, n as usize)?;
+            self.pos += n;
+        }
+        let n = out.len().min(self.buf.len());
+        out[..n].copy_from_slice(&self.buf.split_to(n));
+        Ok(n)
+    }
 }
 
 impl Read for CountingRead {
@@ -210,16 +280,30 @@ impl ChunkReader for CountingFile {
     type T = CountingRead;
 
     fn get_read(&self, start: u64) -> parquet::errors::Result<CountingRead> {
-        let mut f = self.file.try_clone()?;
-        f.seek(SeekFrom::Start(start))?;
-        Ok(CountingRead { inner: BufReader::new(f), read: self.read.clone() })
+        let inner: Box<dyn Read + Send> = match &self.file {
+            Backing::File(file) => {
+                let mut f = file.try_clone()?;
+                f.seek(SeekFrom::Start(start))?;
+                Box::new(BufReader::new(f))
+            }
+            Backing::Remote(src) => {
+                Box::new(RemoteRead { src: src.clone(), pos: start, end: self.len, buf: Bytes::new() })
+            }
+        };
+        Ok(CountingRead { inner, read: self.read.clone() })
     }
 
     fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
-        let mut buf = vec![0u8; length];
-        self.file.read_exact_at(&mut buf, start)?;
+        let bytes = match &self.file {
+            Backing::File(file) => {
+                let mut buf = vec![0u8; length];
+                file.read_exact_at(&mut buf, start)?;
+                buf.into()
+            }
+            Backing::Remote(src) => src.read_range(start, length)?,
+        };
         self.read.fetch_add(length as u64, Relaxed);
-        Ok(buf.into())
+        Ok(bytes)
     }
 }
 
@@ -256,7 +340,32 @@ impl Segment {
     /// Opens a segment: key id from the plaintext metadata, then the footer and page index
     /// decrypted with the key the provider unwraps.
     pub fn open(path: &Path, retriever: Arc<SegmentRetriever>) -> Result<Segment, ReadError> {
-        let km = read_key_metadata(path)?;
+        Segment::open_backed(path, None, retriever)
+    }
+
+    /// Opens a segment stored elsewhere (an S3 object of `len` bytes): the footer and page
+    /// index, then only the column chunks a read needs, come through ranged reads. `path`
+    /// (`s3://bucket/<signal>/yyyy/mm/dd/<id>.parquet`) gives its signal and id.
+    pub fn open_remote(
+        path: &Path,
+        src: Arc<dyn RangeRead>,
+        len: u64,
+        retriever: Arc<SegmentRetriever>,
+    ) -> Result<Segment, ReadError> {
+        Segment::open_backed(path, Some(CountingFile::remote(src, len)), retriever)
+    }
+
+    fn open_backed(
+        path: &Path,
+        remote: Option<CountingFile>,
+        retriever: Arc<SegmentRetriever>,
+    ) -> Result<Segment, ReadError> {
+        let km = match &remote {
+            Some(CountingFile { file: Backing::Remote(src), len, .. }) => {
+                read_key_metadata_remote(path, src.as_ref(), *len)?
+            }
+            _ => read_key_metadata(path)?,
+        };
         let key_id = km.master_key_id.clone();
         let err = |kind| ReadError { path: path.to_owned(), key_id: Some(key_id.clone()), kind };
         // Unwrap first so that a key problem is reported as such, not as a footer failure.
@@ -276,7 +385,10 @@ impl Segment {
             .with_aad_prefix(id.to_string().into_bytes())
             .build()
             .map_err(|e| err(ReadErrorKind::Footer(e.to_string())))?;
-        let file = CountingFile::open(path).map_err(|e| err(ReadErrorKind::Io(e)))?;
+        let file = match remote {
+            Some(r) => r,
+            None => CountingFile::open(path).map_err(|e| err(ReadErrorKind::Io(e)))?,
+        };
         let opts = ArrowReaderOptions::new()
             .with_page_index_policy(PageIndexPolicy::Optional)
             .with_file_decryption_properties(dp);

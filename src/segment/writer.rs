@@ -299,6 +299,14 @@ impl SegmentWriter {
 
     /// Finishes the file, fsyncs it and renames it into place.
     pub fn seal(self) -> Result<Sealed, WriteError> {
+        self.seal_into(None)
+    }
+
+    /// [`SegmentWriter::seal`], recording the segment in `manifest` (hash, size, key id)
+    /// after the fsync and before the rename, so a crash between the two is recognised on
+    /// start (`manifest::start`) instead of looking like a deleted segment. A failure to
+    /// record is logged, never a failed seal.
+    pub fn seal_into(self, manifest: Option<&super::manifest::Manifest>) -> Result<Sealed, WriteError> {
         let inflight = self.inflight.clone();
         let pq = |source| WriteError::Parquet { path: inflight.clone(), source };
         let io = |path: &Path| {
@@ -321,6 +329,22 @@ impl SegmentWriter {
         drop(file);
         fs::create_dir_all(&dest_dir).map_err(io(&dest_dir))?;
         let dest = dest_dir.join(format!("{id}.parquet"));
+        if let Some(m) = manifest {
+            // The segment is complete: a manifest that cannot be written never costs its
+            // events. The segment is sealed anyway and `segments --verify` reports it unlisted.
+            let recorded = super::manifest::describe(
+                m.root(),
+                &inflight,
+                &dest,
+                super::manifest::Op::Add,
+                Some(key_id.clone()),
+            )
+            .map_err(anyhow::Error::from)
+            .and_then(|entry| m.record(&[entry]));
+            if let Err(e) = recorded {
+                tracing::warn!(segment = %dest.display(), "not recorded in the segment manifest: {e:#}");
+            }
+        }
         fs::rename(&inflight, &dest).map_err(io(&dest))?;
         File::open(&dest_dir).and_then(|d| d.sync_all()).map_err(io(&dest_dir))?;
         Ok(Sealed { path: dest, rows, bytes, key_id })

@@ -51,6 +51,11 @@ impl SourceConfig for ExecConfig {
         Signals::LOGS
     }
 
+    /// No: a reload must not kill or restart the wrapped program.
+    fn restartable(&self) -> bool {
+        false
+    }
+
     fn build(&self, cx: &BuildContext<'_>) -> anyhow::Result<Box<dyn Source>> {
         let Some(program) = self.command.first() else {
             anyhow::bail!("`command` is empty: give the program and its arguments");

@@ -11,6 +11,11 @@
 //! inode and the offset just past the last complete line delivered: offsets only, never
 //! content. An unfinished last line is not delivered until its newline arrives; on restart it
 //! is read again from its start, so nothing is lost or split.
+//!
+//! With `acknowledgements = true` the checkpoint moves only past lines that every durable
+//! sink has in its fsynced log: each poll waits for the batches it sent before it writes the
+//! checkpoint. If a batch is not made durable, the checkpoint stays where it was for the
+//! rest of the run, so the next start reads those lines again (at least once).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -22,7 +27,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::lines::{LineSplitter, RecordBuilder};
-use crate::component::SourceContext;
+use crate::component::{AckStatus, AckWait, SourceContext};
 use crate::component::{BoxFuture, BuildContext, Source, SourceConfig, SourceKind, parse_source};
 use crate::event::{KeyValue, Signals, Value, attr};
 
@@ -61,6 +66,10 @@ pub struct FileConfig {
     /// The service name given to every record.
     #[serde(default)]
     pub service: String,
+    /// Advance the checkpoint only past lines that are durable (in a `sealed` sink's fsynced
+    /// write-ahead log). Needs a `sealed` sink with `wal = true` downstream. Default false.
+    #[serde(default)]
+    pub acknowledgements: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -81,6 +90,10 @@ fn default_rotate_wait_ms() -> u64 {
 impl SourceConfig for FileConfig {
     fn outputs(&self) -> Signals {
         Signals::LOGS
+    }
+
+    fn acknowledgements(&self) -> bool {
+        self.acknowledgements
     }
 
     fn build(&self, cx: &BuildContext<'_>) -> anyhow::Result<Box<dyn Source>> {
@@ -165,6 +178,10 @@ impl FileSource {
         let mut tracked: BTreeMap<FileId, Tracked> = BTreeMap::new();
         let mut first = true;
         let mut last_saved: Vec<CheckpointEntry> = Vec::new();
+        // With acknowledgements: the waits of the batches sent this poll, and whether one
+        // failed (then the checkpoint never moves again in this run).
+        let mut acks = self.config.acknowledgements.then(Vec::new);
+        let mut not_durable = false;
         let mut shutdown = cx.shutdown.clone();
         let mut tick = tokio::time::interval(Duration::from_millis(self.config.poll_interval_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -235,7 +252,7 @@ impl FileSource {
             // 2. Read new data from every file.
             let mut stop = false;
             for t in tracked.values_mut() {
-                match read_new(t, &mut cx).await {
+                match read_new(t, &mut cx, acks.as_mut()).await {
                     Ok(true) => {}
                     Ok(false) => {
                         stop = true;
@@ -261,13 +278,22 @@ impl FileSource {
                     // The file will not grow any more: its unfinished last line is complete.
                     let mut events = Vec::new();
                     t.builder.finish(&mut t.splitter, &mut events);
-                    let _ = cx.out.send_events(events).await;
+                    let _ = send(&mut cx, events, acks.as_mut()).await;
                     cx.metrics.add("files.closed", 1);
                     tracing::info!(path = %t.path.display(), "finished rotated or deleted file");
                 }
             }
 
-            // 4. Record the positions.
+            // 4. Record the positions; with acknowledgements, once what was sent is durable.
+            for wait in acks.iter_mut().flat_map(|a| a.drain(..)) {
+                if wait.wait().await == AckStatus::Failed && !not_durable {
+                    not_durable = true;
+                    cx.metrics.error("not_durable");
+                    tracing::warn!(
+                        "lines sent were not made durable; the checkpoint stays where it was for the rest of this run, so the next start reads them again"
+                    );
+                }
+            }
             let entries: Vec<CheckpointEntry> = tracked
                 .iter()
                 .map(|(&(dev, ino), t)| CheckpointEntry {
@@ -277,7 +303,7 @@ impl FileSource {
                     offset: t.committed(),
                 })
                 .collect();
-            if entries != last_saved {
+            if entries != last_saved && !not_durable {
                 if let Err(e) = self.save_checkpoint(&entries) {
                     cx.metrics.error("checkpoint");
                     tracing::warn!("cannot write checkpoint {}: {e}", self.checkpoint_path.display());
@@ -367,9 +393,28 @@ fn has_more(t: &Tracked) -> bool {
     t.file.metadata().map(|m| m.len() > t.read).unwrap_or(false)
 }
 
+/// Sends a batch; with acknowledgements on, keeps the wait for it in `acks`.
+async fn send(
+    cx: &mut SourceContext,
+    events: Vec<crate::event::Event>,
+    acks: Option<&mut Vec<AckWait>>,
+) -> Result<(), crate::component::Closed> {
+    match acks {
+        Some(acks) => {
+            acks.push(cx.out.send_acked(std::sync::Arc::new(events)).await?);
+            Ok(())
+        }
+        None => cx.out.send_events(events).await,
+    }
+}
+
 /// Reads what a file has past the read position (up to a per-poll limit) and sends it.
 /// `Ok(false)` when every consumer is gone.
-async fn read_new(t: &mut Tracked, cx: &mut SourceContext) -> std::io::Result<bool> {
+async fn read_new(
+    t: &mut Tracked,
+    cx: &mut SourceContext,
+    mut acks: Option<&mut Vec<AckWait>>,
+) -> std::io::Result<bool> {
     let mut buf = vec![0u8; READ_CHUNK];
     let mut budget = MAX_READ_PER_POLL;
     // The handle's position can differ from `read` after a truncation was detected.
@@ -383,7 +428,7 @@ async fn read_new(t: &mut Tracked, cx: &mut SourceContext) -> std::io::Result<bo
         budget = budget.saturating_sub(n as u64);
         let mut events = Vec::new();
         t.builder.push(&mut t.splitter, &buf[..n], &mut events);
-        if cx.out.send_events(events).await.is_err() {
+        if send(cx, events, acks.as_deref_mut()).await.is_err() {
             return Ok(false);
         }
     }

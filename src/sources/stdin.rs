@@ -34,6 +34,11 @@ impl SourceConfig for StdinConfig {
         Signals::LOGS
     }
 
+    /// No: stdin can be read once.
+    fn restartable(&self) -> bool {
+        false
+    }
+
     fn build(&self, cx: &BuildContext<'_>) -> anyhow::Result<Box<dyn Source>> {
         super::lines::check_max_line_bytes(self.max_line_bytes)?;
         Ok(Box::new(ReaderSource {

@@ -35,7 +35,7 @@ use crate::component::{
 };
 use crate::event::visit::{Field, Place, TextVisitor, visit_event};
 use crate::event::{Batch, Event, KeyValue, LogRecord, SourceId, Value, attr, find_attr};
-use crate::redact::{Counts, Detector, Mask, Options, Redactor, Stream};
+use crate::redact::{Counts, Detector, Mask, Options, Redactor, Stream, credentials};
 
 pub const KIND: TransformKind = TransformKind {
     name: "redact",
@@ -51,6 +51,11 @@ pub struct RedactConfig {
     /// `url_credentials`. Default: all of them.
     #[serde(default)]
     pub detectors: Option<Vec<String>>,
+    /// A CloudWatch Logs data protection policy (the JSON document `PutDataProtectionPolicy`
+    /// takes): its `Deidentify` identifiers choose the detectors and add patterns
+    /// ([`crate::redact::policy`]). Exclusive with `detectors`.
+    #[serde(default)]
+    pub policy: Option<PathBuf>,
     /// What a secret becomes: `mask` (default, `****`), `last4` (`****1111` for numbers) or
     /// `hmac` (`[card:5f2a9c1e]`, needs `hmac_key` or `hmac_key_file`).
     #[serde(default)]
@@ -92,6 +97,7 @@ impl Default for RedactConfig {
     fn default() -> RedactConfig {
         RedactConfig {
             detectors: None,
+            policy: None,
             mask: Mask::default(),
             keywords: Vec::new(),
             patterns: Vec::new(),
@@ -115,8 +121,11 @@ impl RedactConfig {
                 .iter()
                 .map(|n| {
                     Detector::from_name(n).filter(|d| Detector::BUILT_IN.contains(d)).ok_or_else(|| {
+                        let names: Vec<String> =
+                            Detector::BUILT_IN.iter().map(|d| format!("`{}`", d.name())).collect();
                         anyhow::anyhow!(
-                            "unknown detector `{n}` in `detectors`, expected any of `card`, `iban`, `bank_account`, `url_credentials`"
+                            "unknown detector `{n}` in `detectors`, expected any of {}",
+                            names.join(", ")
                         )
                     })
                 })
@@ -131,12 +140,25 @@ impl RedactConfig {
             }
             _ => None,
         };
+        let mut patterns = self.patterns.clone();
+        let detectors = match &self.policy {
+            None => detectors,
+            Some(_) if self.detectors.is_some() => anyhow::bail!("set `detectors` or `policy`, not both"),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read policy {}", path.display()))?;
+                let p = crate::redact::policy::parse(&text)
+                    .map_err(|e| anyhow::anyhow!("policy {}: {e}", path.display()))?;
+                patterns.extend(p.patterns);
+                p.detectors
+            }
+        };
         let opts = Options {
             detectors,
             mask: self.mask,
             hmac_key,
             keywords: self.keywords.clone(),
-            patterns: self.patterns.clone(),
+            patterns,
             bank_account_keywords: self.bank_account_keywords.clone(),
             query_params: self.query_params.clone(),
         };
@@ -280,15 +302,28 @@ pub struct RedactTransform {
     evictions: u64,
     /// Records emitted for evicted lines, not yet handed out.
     extra: Vec<Event>,
+    /// Line streams inside a PEM private key block: a record held `-----BEGIN … PRIVATE
+    /// KEY-----` and no `-----END`, so the next records of the same stream are its body and are
+    /// masked until the `-----END` line (or [`crate::redact::credentials::MAX_PEM`] bytes), with
+    /// the bytes masked so far. At most `max_open_lines` blocks are open at once.
+    pem_open: HashMap<StreamKey, usize>,
     out: Vec<u8>,
 }
 
 /// Metric names per detector, so counting allocates nothing.
-const COUNTERS: [&str; 6] = [
+const COUNTERS: [&str; Detector::COUNT] = [
     "redactions.card",
     "redactions.iban",
     "redactions.bank_account",
     "redactions.url_credentials",
+    "redactions.authorization",
+    "redactions.aws_access_key",
+    "redactions.aws_secret_key",
+    "redactions.private_key",
+    "redactions.jwt",
+    "redactions.connection_string",
+    "redactions.secret_field",
+    "redactions.prefixed_token",
     "redactions.keyword",
     "redactions.pattern",
 ];
@@ -338,6 +373,7 @@ impl RedactTransform {
             tick: 0,
             evictions: 0,
             extra: Vec::new(),
+            pem_open: HashMap::new(),
             out: Vec::new(),
         }
     }
@@ -345,6 +381,11 @@ impl RedactTransform {
     /// Redacts one event in place; returns its redactions.
     pub fn redact_event(&mut self, e: &mut Event) -> Counts {
         let mut c = Counts::default();
+        if let Event::Log(l) = e {
+            if !self.pem_open.is_empty() {
+                self.pem_body(l, &mut c);
+            }
+        }
         let skip_body = match e {
             Event::Log(l) => self.line(l, &mut c),
             Event::Span(_) => false,
@@ -352,6 +393,17 @@ impl RedactTransform {
         visit_event(e, &mut Redacting { r: &self.r, counts: &mut c, skip_body });
         match e {
             Event::Log(l) => {
+                if self.r.detects(Detector::PrivateKey) && credentials::unterminated_pem(l.body.as_bytes()) {
+                    let key = stream_key(l);
+                    if self.pem_open.len() < self.limits.max_open_lines || self.pem_open.contains_key(&key) {
+                        self.pem_open.insert(key, 0);
+                    } else {
+                        tracing::warn!(
+                            open_blocks = self.pem_open.len(),
+                            "redact: too many PEM private key blocks open at once (max_open_lines); this block's body lines are redacted one by one"
+                        );
+                    }
+                }
                 typed_body(&self.r, l, &mut c);
                 l.redactions = l.redactions.saturating_add(c.total() as u32);
             }
@@ -459,6 +511,27 @@ impl RedactTransform {
         );
     }
 
+    /// Masks a record of a stream inside a PEM private key block: the whole body, or what comes
+    /// before the `-----END` marker, which closes the block. One block counts once, here, at
+    /// its first body record.
+    fn pem_body(&mut self, l: &mut LogRecord, c: &mut Counts) {
+        let key = stream_key(l);
+        let Some(seen) = self.pem_open.get_mut(&key) else { return };
+        let first = *seen == 0;
+        let end = credentials::pem_end(l.body.as_bytes());
+        let body_len = end.unwrap_or(l.body.len());
+        let secret = l.body[..body_len].trim();
+        if !secret.is_empty() {
+            *seen += body_len;
+            let rest = l.body[body_len..].to_owned();
+            let masked = self.r.mask_value(Detector::PrivateKey, secret, c, first);
+            l.body = masked + &rest;
+        }
+        if end.is_some() || *seen > credentials::MAX_PEM {
+            self.pem_open.remove(&key);
+        }
+    }
+
     /// Lines in progress and the bytes they hold (for tests and metrics).
     pub fn open_lines(&self) -> (usize, usize) {
         (self.streams.len(), self.held)
@@ -534,6 +607,7 @@ impl Transform for RedactTransform {
     /// hold becomes one last record per stream.
     fn flush(&mut self, cx: &TransformContext) -> Option<Batch> {
         self.evicted.clear();
+        self.pem_open.clear();
         if self.streams.is_empty() && self.extra.is_empty() {
             return None;
         }
@@ -717,6 +791,53 @@ mod tests {
         assert!(!format!("{fwd:?}").contains(card), "{fwd:?}");
         let body = fwd.resource_logs[0].scope_logs[0].log_records[0].body.clone();
         assert!(!format!("{body:?}").contains("4111111111111111") && !format!("{body:?}").contains("4.111"));
+    }
+
+    /// Issue 12: a line source splits a PEM private key block into one record per line; the
+    /// records between the markers are its body and are masked, per stream.
+    #[test]
+    fn pem_block_split_into_records_is_masked() {
+        let mut t = transform(&RedactConfig::default());
+        let c = cx();
+        let lines = [
+            "key follows",
+            "-----BEGIN RSA PRIVATE KEY-----",
+            "MIIEowIBAAKCAQEAq2Zs",
+            "",
+            "zV/abc==",
+            "-----END RSA PRIVATE KEY-----",
+            "MIIEowIBAAKCAQEAq2Zs after the block",
+        ];
+        let mut events: Vec<Event> = lines.iter().map(|l| log(l, false)).collect();
+        // A record of another stream in the middle is not part of the block.
+        let mut other = log("other MIIE", false);
+        if let Event::Log(l) = &mut other {
+            l.source = "other".into();
+        }
+        events.insert(3, other);
+        let out = t.transform(Arc::new(events), &c).unwrap();
+        let bodies: Vec<&str> = out.iter().map(body).collect();
+        assert_eq!(
+            bodies,
+            [
+                "key follows",
+                "-----BEGIN RSA PRIVATE KEY-----",
+                "****",
+                "other MIIE",
+                "",
+                "****",
+                "-----END RSA PRIVATE KEY-----",
+                "MIIEowIBAAKCAQEAq2Zs after the block",
+            ]
+        );
+        assert_eq!(c.metrics.get("redactions.private_key"), 1);
+        assert!(t.pem_open.is_empty());
+        // Off when the detector is off.
+        let mut t =
+            transform(&RedactConfig { detectors: Some(vec!["card".into()]), ..RedactConfig::default() });
+        let events: Vec<Event> = lines.iter().map(|l| log(l, false)).collect();
+        let out = t.transform(Arc::new(events), &c).unwrap();
+        assert_eq!(body(&out[2]), "MIIEowIBAAKCAQEAq2Zs");
     }
 
     #[test]

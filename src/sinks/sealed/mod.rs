@@ -25,10 +25,11 @@ use tokio::sync::mpsc;
 
 mod kms;
 pub mod retention;
+pub mod upload;
 pub mod wal;
 
+use crate::component::{Ack, Received, SinkContext, SinkInput};
 use crate::component::{BoxFuture, BuildContext, Sink, SinkConfig, SinkKind, parse_sink};
-use crate::component::{Received, SinkContext, SinkInput};
 use crate::event::{Batch, Event, Signal};
 use crate::keys::{KeyChain, Keyring, KmsOptions, LocalProvider, check_ref, is_kms_ref};
 use crate::metrics::ComponentMetrics;
@@ -84,6 +85,29 @@ pub struct SealedConfig {
     /// name (see [`retention`]). Default: keep everything.
     #[serde(default)]
     pub retention: Option<crate::units::Duration>,
+    /// Upload sealed segments to `s3://bucket/prefix`, verified, then delete them locally
+    /// (see [`upload`]). `path` stays the local spool. Default (or empty): keep them local.
+    #[serde(default)]
+    pub upload: Option<String>,
+    /// SSE-KMS key (id, ARN or `alias/…`) for the uploaded objects. Default: the bucket's
+    /// default encryption (also when empty).
+    #[serde(default)]
+    pub upload_sse_kms_key: Option<String>,
+    /// Bound in bytes of sealed segments waiting for upload; past it the sink applies
+    /// backpressure. Default 1 GiB.
+    #[serde(default = "default_upload_spool_bytes")]
+    pub upload_spool_bytes: u64,
+    /// How long the end of a run keeps uploading (outside Lambda, where the SHUTDOWN
+    /// deadline decides). Default `30s`.
+    #[serde(default = "default_upload_drain_timeout")]
+    pub upload_drain_timeout: crate::units::Duration,
+}
+
+fn default_upload_spool_bytes() -> u64 {
+    1 << 30
+}
+fn default_upload_drain_timeout() -> crate::units::Duration {
+    crate::units::Duration::from_secs(30)
 }
 
 fn default_wal_max_bytes() -> u64 {
@@ -115,7 +139,17 @@ const BATCH_ROWS: usize = 8192;
 /// The most batches one log fsync covers (group commit): those waiting in the channel.
 const GROUP_COMMIT_BATCHES: usize = 16;
 
+/// The first wait before the sink retries after a write error (log on), doubled up to
+/// [`RECOVERY_MAX_DELAY`].
+const RECOVERY_FIRST_DELAY: Duration = Duration::from_millis(100);
+const RECOVERY_MAX_DELAY: Duration = Duration::from_secs(5);
+
 impl SinkConfig for SealedConfig {
+    /// With the log on, a batch is acknowledged once it is in the fsynced log.
+    fn durable(&self) -> bool {
+        self.wal
+    }
+
     fn build(&self, cx: &BuildContext<'_>) -> anyhow::Result<Box<dyn Sink>> {
         anyhow::ensure!(self.max_rows > 0, "`max_rows` must be at least 1");
         anyhow::ensure!(self.max_bytes >= 64 * 1024, "`max_bytes` must be at least 65536");
@@ -153,8 +187,39 @@ impl SinkConfig for SealedConfig {
                 .map_err(|e| anyhow::anyhow!("invalid glob `{}` in keys.rules: {e}", r.pattern))?;
             rules.push((p, r.key.clone()));
         }
+        // An empty `upload` (`"${SEALTRAIL_S3_URL:-}"` unset) keeps segments local.
+        let upload = match self.upload.as_deref() {
+            None | Some("") => None,
+            Some(url) => {
+                let url = crate::s3::S3Url::parse(url).map_err(|e| anyhow::anyhow!("`upload`: {e}"))?;
+                anyhow::ensure!(
+                    self.upload_spool_bytes >= self.max_bytes,
+                    "`upload_spool_bytes` ({}) must be at least `max_bytes` ({})",
+                    self.upload_spool_bytes,
+                    self.max_bytes
+                );
+                let sse = match self.upload_sse_kms_key.as_deref() {
+                    None | Some("") => crate::s3::Sse::BucketDefault,
+                    Some(k) => crate::s3::Sse::Kms(k.to_owned()),
+                };
+                Some(upload::UploadOptions {
+                    url,
+                    sse,
+                    spool_bytes: self.upload_spool_bytes,
+                    drain_timeout: self.upload_drain_timeout.get(),
+                })
+            }
+        };
+        anyhow::ensure!(
+            upload.is_some() || self.upload_sse_kms_key.as_deref().is_none_or(str::is_empty),
+            "`upload_sse_kms_key` needs `upload`"
+        );
+        let root = self.path.clone().unwrap_or_else(|| cx.globals.data_dir.clone());
+        check_writable(&root)?;
         Ok(Box::new(SealedSink {
-            root: self.path.clone().unwrap_or_else(|| cx.globals.data_dir.clone()),
+            upload,
+            lambda: cx.lambda.cloned(),
+            root,
             keys_dir: cx.globals.keys_dir(),
             kms_endpoint: keys.kms_endpoint.clone(),
             default_key: keys.default.clone(),
@@ -178,6 +243,42 @@ impl SinkConfig for SealedConfig {
     }
 }
 
+/// Fails unless the sink's directory can be written: it exists and is a writable directory,
+/// or its nearest existing ancestor is (the sink creates the rest). Checked at build, so an
+/// unwritable, read-only or misplaced data directory is a start-up error before any source
+/// accepts data, not a failure at the first seal. Only `access(2)` is called: no side
+/// effects, so `validate` checks it too.
+fn check_writable(root: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut dir = root;
+    let existing = loop {
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => break dir,
+            Ok(_) => anyhow::bail!("data directory {}: {} is not a directory", root.display(), dir.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match dir.parent() {
+                Some(p) if !p.as_os_str().is_empty() => dir = p,
+                _ => break std::path::Path::new("."),
+            },
+            Err(e) => anyhow::bail!("data directory {}: {e}", root.display()),
+        }
+    };
+    let c = std::ffi::CString::new(existing.as_os_str().as_bytes())
+        .map_err(|_| anyhow::anyhow!("data directory {}: the path contains a NUL byte", root.display()))?;
+    // SAFETY: `c` is a NUL-terminated path that outlives the call; access(2) only reads it.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if existing == root {
+            anyhow::bail!("data directory {} is not writable: {e}", root.display());
+        }
+        anyhow::bail!(
+            "data directory {} cannot be created: {} is not writable: {e}",
+            root.display(),
+            existing.display()
+        );
+    }
+    Ok(())
+}
+
 /// The running sink (see the module docs).
 pub struct SealedSink {
     pub root: PathBuf,
@@ -195,13 +296,19 @@ pub struct SealedSink {
     pub wal: Option<WalOptions>,
     /// Remove segments older than this (plus `max_age`), every [`RETENTION_INTERVAL`].
     pub retention: Option<Duration>,
+    /// The S3 destination, when set (see [`upload`]).
+    pub upload: Option<upload::UploadOptions>,
+    /// The Lambda session: its SHUTDOWN deadline bounds the last uploads.
+    pub lambda: Option<Arc<crate::component::lambda::Handle>>,
 }
 
 /// How often the sink looks for segments past its `retention` (also once at start).
 pub const RETENTION_INTERVAL: Duration = Duration::from_secs(600);
 
 enum Msg {
-    Batch(Batch),
+    /// A batch, with its acknowledgement share when its source asked for one: resolved once
+    /// the batch is in the fsynced log (see `component::ack`).
+    Batch(Batch, Option<Ack>),
     Tick,
     /// Seal every open segment now (the Lambda flush policies `end` and `periodic`).
     SealAll,
@@ -213,6 +320,17 @@ impl Sink for SealedSink {
             // With the log on, partial segments hold only events that the log replays below
             // (when a log was left), so they are removed after the replay instead.
             let logged = self.wal.is_some() && !wal::list(&self.root.join(wal::WAL_DIR))?.is_empty();
+            let keyring = Arc::new(Keyring::open(&self.keys_dir));
+            let local = LocalProvider::new(keyring.clone()).creating(&self.default_key);
+            // Fail before accepting data if a local key cannot be used (KMS keys are first
+            // used at the first seal: no AWS call at start). This creates the keyring and its
+            // default key, so the manifest below finds the keyring on a first start.
+            for k in std::iter::once(&self.default_key).chain(self.rules.iter().map(|(_, k)| k)) {
+                if !is_kms_ref(k) {
+                    local.key_for_encryption(k)?;
+                }
+            }
+            let manifest = crate::segment::manifest::start_for_sink(&self.root, &self.keys_dir, logged);
             let moved = match recover_inflight(&self.root) {
                 Ok(moved) => {
                     if !logged {
@@ -225,26 +343,20 @@ impl Sink for SealedSink {
                 }
                 Err(e) => anyhow::bail!("checking {}/.inflight: {e}", self.root.display()),
             };
-            let keyring = Arc::new(Keyring::open(&self.keys_dir));
-            let local = LocalProvider::new(keyring.clone()).creating(&self.default_key);
-            // Fail before accepting data if a local key cannot be used (KMS keys are first
-            // used at the first seal: no AWS call at start).
-            for k in std::iter::once(&self.default_key).chain(self.rules.iter().map(|(_, k)| k)) {
-                if !is_kms_ref(k) {
-                    local.key_for_encryption(k)?;
-                }
-            }
             let kms = KmsOptions { endpoint: self.kms_endpoint.clone(), audit_dir: self.keys_dir.clone() };
             let provider = KeyChain::new(local, kms);
             let retention = self.retention.map(|keep| {
                 let (root, max_age, metrics) = (self.root.clone(), self.max_age, cx.metrics.clone());
+                let manifest = manifest.clone();
                 tokio::spawn(async move {
                     let mut every = tokio::time::interval(RETENTION_INTERVAL);
                     loop {
                         every.tick().await;
-                        let root = root.clone();
-                        match tokio::task::spawn_blocking(move || retention::sweep(&root, keep, max_age))
-                            .await
+                        let (root, manifest) = (root.clone(), manifest.clone());
+                        match tokio::task::spawn_blocking(move || {
+                            retention::sweep(&root, keep, max_age, manifest.as_deref())
+                        })
+                        .await
                         {
                             Ok(Ok(r)) if r.segments > 0 => {
                                 metrics.add("retention.removed_segments", r.segments as u64);
@@ -264,17 +376,35 @@ impl Sink for SealedSink {
                     }
                 })
             });
+            let durable = self.wal.is_some();
             let tick = (self.max_age / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
             // With the log on, a few more batches may wait so that one fsync covers them all.
             let (tx, rx) = mpsc::channel::<Msg>(if self.wal.is_some() { GROUP_COMMIT_BATCHES } else { 2 });
             let metrics = cx.metrics.clone();
             let partials = if logged { moved } else { Vec::new() };
+            let uploader = self
+                .upload
+                .clone()
+                .map(|o| upload::Uploader::start(self.root.clone(), o, cx.metrics.clone()));
+            let spool = uploader.as_ref().map(upload::Uploader::spool);
+            let (drain_timeout, lambda) =
+                (self.upload.as_ref().map(|u| u.drain_timeout), self.lambda.clone());
+            if let (Some(spool), Some(l)) = (&spool, &lambda) {
+                // At SHUTDOWN a full spool stops holding the writer: sealing comes first.
+                let (spool, l) = (spool.clone(), l.clone());
+                tokio::spawn(async move {
+                    l.shutdown_requested().await;
+                    spool.release();
+                });
+            }
             let worker = tokio::task::spawn_blocking(move || {
                 let mut w = Writer::new(*self, provider, metrics);
+                w.spool = spool;
+                w.manifest = manifest;
                 w.start_wal(&partials)?;
                 w.run(rx)
             });
-            // SIGHUP: re-read the keys (a configuration reload is not implemented yet).
+            // SIGHUP: re-read the keys (the topology reloads the configuration on the same signal).
             let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
                 .map_err(|e| tracing::warn!(error = %e, "cannot listen for SIGHUP; keys are still re-read when their files change"))
                 .ok();
@@ -284,9 +414,17 @@ impl Sink for SealedSink {
             // behind the records they cover, so those records are in the segments sealed.
             loop {
                 let msg = tokio::select! {
-                    r = input.recv_or_seal() => match r {
-                        Some(Received::Batch(b)) => Msg::Batch(b),
-                        Some(Received::Seal) => Msg::SealAll,
+                    r = input.recv_acked() => match r {
+                        // Without the log the sink promises nothing across a crash: the
+                        // share is resolved on receipt.
+                        Some((Received::Batch(b), ack)) if !durable => {
+                            if let Some(a) = ack {
+                                a.resolve();
+                            }
+                            Msg::Batch(b, None)
+                        }
+                        Some((Received::Batch(b), ack)) => Msg::Batch(b, ack),
+                        Some((_, _)) => Msg::SealAll,
                         None => break,
                     },
                     _ = interval.tick() => Msg::Tick,
@@ -309,7 +447,17 @@ impl Sink for SealedSink {
             if let Some(r) = retention {
                 r.abort();
             }
-            let r = worker.await.map_err(|e| anyhow::anyhow!("segment writer thread: {e}"))?;
+            let r = worker.await.map_err(|e| anyhow::anyhow!("segment writer thread: {e}"));
+            if let Some(u) = uploader {
+                // In Lambda the SHUTDOWN deadline (less the margin) bounds the last uploads.
+                let deadline = match lambda.as_ref().and_then(|l| l.shutdown_info()) {
+                    Some(s) => s.deadline.checked_sub(crate::component::lambda::SHUTDOWN_MARGIN),
+                    None => None,
+                }
+                .unwrap_or_else(|| Instant::now() + drain_timeout.unwrap_or_default());
+                u.finish(deadline).await;
+            }
+            let r = r?;
             if r.is_err() {
                 cx.metrics.error("write");
             }
@@ -347,6 +495,10 @@ struct Writer {
     wal: Option<Wal>,
     /// The log generation of the batch being pushed.
     batch_gen: Option<u64>,
+    /// The S3 upload spool, when uploading: told of every seal, bounds what waits.
+    spool: Option<Arc<upload::Spool>>,
+    /// Where every seal is recorded (`segment::manifest`), when it could be opened.
+    manifest: Option<Arc<crate::segment::manifest::Manifest>>,
 }
 
 fn event_nanos(e: &Event) -> i64 {
@@ -362,7 +514,18 @@ impl Writer {
         let mut keys = vec![sink.default_key.clone()];
         keys.extend(sink.rules.iter().map(|(_, k)| k.clone()));
         let open = (0..keys.len() * 2).map(|_| None).collect();
-        Writer { sink, provider, metrics, keys, route: HashMap::new(), open, wal: None, batch_gen: None }
+        Writer {
+            sink,
+            provider,
+            metrics,
+            keys,
+            route: HashMap::new(),
+            open,
+            wal: None,
+            batch_gen: None,
+            spool: None,
+            manifest: None,
+        }
     }
 
     fn key_of(&mut self, service: &str) -> usize {
@@ -431,13 +594,20 @@ impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Msg>) -> anyhow::Result<()> {
         let mut pending = None;
         while let Some(msg) = pending.take().or_else(|| rx.blocking_recv()) {
+            if let (Msg::Batch(..), Some(spool)) = (&msg, &self.spool) {
+                spool.wait_for_room(&self.metrics);
+            }
             match msg {
-                Msg::Batch(b) if self.wal.is_some() => {
+                Msg::Batch(b, ack) if self.wal.is_some() => {
                     // Group commit: the batches already waiting share one fsync.
                     let mut group = vec![b];
+                    let mut acks: Vec<Ack> = ack.into_iter().collect();
                     while group.len() < GROUP_COMMIT_BATCHES {
                         match rx.try_recv() {
-                            Ok(Msg::Batch(b)) => group.push(b),
+                            Ok(Msg::Batch(b, ack)) => {
+                                group.push(b);
+                                acks.extend(ack);
+                            }
                             Ok(other) => {
                                 pending = Some(other);
                                 break;
@@ -445,19 +615,42 @@ impl Writer {
                             Err(_) => break,
                         }
                     }
-                    self.push_logged(&group)?;
+                    // With the log on, an error never stops the sink: it recovers from the
+                    // log and retries the group (see `recover`).
+                    let mut acks = Some(acks);
+                    let gens = loop {
+                        match self.log_group(&group, &mut acks) {
+                            Ok(gens) => break gens,
+                            Err(e) => self.recover(e)?,
+                        }
+                    };
+                    // Once logged, a recovery replays the group: it is not pushed again.
+                    if let Err(e) = self.build_group(&group, gens) {
+                        self.recover(e)?;
+                    }
                 }
-                Msg::Batch(b) => self.push(&b)?,
-                Msg::Tick => self.rotate_aged()?,
+                Msg::Batch(b, _) => self.push(&b)?,
+                Msg::Tick => {
+                    if let Err(e) = self.rotate_aged() {
+                        self.recover_or_fail(e)?;
+                    }
+                }
                 Msg::SealAll => {
-                    for i in 0..self.open.len() {
-                        self.seal(i)?;
+                    if let Err(e) = self.seal_all() {
+                        self.recover_or_fail(e)?;
                     }
                 }
             }
         }
-        for i in 0..self.open.len() {
-            self.seal(i)?;
+        // At the end of input an error is not retried: the log stays on disk and the next
+        // start replays it.
+        if let Err(e) = self.seal_all() {
+            if self.sink.wal.is_some() {
+                return Err(e.context(
+                    "sealing at shutdown failed; the write-ahead log is kept and the next start replays it",
+                ));
+            }
+            return Err(e);
         }
         if let Some(wal) = self.wal.take() {
             // Everything is sealed: no generation is needed any more.
@@ -466,16 +659,100 @@ impl Writer {
         Ok(())
     }
 
-    /// Appends the batches to the log, makes them durable with one fsync, then builds
-    /// segments from them; seals everything first when the log is over its bound.
-    fn push_logged(&mut self, group: &[Batch]) -> anyhow::Result<()> {
-        let Some(wal) = self.wal.as_mut() else { return Ok(()) };
+    /// Seals every open segment.
+    fn seal_all(&mut self) -> anyhow::Result<()> {
+        for i in 0..self.open.len() {
+            self.seal(i)?;
+        }
+        Ok(())
+    }
+
+    /// Without the log, an error stops the sink (as before); with it, see [`Writer::recover`].
+    fn recover_or_fail(&mut self, e: anyhow::Error) -> anyhow::Result<()> {
+        if self.sink.wal.is_none() {
+            return Err(e);
+        }
+        self.recover(e)
+    }
+
+    /// With the log on, a write error (a full disk, a vanished directory, a key that cannot
+    /// be read) does not stop the sink, and so never the pipeline or a process the agent
+    /// wraps: the sink drops its open segments (their events are in the log), waits, then
+    /// replays the whole log into sealed segments and opens a new log, as a fresh start
+    /// would, retrying with a growing delay until that works. Meanwhile its input queue
+    /// fills, so sources feel backpressure (OTLP answers "retry later", files and stdin
+    /// wait). Events of open segments that had been sealed in the moments before the error
+    /// may be sealed twice (counted in `wal_replayed_events`), never lost.
+    fn recover(&mut self, mut e: anyhow::Error) -> anyhow::Result<()> {
+        let mut delay = RECOVERY_FIRST_DELAY;
+        loop {
+            self.metrics.error("write");
+            self.metrics.add("recoveries", 1);
+            tracing::error!(
+                retry_in_ms = delay.as_millis() as u64,
+                "sealed sink: {e:#}; input waits (nothing acknowledged is lost), the log will be replayed and writing resumed"
+            );
+            self.abandon_open();
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(RECOVERY_MAX_DELAY);
+            match self.start_wal(&[]) {
+                Ok(()) => {
+                    tracing::info!("sealed sink recovered: the log was replayed and writing resumed");
+                    return Ok(());
+                }
+                Err(next) => e = next,
+            }
+        }
+    }
+
+    /// Forgets every open segment and the open log (their events are in the log files on
+    /// disk), and deletes the partial segment files.
+    fn abandon_open(&mut self) {
+        self.wal = None;
+        self.batch_gen = None;
+        for o in self.open.iter_mut() {
+            *o = None;
+        }
+        // Every file directly in `.inflight/` is one of this sink's open segments: the start
+        // moved or removed what a previous run left there.
+        let dir = self.sink.root.join(crate::segment::INFLIGHT);
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            for entry in rd.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_file()) {
+                    if let Err(err) = std::fs::remove_file(entry.path()) {
+                        tracing::warn!(file = %entry.path().display(), "cannot remove a partial segment: {err}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Appends the batches to the log and makes them durable with one fsync; returns the
+    /// generation each went to. The acknowledgement shares of the group are resolved right
+    /// after the fsync: from
+    /// then on a crash loses nothing of those batches (the next start replays them). On an
+    /// error before the fsync, the shares stay in `acks` for the retry.
+    fn log_group(&mut self, group: &[Batch], acks: &mut Option<Vec<Ack>>) -> anyhow::Result<Vec<u64>> {
+        let Some(wal) = self.wal.as_mut() else { anyhow::bail!("the write-ahead log is not open") };
         let mut gens = Vec::with_capacity(group.len());
         for b in group {
             gens.push(wal.append(b)?);
         }
         wal.commit()?;
         self.metrics.add("wal_fsyncs", 1);
+        let acks = acks.take().unwrap_or_default();
+        if !acks.is_empty() {
+            self.metrics.add("acknowledged_batches", acks.len() as u64);
+        }
+        for a in acks {
+            a.resolve();
+        }
+        Ok(gens)
+    }
+
+    /// Builds segments from a logged group (`gens`: the generation of each batch); seals
+    /// everything when the log is over its bound.
+    fn build_group(&mut self, group: &[Batch], gens: Vec<u64>) -> anyhow::Result<()> {
         for (b, g) in group.iter().zip(gens) {
             self.batch_gen = Some(g);
             self.push(b)?;
@@ -587,7 +864,7 @@ impl Writer {
                 "sealtrail.signal",
                 format!("{:?}", open.signal).to_lowercase(),
             ));
-            let s = w.seal();
+            let s = w.seal_into(self.manifest.as_deref());
             if let Ok(s) = &s {
                 span.set_attribute(KeyValue::new("sealtrail.rows", s.rows as i64));
                 span.set_attribute(KeyValue::new("sealtrail.bytes", s.bytes as i64));
@@ -598,6 +875,9 @@ impl Writer {
             self.metrics.add(crate::metrics::names::SEGMENTS_SEALED, 1);
             self.metrics.add_out(s.rows as usize, s.bytes as usize);
             tracing::info!(segment = %s.path.display(), rows = s.rows, bytes = s.bytes, key = %s.key_id, "segment sealed");
+            if let Some(spool) = &self.spool {
+                spool.sealed(s.bytes);
+            }
         }
         if had_rows {
             self.release_wal()?;

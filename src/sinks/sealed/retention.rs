@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::segment::manifest::{self, Manifest};
 use crate::segment::{SegmentId, find_segments};
 
 /// One segment past the limit.
@@ -58,9 +59,23 @@ pub struct Removed {
 
 /// Removes the `expired` segments, then the day, month and year directories they leave
 /// empty. A segment that is already gone counts as removed; any other error stops and is
-/// returned with the path.
-pub fn remove(root: &Path, expired: &[Expired]) -> anyhow::Result<Removed> {
+/// returned with the path. With a `manifest`, the removals are recorded there first (a
+/// crash before the files go is finished by the sink's next start).
+pub fn remove(root: &Path, expired: &[Expired], manifest: Option<&Manifest>) -> anyhow::Result<Removed> {
     let mut done = Removed::default();
+    if let Some(m) = manifest {
+        let mut entries = Vec::with_capacity(expired.len());
+        for e in expired {
+            match manifest::describe(m.root(), &e.path, &e.path, manifest::Op::Remove, None) {
+                Ok(entry) => entries.push(entry),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => anyhow::bail!("cannot read {}: {err}", e.path.display()),
+            }
+        }
+        if !entries.is_empty() {
+            m.record(&entries)?;
+        }
+    }
     let mut dirs = std::collections::BTreeSet::new();
     for e in expired {
         match std::fs::remove_file(&e.path) {
@@ -90,11 +105,16 @@ pub fn remove(root: &Path, expired: &[Expired]) -> anyhow::Result<Removed> {
 
 /// The sink's periodic pass: removes segments older than `retention + max_age`, so no event
 /// younger than `retention` is removed (see the module documentation).
-pub fn sweep(root: &Path, retention: Duration, max_age: Duration) -> anyhow::Result<Removed> {
+pub fn sweep(
+    root: &Path,
+    retention: Duration,
+    max_age: Duration,
+    manifest: Option<&Manifest>,
+) -> anyhow::Result<Removed> {
     let now_ms = chrono::Utc::now().timestamp_millis();
     let list = expired(root, retention.saturating_add(max_age), now_ms)
         .map_err(|e| anyhow::anyhow!("retention: cannot list {}: {e}", root.display()))?;
-    remove(root, &list)
+    remove(root, &list, manifest)
 }
 
 #[cfg(test)]
@@ -130,7 +150,7 @@ mod tests {
 
         let list = expired(root, Duration::from_secs(30 * 86_400), now).unwrap();
         assert_eq!(list.iter().map(|e| e.path.clone()).collect::<Vec<_>>(), vec![old.clone()]);
-        assert_eq!(remove(root, &list).unwrap(), Removed { segments: 1, bytes: 10 });
+        assert_eq!(remove(root, &list, None).unwrap(), Removed { segments: 1, bytes: 10 });
         assert!(!old.exists() && young.exists() && stray.exists());
         // The emptied day, month and year directories went; the signal directory stays.
         assert!(!old.parent().unwrap().exists());

@@ -7,11 +7,13 @@ pub(super) struct Ingest {
     pub(super) mapper: Mapper,
     pub(super) handle: Option<Arc<Handle>>,
     pub(super) stream: Mutex<StreamState>,
-    pub(super) queue: mpsc::UnboundedSender<(Batch, usize, bool)>,
+    pub(super) queue: mpsc::UnboundedSender<Queued>,
     pub(super) queued_bytes: Arc<AtomicUsize>,
     pub(super) max_buffered_bytes: usize,
     pub(super) max_body_bytes: usize,
     pub(super) seal_on_report: bool,
+    /// `acknowledgements = true`: answer 200 only once the records are durable.
+    pub(super) acknowledgements: bool,
     pub(super) metrics: Arc<ComponentMetrics>,
 }
 
@@ -73,6 +75,11 @@ impl Ingest {
         let now = self.queued_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
         if now > self.max_buffered_bytes {
             self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            if self.acknowledgements {
+                // Never a silent drop when the platform can be asked to deliver again.
+                self.metrics.add("refused.backlog_full", 1);
+                return reply(StatusCode::SERVICE_UNAVAILABLE, r#"{"errorType":"BacklogFull"}"#);
+            }
             self.metrics.add("dropped.backlog_full", n as u64);
             tracing::warn!(
                 records = n,
@@ -80,9 +87,23 @@ impl Ingest {
             );
             return reply(StatusCode::OK, "\"OK\"");
         }
-        if self.queue.send((Arc::new(events), bytes, saw_report && self.seal_on_report)).is_err() {
+        let (ack, wait) = match self.acknowledgements && n > 0 {
+            true => {
+                let (a, w) = crate::component::Ack::new();
+                (Some(a), Some(w))
+            }
+            false => (None, None),
+        };
+        if self.queue.send((Arc::new(events), bytes, saw_report && self.seal_on_report, ack)).is_err() {
             self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
             self.metrics.add("dropped.stopped", n as u64);
+        }
+        if let Some(wait) = wait {
+            if wait.wait().await == crate::component::AckStatus::Failed {
+                self.metrics.add("refused.not_durable", 1);
+                return reply(StatusCode::SERVICE_UNAVAILABLE, r#"{"errorType":"NotDurable"}"#);
+            }
+            self.metrics.add("acknowledged.batches", 1);
         }
         reply(StatusCode::OK, "\"OK\"")
     }

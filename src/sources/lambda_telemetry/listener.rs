@@ -59,6 +59,7 @@ impl Source for LambdaTelemetrySource {
                 max_buffered_bytes: config.max_buffered_bytes,
                 max_body_bytes: config.max_body_bytes,
                 seal_on_report: config.flush == FlushPolicy::End,
+                acknowledgements: config.acknowledgements,
                 metrics: metrics.clone(),
             });
             let periodic = (config.flush == FlushPolicy::Periodic)

@@ -131,7 +131,17 @@ pub struct LambdaTelemetryConfig {
     /// Listener timeouts (`[sources.X.listener]`): headers, body, idle connections.
     #[serde(default)]
     pub listener: ListenerConfig,
+    /// Answer a delivery 200 only once its records are in a durable sink's fsynced
+    /// write-ahead log; a delivery that could not be made durable, or that finds the backlog
+    /// full, gets 503 (the platform delivers it again) instead of being dropped. Needs a
+    /// `sealed` sink with `wal = true` downstream. Default false.
+    #[serde(default)]
+    pub acknowledgements: bool,
 }
+
+/// What the handler queues for the forwarding task: the records, their size, whether a seal
+/// order follows them, and their acknowledgement token when the source acknowledges.
+pub(super) type Queued = (Batch, usize, bool, Option<crate::component::Ack>);
 
 /// The subscription's `buffering` object (the platform's limits are checked at build).
 #[derive(Debug, Clone, Deserialize)]
@@ -277,6 +287,10 @@ impl LambdaTelemetryConfig {
 impl SourceConfig for LambdaTelemetryConfig {
     fn outputs(&self) -> Signals {
         Signals::LOGS
+    }
+
+    fn acknowledgements(&self) -> bool {
+        self.acknowledgements
     }
 
     fn build(&self, cx: &BuildContext<'_>) -> anyhow::Result<Box<dyn Source>> {

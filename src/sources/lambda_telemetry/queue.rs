@@ -6,7 +6,7 @@ use super::*;
 /// Feeds the pipeline from the queue until every sender is gone, then returns (which drops
 /// the output: the end of input for downstream components).
 pub(super) async fn forward(
-    mut rx: mpsc::UnboundedReceiver<(Batch, usize, bool)>,
+    mut rx: mpsc::UnboundedReceiver<Queued>,
     mut out: Fanout,
     queued: Arc<AtomicUsize>,
     periodic: Option<Duration>,
@@ -26,9 +26,9 @@ pub(super) async fn forward(
                 continue;
             }
         };
-        let Some((batch, bytes, seal)) = item else { break };
+        let Some((batch, bytes, seal, ack)) = item else { break };
         queued.fetch_sub(bytes, Ordering::Relaxed);
-        if out.send(batch).await.is_err() {
+        if out.send_with(batch, ack).await.is_err() {
             // Every consumer stopped (a sink failed); the topology reports that failure.
             return;
         }

@@ -30,7 +30,7 @@ fn status(r: &Refusal, retry_after: u64) -> tonic::Status {
             );
             tonic::Status::with_details(tonic::Code::ResourceExhausted, r.message(), details.into())
         }
-        Refusal::Closed => tonic::Status::unavailable(r.message()),
+        Refusal::Closed | Refusal::NotDurable => tonic::Status::unavailable(r.message()),
     }
 }
 
@@ -40,8 +40,11 @@ impl TraceService for Handler {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let rejected =
-            self.0.traces(request.into_inner()).map_err(|r| status(&r, self.0.limits.retry_after_secs))?;
+        let rejected = self
+            .0
+            .traces(request.into_inner())
+            .await
+            .map_err(|r| status(&r, self.0.limits.retry_after_secs))?;
         let partial_success = (rejected.count > 0).then(|| ExportTracePartialSuccess {
             rejected_spans: rejected.count as i64,
             error_message: rejected.message(),
@@ -56,8 +59,11 @@ impl LogsService for Handler {
         &self,
         request: tonic::Request<ExportLogsServiceRequest>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
-        let rejected =
-            self.0.logs(request.into_inner()).map_err(|r| status(&r, self.0.limits.retry_after_secs))?;
+        let rejected = self
+            .0
+            .logs(request.into_inner())
+            .await
+            .map_err(|r| status(&r, self.0.limits.retry_after_secs))?;
         let partial_success = (rejected.count > 0).then(|| ExportLogsPartialSuccess {
             rejected_log_records: rejected.count as i64,
             error_message: rejected.message(),

@@ -127,23 +127,27 @@ async fn serve(req: Request<Body>, ingest: &Ingest) -> Result<Response<Full<Byte
     let max = ingest.limits.max_request_bytes;
     let body = read_body(req.into_body(), max).await?;
     let body = if gzip { gunzip(&body, max)? } else { body };
+    let bad_protobuf = |e: prost::DecodeError| {
+        error(StatusCode::BAD_REQUEST, "malformed_protobuf", format!("invalid protobuf: {e}"))
+    };
+    let bad_json = |e: String| error(StatusCode::BAD_REQUEST, "invalid_json", e);
     let rejected = match (signal, encoding) {
-        (Signal::Traces, Encoding::Protobuf) => ExportTraceServiceRequest::decode(&body[..])
-            .map_err(|e| {
-                error(StatusCode::BAD_REQUEST, "malformed_protobuf", format!("invalid protobuf: {e}"))
-            })
-            .and_then(|r| ingest.traces(r).map_err(refusal))?,
-        (Signal::Logs, Encoding::Protobuf) => ExportLogsServiceRequest::decode(&body[..])
-            .map_err(|e| {
-                error(StatusCode::BAD_REQUEST, "malformed_protobuf", format!("invalid protobuf: {e}"))
-            })
-            .and_then(|r| ingest.logs(r).map_err(refusal))?,
-        (Signal::Traces, Encoding::Json) => json::decode_traces(&body)
-            .map_err(|e| error(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()))
-            .and_then(|r| ingest.traces(r).map_err(refusal))?,
-        (Signal::Logs, Encoding::Json) => json::decode_logs(&body)
-            .map_err(|e| error(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()))
-            .and_then(|r| ingest.logs(r).map_err(refusal))?,
+        (Signal::Traces, Encoding::Protobuf) => {
+            let r = ExportTraceServiceRequest::decode(&body[..]).map_err(bad_protobuf)?;
+            ingest.traces(r).await.map_err(refusal)?
+        }
+        (Signal::Logs, Encoding::Protobuf) => {
+            let r = ExportLogsServiceRequest::decode(&body[..]).map_err(bad_protobuf)?;
+            ingest.logs(r).await.map_err(refusal)?
+        }
+        (Signal::Traces, Encoding::Json) => {
+            let r = json::decode_traces(&body).map_err(|e| bad_json(e.to_string()))?;
+            ingest.traces(r).await.map_err(refusal)?
+        }
+        (Signal::Logs, Encoding::Json) => {
+            let r = json::decode_logs(&body).map_err(|e| bad_json(e.to_string()))?;
+            ingest.logs(r).await.map_err(refusal)?
+        }
     };
     Ok(success(signal, encoding, &rejected))
 }
@@ -152,7 +156,7 @@ fn refusal(r: Refusal) -> Error {
     let status = match r {
         Refusal::TooManyItems { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         Refusal::Full | Refusal::Busy => StatusCode::TOO_MANY_REQUESTS,
-        Refusal::Closed => StatusCode::SERVICE_UNAVAILABLE,
+        Refusal::Closed | Refusal::NotDurable => StatusCode::SERVICE_UNAVAILABLE,
     };
     // The ingest layer has counted it.
     Error { status, reason: None, message: r.message() }

@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::component::Fanout;
+use crate::component::{AckStatus, AckWait, Fanout};
 use crate::event::{SourceId, now_nanos};
 use crate::metrics::ComponentMetrics;
 use crate::otlp::convert::{self, Rejected};
@@ -18,7 +18,14 @@ pub(super) struct Limits {
     pub max_items: usize,
     pub retry_after_secs: u64,
     pub max_concurrent_requests: usize,
+    /// `acknowledgements = true`: answer success only once the events are durable.
+    pub acknowledgements: bool,
 }
+
+/// The longest a request waits for its events to become durable before it is answered
+/// "retry" (a stalled or failing sink must not hold requests forever; the events may still
+/// be logged, so the retry can make a duplicate, which at-least-once allows).
+pub(super) const ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Why a whole request was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +38,9 @@ pub(super) enum Refusal {
     Busy,
     /// The source is shutting down: retry later (elsewhere).
     Closed,
+    /// `acknowledgements = true` and the events did not become durable (a sink failed with
+    /// them, or [`ACK_TIMEOUT`] passed): retry later.
+    NotDurable,
 }
 
 impl Refusal {
@@ -42,6 +52,7 @@ impl Refusal {
             Refusal::Full => "the pipeline is full; retry later".to_owned(),
             Refusal::Busy => "too many requests in progress; retry later".to_owned(),
             Refusal::Closed => "the agent is shutting down; retry later".to_owned(),
+            Refusal::NotDurable => "the events could not be made durable yet; retry later".to_owned(),
         }
     }
 
@@ -52,6 +63,7 @@ impl Refusal {
             Refusal::Full => "pipeline_full",
             Refusal::Busy => "too_many_requests",
             Refusal::Closed => "shutting_down",
+            Refusal::NotDurable => "not_durable",
         }
     }
 }
@@ -93,25 +105,28 @@ impl Ingest {
         self.metrics.add(&format!("refused.{reason}"), 1);
     }
 
-    /// Converts and forwards the spans of a request; returns what was rejected item by item.
-    pub fn traces(&self, req: ExportTraceServiceRequest) -> Result<Rejected, Refusal> {
+    /// Converts and forwards the spans of a request; returns what was rejected item by item,
+    /// once the events are durable when the source acknowledges.
+    pub async fn traces(&self, req: ExportTraceServiceRequest) -> Result<Rejected, Refusal> {
         let items = convert::count_spans(&req);
         self.check(items)?;
         let mut events = Vec::with_capacity(items);
         let rejected = convert::spans_to_events(req, &self.source, &mut events);
-        self.send(events)?;
+        let wait = self.send(events)?;
+        self.durable(wait).await?;
         self.metrics.add("rejected.spans", rejected.count);
         self.metrics.add("stripped.reserved_attributes", rejected.stripped);
         Ok(rejected)
     }
 
-    /// Converts and forwards the log records of a request.
-    pub fn logs(&self, req: ExportLogsServiceRequest) -> Result<Rejected, Refusal> {
+    /// Converts and forwards the log records of a request (see [`Ingest::traces`]).
+    pub async fn logs(&self, req: ExportLogsServiceRequest) -> Result<Rejected, Refusal> {
         let items = convert::count_logs(&req);
         self.check(items)?;
         let mut events = Vec::with_capacity(items);
         let rejected = convert::logs_to_events(req, &self.source, now_nanos(), &mut events);
-        self.send(events)?;
+        let wait = self.send(events)?;
+        self.durable(wait).await?;
         self.metrics.add("rejected.logs", rejected.count);
         self.metrics.add("stripped.reserved_attributes", rejected.stripped);
         Ok(rejected)
@@ -126,20 +141,41 @@ impl Ingest {
         Ok(())
     }
 
-    fn send(&self, events: Vec<crate::event::Event>) -> Result<(), Refusal> {
+    /// Hands the events to the pipeline; with acknowledgements on, returns the wait for them
+    /// to become durable.
+    fn send(&self, events: Vec<crate::event::Event>) -> Result<Option<AckWait>, Refusal> {
         if events.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
         let r = match out.as_mut() {
             None => Err(Refusal::Closed),
             // Never waits: a full pipeline is the client's cue to back off, and holding the
             // request here would be an unbounded queue of waiting requests.
-            Some(o) => o.try_send(Arc::new(events)).map_err(|_| Refusal::Full),
+            Some(o) if self.limits.acknowledgements => {
+                o.try_send_acked(Arc::new(events)).map(Some).map_err(|_| Refusal::Full)
+            }
+            Some(o) => o.try_send(Arc::new(events)).map(|()| None).map_err(|_| Refusal::Full),
         };
         if let Err(r) = &r {
             self.refused(r.reason());
         }
         r
+    }
+
+    /// Waits (at most [`ACK_TIMEOUT`]) until the events are durable. The request's permit is
+    /// held meanwhile, so `max_concurrent_requests` bounds the requests waiting too.
+    async fn durable(&self, wait: Option<AckWait>) -> Result<(), Refusal> {
+        let Some(wait) = wait else { return Ok(()) };
+        match tokio::time::timeout(ACK_TIMEOUT, wait.wait()).await {
+            Ok(AckStatus::Delivered) => {
+                self.metrics.add("acknowledged.requests", 1);
+                Ok(())
+            }
+            Ok(AckStatus::Failed) | Err(_) => {
+                self.refused(Refusal::NotDurable.reason());
+                Err(Refusal::NotDurable)
+            }
+        }
     }
 }

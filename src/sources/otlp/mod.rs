@@ -72,6 +72,12 @@ pub struct OtlpSourceConfig {
     /// idle connections and HTTP/2 keep-alive.
     #[serde(default)]
     pub listener: ListenerConfig,
+    /// Answer success only once every durable sink downstream has the request's events in
+    /// its fsynced write-ahead log; a request that could not be made durable is answered
+    /// "retry" (gRPC `UNAVAILABLE`, HTTP 503 with `Retry-After`). Needs a `sealed` sink with
+    /// `wal = true` downstream. Default false: success once the events are in the pipeline.
+    #[serde(default)]
+    pub acknowledgements: bool,
 }
 
 fn default_grpc_address() -> String {
@@ -105,6 +111,10 @@ fn default_retry_after() -> crate::units::Duration {
 impl SourceConfig for OtlpSourceConfig {
     fn outputs(&self) -> Signals {
         Signals::ALL
+    }
+
+    fn acknowledgements(&self) -> bool {
+        self.acknowledgements
     }
 
     fn build(&self, cx: &BuildContext<'_>) -> anyhow::Result<Box<dyn Source>> {
@@ -152,6 +162,7 @@ impl SourceConfig for OtlpSourceConfig {
                 max_items: self.max_items_per_request,
                 retry_after_secs: self.retry_after.get().as_secs(),
                 max_concurrent_requests: self.max_concurrent_requests,
+                acknowledgements: self.acknowledgements,
             },
             listener,
             id: cx.id.to_owned(),
