@@ -348,10 +348,13 @@ fn host_follows(buf: &[u8], h: usize, eof: bool) -> Option<bool> {
 /// The user-info of the authority starting at `u`.
 fn userinfo(buf: &[u8], u: usize, eof: bool) -> Userinfo {
     let limit = (u + MAX_AUTHORITY).min(buf.len());
-    let mut last_at = None;
+    // The last two `@`: only the last one can be right before the end of the authority, so
+    // when it is not followed by a host, the one before it is the user-info's end.
+    let (mut last_at, mut prev_at) = (None, None);
     let mut j = u;
     while j < limit && !ends_authority(buf[j]) {
         if buf[j] == b'@' {
+            prev_at = last_at;
             last_at = Some(j);
         }
         j += 1;
@@ -361,7 +364,7 @@ fn userinfo(buf: &[u8], u: usize, eof: bool) -> Userinfo {
     }
     // An `@` right before the end of the authority is followed by a host only when an IPv6
     // literal starts there.
-    let at = last_at.filter(|&at| at + 1 < j || buf.get(at + 1) == Some(&b'['));
+    let at = last_at.filter(|&at| at + 1 < j || buf.get(at + 1) == Some(&b'[')).or(prev_at);
     let Some(at) = at else {
         return match extended_password(buf, u, j, eof) {
             Some(Some((end, keep))) => Userinfo::Found { end, keep },
@@ -538,6 +541,9 @@ mod tests {
         assert_eq!(found("\"https://u:p%40ss@h/\""), ["p%40ss"]);
         // The last `@` of the authority ends the user-info.
         assert_eq!(found("https://u:p@ss@host/"), ["p@ss"]);
+        // A last `@` that ends the authority is not followed by a host: the one before it is.
+        assert_eq!(found("://u:p@u:p@"), ["p"]);
+        assert_eq!(found("https://u:pw@h@ x"), ["pw"]);
         // A user name with 6 or more digits goes with the password.
         assert_eq!(found("https://4111111111111111:pw@h/"), ["4111111111111111:pw"]);
         assert_eq!(found("https://a1b2c3d4e5f6:pw@h/"), ["a1b2c3d4e5f6:pw"]);
