@@ -52,9 +52,9 @@ use std::fmt;
 pub use mask::Mask;
 pub use stream::Stream;
 
-/// The built-in and custom detectors, in priority order (a tie between two candidates of
-/// the same span goes to the earlier one).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// The built-in and custom detectors. A tie between two candidates of the same span goes to
+/// the one that orders first ([`Detector::rank`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Detector {
     Card = 0,
     Iban = 1,
@@ -72,8 +72,43 @@ pub enum Detector {
     Pattern = 13,
 }
 
+impl Ord for Detector {
+    fn cmp(&self, other: &Detector) -> std::cmp::Ordering {
+        self.rank().cmp(&other.rank())
+    }
+}
+
+impl PartialOrd for Detector {
+    fn partial_cmp(&self, other: &Detector) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
 impl Detector {
-    /// Every detector, in priority order.
+    /// The priority of a detector when two find the same span: the declaration order, except
+    /// that a connection string's `;Password=` wins over the same text read as a URL's `;`
+    /// parameter (`Server=db;Password=x;` is not a URL; a JDBC URL's `;password=` is masked
+    /// the same either way).
+    const fn rank(self) -> u8 {
+        match self {
+            Detector::ConnectionString => 3,
+            Detector::UrlCredentials => 4,
+            Detector::Authorization => 5,
+            Detector::AwsAccessKey => 6,
+            Detector::AwsSecretKey => 7,
+            Detector::PrivateKey => 8,
+            Detector::Jwt => 9,
+            Detector::Card
+            | Detector::Iban
+            | Detector::BankAccount
+            | Detector::SecretField
+            | Detector::PrefixedToken
+            | Detector::Keyword
+            | Detector::Pattern => self as u8,
+        }
+    }
+
+    /// Every detector, in declaration order (metrics, `--stats`).
     pub const ALL: [Detector; Detector::COUNT] = [
         Detector::Card,
         Detector::Iban,
