@@ -53,6 +53,16 @@ impl Baseline {
             r"(?-u)\\[ntrbf](\d(?:[ -]?\d){12,18})\b".to_owned(),
             r#"(?-u):\\/\\/([^/\s?#@"'<>\[\]\\]+)@"#.to_owned(),
             format!(r#"(?i-u)(?:\\u0026|\\u003f|&amp;)(?:{})=([^&#\s"'<>,;()\\]+)"#, params.join("|")),
+            // Issue 12, part A: cards glued to letters, IBANs in any case with dashes, NBSP or
+            // irregular groups, far account keywords across punctuation and a remark,
+            // passwords holding delimiters, authorities without a scheme, `#` and `;`
+            // parameters.
+            r"(?-u)[A-Za-z](\d{13,19})(?:[^0-9]|$)".to_owned(),
+            r"(?i-u)\b[a-z]{2}\d{2}(?:(?:[ \-]|\xC2\xA0)?[a-z0-9]){11,30}\b".to_owned(),
+            format!(r"(?i-u)(?:{})[[:punct:] \t]*(?:\([^()\n]*\))?[[:punct:] \t]*(\d{{6,17}})\b", kws.join("|")),
+            r"(?i-u)://[^:/\s@]*:([^@\n]{1,128})@[\w.\-\[]".to_owned(),
+            r#"(?-u)(?:^|[\s="'(<])[\w.%+~-]{1,32}:([^\s@:/\\"'<>()\[\]{},;=]{1,64})@[\w.-]{1,48}:\d{1,5}\b"#.to_owned(),
+            format!(r#"(?i-u)[#;](?:{})=([^&#\s"'<>,;()]+)"#, params.join("|")),
         ];
         Baseline {
             set: RegexSet::new(&pats).expect("baseline set"),
@@ -73,7 +83,7 @@ impl Baseline {
             for caps in re.captures_iter(line) {
                 let m = caps.get(1).unwrap_or_else(|| caps.get(0).expect("group 0"));
                 let ok = match i {
-                    0 | 6 => {
+                    0 | 6 | 9 => {
                         let d: Vec<u8> = String::from_utf8_lossy(m.as_bytes())
                             .replace("%20", " ")
                             .bytes()
@@ -81,7 +91,7 @@ impl Baseline {
                             .collect();
                         card::valid(d.into_iter())
                     }
-                    1 => std::str::from_utf8(m.as_bytes()).is_ok_and(iban::is_valid),
+                    1 | 10 => std::str::from_utf8(m.as_bytes()).is_ok_and(iban::is_valid),
                     _ => true,
                 };
                 if ok {

@@ -145,6 +145,13 @@ impl LogGen {
         }
     }
 
+    /// A span id: 16 hex digits, at least one of them a letter (an all-decimal id that passes
+    /// the card checks is masked as a card, by design; the corpus keeps its ids unambiguous).
+    fn span_id(&mut self, out: &mut String) {
+        self.hex(out, 15);
+        out.push(b"abcdef"[self.below(6) as usize] as char);
+    }
+
     fn digits(&mut self, out: &mut String, n: usize) {
         for _ in 0..n {
             out.push((b'0' + self.below(10) as u8) as char);
@@ -157,18 +164,23 @@ impl LogGen {
         out.clear();
         self.clock_ms += self.below(40) as i64;
         let mut secrets = Vec::new();
-        match self.below(5) {
+        match self.below(6) {
             0 => self.plain(out),
             1 => self.key_value(out),
             2 => self.json(out),
             3 => self.access(out),
+            4 => self.look_alikes(out),
             _ => self.aws(out),
         }
         if self.chance(self.rates.card) {
             let card = self.card();
             // JSON-encoded text puts a value right after an escape (`\n`, `\t`, `\u0020`).
-            let _ = match self.below(4) {
+            let _ = match self.below(7) {
                 0 => write!(out, " {}\\n{card}", self.pick(&["order ok", "msg", "card"])),
+                // Glued to labels, and under id-like keys (a valid card is a card anywhere).
+                1 => write!(out, " cc{card}exp{:02}{}", 1 + self.below(12), 26 + self.below(5)),
+                2 => write!(out, " {}{card}", self.pick(&["request_id=", "span_id=", "PAN:"])),
+                3 => write!(out, " {{\"traceId\":\"{card}\"}}"),
                 _ => write!(
                     out,
                     " {} {card}",
@@ -182,7 +194,7 @@ impl LogGen {
             let _ = write!(
                 out,
                 " {} {iban}",
-                self.pick(&["transfer to", "IBAN", "payee", "beneficiary", "ok\\n"])
+                self.pick(&["transfer to", "IBAN", "payee", "beneficiary", "ok\\n", "iban=", "(iban:"])
             );
             secrets.push(Secret { kind: SecretKind::Iban, value: iban });
         }
@@ -200,6 +212,11 @@ impl LogGen {
             } else {
                 let n = 6 + self.below(12) as usize;
                 self.digits(&mut acct, n);
+                // A 13-19 digit account number that passes the card checks is counted as a
+                // card (the card detector comes first); keep the labels exact.
+                if crate::redact::card::valid(acct.bytes()) && acct.len() >= 13 {
+                    acct.replace_range(0..1, "1");
+                }
             }
             // A keyword in prose, or the field name as the only context.
             let (before, after) = *self.pick_pair(&[
@@ -219,6 +236,9 @@ impl LogGen {
                 (" bban=", ""),
                 (" {\\\"bank.account\\\":\\\"", "\\\"}"),
                 (" msg\\nAccount Number: ", ""),
+                // A keyword far away across punctuation and a remark.
+                (" Account Number ........................................: ", ""),
+                (" account no. (primary checking, as printed on the statement): ", ""),
             ]);
             let _ = write!(out, "{before}{acct}{after}");
             secrets.push(Secret { kind: SecretKind::BankAccount, value: acct });
@@ -285,7 +305,7 @@ impl LogGen {
         );
         self.hex(out, 32);
         out.push_str(" span_id=");
-        self.hex(out, 16);
+        self.span_id(out);
         let _ = write!(
             out,
             " dur={}ms attempt={} accounts={} account_created={}",
@@ -404,14 +424,22 @@ impl LogGen {
         self.digits(&mut bban, digits);
         let check = 98 - iban_mod97(&format!("{bban}{cc}00"));
         let compact = format!("{cc}{check:02}{bban}");
-        if self.chance(0.5) {
-            return compact;
-        }
-        let b = compact.as_bytes();
+        // Written as people and forms write it: upper or lower case, grouped by four with
+        // spaces, dashes or NBSP, or irregularly.
+        let (text, sep) = match self.below(8) {
+            0 | 1 => return compact,
+            2 => return compact.to_lowercase(),
+            3 => (compact.clone(), " "),
+            4 => (compact.to_lowercase(), " "),
+            5 => (compact.clone(), "-"),
+            6 => (compact.clone(), "\u{a0}"),
+            _ => return format!("{} {}", &compact[..4], &compact[4..]),
+        };
+        let b = text.as_bytes();
         let mut out = String::new();
         for (i, c) in b.chunks(4).enumerate() {
             if i > 0 {
-                out.push(' ');
+                out.push_str(sep);
             }
             out.push_str(std::str::from_utf8(c).unwrap_or_default());
         }
@@ -427,6 +455,9 @@ impl LogGen {
             secret.push(ALPHABET[self.below(ALPHABET.len() as u64) as usize] as char);
         }
         let host = self.pick(HOSTS);
+        if self.chance(0.5) {
+            return self.credential_url_as_written(secret, host);
+        }
         let url = match self.below(7) {
             0 => format!("postgres://app:{secret}@{host}:5432/orders"),
             1 => format!("https://{host}/v1/export?format=csv&access_token={secret}&page=2"),
@@ -438,6 +469,78 @@ impl LogGen {
             _ => format!("<a href=\"https://{host}/x?page=2&amp;api_key={secret}&amp;v=1\">"),
         };
         (url, secret)
+    }
+}
+
+impl LogGen {
+    /// A URL with credentials as applications really write it (issue 12): upper-case schemes,
+    /// percent-encoded user-info, passwords holding delimiters, IPv6 hosts, no user name, no
+    /// scheme, fragments, JDBC parameters, URLs in quotes and brackets.
+    fn credential_url_as_written(&mut self, mut secret: String, host: &str) -> (String, String) {
+        let url = match self.below(11) {
+            0 => format!("HTTPS://app:{secret}@{host}/v1"),
+            1 => format!("https://ops%40corp.example:{secret}@{host}/x"),
+            2 => format!("https://app%3A{secret}@{host}/x"),
+            3 => {
+                let (a, b) = secret.split_at(secret.len() / 2);
+                let mid = self.pick(&["/", "#", "?", "\\", "{", "}", "\"", " "]);
+                secret = format!("{a}{mid}{b}");
+                format!("mysql://app:{secret}@{host}:3306/orders")
+            }
+            4 => format!("http://admin:{secret}@[fd00::{:x}]:8080/", self.below(0xffff)),
+            5 => format!("redis://:{secret}@{host}:6379/0"),
+            6 => format!("app:{secret}@{host}:5432/orders"),
+            7 => format!("https://{host}/callback#access_token={secret}&token_type=bearer"),
+            8 => format!(
+                "jdbc:sqlserver://{host}:1433;databaseName=orders;user=app;password={secret};encrypt=true"
+            ),
+            9 => {
+                let (open, close) = *self.pick_pair(&[("'", "'"), ("(", ")"), ("[", "]"), ("<", ">")]);
+                format!("{open}https://app:{secret}@{host}/x{close}")
+            }
+            _ => format!("https://{host}/x?page=2;token={secret}"),
+        };
+        (url, secret)
+    }
+
+    /// Look-alikes that every redaction rule must leave alone: phone numbers, amounts,
+    /// versions, hex trace and span ids under camelCase keys, ports, ARNs, IPv6 literals,
+    /// e-mail-shaped git remotes, fragments and matrix parameters without credentials, and
+    /// order ids glued to letters that fail the card checks.
+    fn look_alikes(&mut self, out: &mut String) {
+        self.timestamp(out);
+        if self.chance(0.5) {
+            let _ = write!(
+                out,
+                " {} phone +1 415-555-{:04} alt ({}) 555-0{:03} amount={}.{:02} total {},{:03}.50 USD v{}.{}.{} ORD",
+                self.pick(LEVELS),
+                self.below(10_000),
+                200 + self.below(800),
+                self.below(1000),
+                self.below(100_000),
+                self.below(100),
+                self.below(1000),
+                self.below(1000),
+                self.below(4),
+                self.below(30),
+                self.below(10)
+            );
+            self.order_number(out);
+            return;
+        }
+        out.push_str(" {\"traceId\":\"");
+        self.hex(out, 32);
+        out.push_str("\",\"spanId\":\"");
+        self.span_id(out);
+        let _ = write!(
+            out,
+            "\"}} git@github.com:org/{}.git mailto:{} HTTP://{}/x#top;jsessionid=ab12 [::1]:{} accounts={}",
+            self.pick(SERVICES),
+            self.pick(EMAILS),
+            self.pick(HOSTS),
+            1024 + self.below(60_000),
+            self.below(9)
+        );
     }
 }
 
@@ -525,7 +628,12 @@ mod tests {
                         seen[0] += 1;
                     }
                     SecretKind::Iban => {
-                        let c: String = s.value.chars().filter(|c| *c != ' ').collect();
+                        let c: String = s
+                            .value
+                            .chars()
+                            .filter(char::is_ascii_alphanumeric)
+                            .collect::<String>()
+                            .to_uppercase();
                         assert_eq!(iban_mod97(&format!("{}{}", &c[4..], &c[..4])), 1, "{}", s.value);
                         seen[1] += 1;
                     }

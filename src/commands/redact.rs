@@ -1,7 +1,7 @@
 //! `sealtrail redact`: a Unix filter that redacts standard input to standard output with the
 //! same engine as the `redact` transform.
 //!
-//! It streams: it reads 64 KiB at a time and writes as soon as the engine has decided, so
+//! It streams: it reads 256 KiB at a time and writes as soon as the engine has decided, so
 //! memory stays constant on a 10 GiB input and on a single 100 MiB line. Lines are never
 //! joined or split (no match contains a newline), so there is one output line per input line;
 //! bytes that are not UTF-8 pass through unchanged.
@@ -58,10 +58,15 @@ pub fn run(args: RedactArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Redacts `input` to `output` in chunks; returns the counts.
+///
+/// Reads and writes are large (256 KiB): each read becomes one write of what the engine
+/// decided, never one write per line. Standard output is line-buffered by the standard library,
+/// which passes a large write through up to its last newline in one call, so a terminal still
+/// sees whole lines promptly and a pipe sees few, large writes.
 pub fn filter(r: &Arc<Redactor>, mut input: impl Read, mut output: impl Write) -> anyhow::Result<Counts> {
     let mut s = r.stream();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut out = Vec::with_capacity(80 * 1024);
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut out = Vec::with_capacity(256 * 1024 + 4096);
     loop {
         let n = match input.read(&mut buf) {
             Ok(0) => break,

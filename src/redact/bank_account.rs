@@ -7,7 +7,11 @@
 //!   ([`super::keys`]: `account=…`, `"accountNumber": "…"`, `customer-account: …`), or
 //! - an account keyword ends at most [`MAX_GAP`] bytes before it, on the same line, with no
 //!   run of 3 or more digits in between: one keyword licenses one value, so after a keyword's
-//!   value (or an IBAN) a later number needs its own evidence.
+//!   value (or an IBAN) a later number needs its own evidence; or
+//! - an account keyword ends further away, at most [`MAX_FAR_GAP`] bytes before it, and only
+//!   punctuation, spaces and at most one parenthesised remark lie between
+//!   ([`far_gap_ok`]: `Account Number (primary, see statement) .......: 12345678`). The gap
+//!   holds no number, so the one-keyword-one-value rule holds here too.
 //!
 //! Keywords are the lists that CloudWatch Logs and Macie use (`reference/redaction.md`) plus the configured extras,
 //! matched ignoring ASCII case, where a space in a keyword also matches `_`, `-` or nothing
@@ -28,6 +32,10 @@ use super::{BuildError, BuildErrorKind, Cand, Detector, after_escape, is_alnum, 
 
 /// How far (in bytes) before the digits a keyword may end.
 pub const MAX_GAP: usize = 30;
+
+/// How far (in bytes) before the digits a keyword may end when only punctuation and a
+/// parenthesised remark lie between (see [`far_gap_ok`]).
+pub const MAX_FAR_GAP: usize = 80;
 
 /// The built-in account keywords (lower case).
 pub const KEYWORDS: &[&str] = &[
@@ -172,7 +180,7 @@ impl BankAccount {
     /// Bytes before the digits that decide a candidate: the gap, the longest keyword and the
     /// escape before it (`\uXXXX`, 6 bytes).
     pub(crate) fn context(&self) -> usize {
-        MAX_GAP + self.max_kw + 6
+        MAX_FAR_GAP + self.max_kw + 6
     }
 
     /// Reports the account number that starts with the digit run `buf[s..e]` (4 to 17
@@ -182,7 +190,7 @@ impl BankAccount {
             return;
         }
         let Some(e) = value_end(buf, s, e) else { return };
-        if key_before(buf, s).is_some_and(names_account) {
+        if key_before(buf, s).is_some_and(names_account) || self.far(buf, s) {
             out.push(Cand { start: s, end: e, keep: 0, det: Detector::BankAccount, open: false });
             return;
         }
@@ -237,6 +245,48 @@ impl BankAccount {
         self.search(buf, s, e, out)
     }
 
+    /// The far rule: walks back from `s` over a gap that [`far_gap_ok`] accepts (punctuation,
+    /// then at most one parenthesised remark, then punctuation) and, when the gap reaches
+    /// further than [`MAX_GAP`] (nearer keywords are the near rule's), looks for a keyword that
+    /// ends where such a gap begins.
+    fn far(&self, buf: &[u8], s: usize) -> bool {
+        let lo = s.saturating_sub(MAX_FAR_GAP);
+        let punct = |mut p: usize| {
+            while p > lo && is_gap_punct(buf[p - 1]) {
+                p -= 1;
+            }
+            p
+        };
+        let p2 = punct(s);
+        // Keyword ends allowed in `lo_end..=hi_end`.
+        let (mut lo_end, mut hi_end) = (p2, s);
+        if p2 > lo && buf[p2 - 1] == b')' {
+            let mut q = p2 - 1;
+            let mut run = 0;
+            while q > lo && !matches!(buf[q - 1], b'(' | b')' | b'\n' | b'\r') {
+                run = if buf[q - 1].is_ascii_digit() { run + 1 } else { 0 };
+                if run >= 3 {
+                    break;
+                }
+                q -= 1;
+            }
+            if run < 3 && q > lo && buf[q - 1] == b'(' {
+                hi_end = q - 1;
+                lo_end = punct(q - 1);
+            }
+        }
+        if lo_end + MAX_GAP >= s {
+            return false;
+        }
+        let w0 = lo_end.saturating_sub(self.max_kw);
+        self.ac.find_overlapping_iter(&buf[w0..hi_end]).any(|m| {
+            let (ks, ke) = (w0 + m.start(), w0 + m.end());
+            ke >= lo_end
+                && (ks == 0 || !buf[ks - 1].is_ascii_alphabetic() || after_escape(buf, ks))
+                && !buf[ke].is_ascii_alphabetic()
+        })
+    }
+
     /// The automaton over the window before `buf[s..e]`: reports the run when a keyword,
     /// not touching a letter, ends in the gap on the same line.
     fn search(&self, buf: &[u8], s: usize, e: usize, out: &mut Vec<Cand>) {
@@ -256,6 +306,32 @@ impl BankAccount {
             }
         }
     }
+}
+
+/// A byte of the punctuation part of a far gap: ASCII punctuation other than parentheses, a
+/// space or a tab.
+#[inline]
+fn is_gap_punct(b: u8) -> bool {
+    (b.is_ascii_punctuation() && b != b'(' && b != b')') || b == b' ' || b == b'\t'
+}
+
+/// Whether `gap` (the bytes between a keyword and the digits) lets a keyword further than
+/// [`MAX_GAP`] bytes away license the number: at most [`MAX_FAR_GAP`] bytes of punctuation,
+/// spaces and tabs, with at most one parenthesised remark `(…)` that holds no newline, no
+/// parenthesis and no run of 3 or more digits.
+pub fn far_gap_ok(gap: &[u8]) -> bool {
+    if gap.len() > MAX_FAR_GAP {
+        return false;
+    }
+    let Some(open) = gap.iter().position(|&b| b == b'(') else {
+        return gap.iter().all(|&b| is_gap_punct(b));
+    };
+    let Some(close) = gap[open..].iter().position(|&b| b == b')').map(|c| open + c) else { return false };
+    let remark = &gap[open + 1..close];
+    gap[..open].iter().all(|&b| is_gap_punct(b))
+        && gap[close + 1..].iter().all(|&b| is_gap_punct(b))
+        && !remark.iter().any(|&b| matches!(b, b'(' | b'\n' | b'\r'))
+        && !has_digit_run(remark, 3)
 }
 
 /// Most digits in an account number.
@@ -385,9 +461,10 @@ mod tests {
         assert_eq!(found(&b, "Kontonummer 0532013000 ok"), ["0532013000"]);
         assert_eq!(found(&b, "numéro de compte : 12345678901"), ["12345678901"]);
         assert_eq!(found(&b, "acct #12345678"), ["12345678"]);
-        // Exactly 30 bytes of gap is allowed, 31 is not.
-        let gap30 = format!("acct{}123456", " ".repeat(30));
-        let gap31 = format!("acct{}123456", " ".repeat(31));
+        // Exactly 30 bytes of gap holding a word is allowed, 31 is not (only punctuation may
+        // stretch the gap).
+        let gap30 = format!("acct y{}123456", " ".repeat(28));
+        let gap31 = format!("acct y{}123456", " ".repeat(29));
         assert_eq!(found(&b, &gap30), ["123456"]);
         assert!(found(&b, &gap31).is_empty());
     }
@@ -402,6 +479,28 @@ mod tests {
         assert!(found(&b, "account number x12345678").is_empty(), "touches a letter");
         assert!(found(&b, "accountant 12345678").is_empty());
         assert!(found(&b, "acct\n12345678").is_empty(), "keyword on the line before");
+    }
+
+    #[test]
+    fn issue_12_far_keyword_across_punctuation_and_a_remark() {
+        let b = BankAccount::new(&[]).unwrap();
+        let dots = format!("Account Number {}: 12345678", ".".repeat(40));
+        assert_eq!(found(&b, &dots), ["12345678"]);
+        assert_eq!(found(&b, "Account Number (customer's primary, see statement):   12345678"), ["12345678"]);
+        assert_eq!(found(&b, &format!("acct #{}12345678", "-".repeat(50))), ["12345678"]);
+        // Words, a number in the remark, a newline, or too far: no licence.
+        assert!(found(&b, "Account Number (customer's primary, see page 123):   12345678").is_empty());
+        assert!(
+            found(&b, &format!("Account Number {} x {}: 12345678", ".".repeat(20), ".".repeat(20)))
+                .is_empty()
+        );
+        assert!(found(&b, &format!("Account Number {}: 12345678", ".".repeat(90))).is_empty());
+        assert!(
+            found(&b, &format!("Account Number {}\n{}: 12345678", ".".repeat(20), ".".repeat(20))).is_empty()
+        );
+        assert!(far_gap_ok(b" (x) : "));
+        assert!(!far_gap_ok(b" (x : "));
+        assert!(!far_gap_ok(b" (x) (y) "));
     }
 
     #[test]

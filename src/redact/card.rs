@@ -4,16 +4,22 @@
 //! written either as one run of digits or as groups joined by one kind of separator
 //! throughout (a dash, a dot, a tab, `+`, `%20`, 1 to 4 spaces, or a Unicode space such as
 //! NBSP; see [`separator`]), with a first group of 4 digits and every group 3 to 7 digits
-//! long: `4111 1111 1111 1111`, `3782-822463-10005`, `4111.1111.1111.1111`, `4111%201111…`. It must not touch a letter or another
-//! digit on either side, so trace ids, hex strings and longer digit runs never match. A
-//! grouped number may follow other digit groups (`order 12 4111-1111-1111-1111`): each group
-//! start is a candidate start, and the longest valid number from it is the candidate.
+//! long: `4111 1111 1111 1111`, `3782-822463-10005`, `4111.1111.1111.1111`, `4111%201111…`.
 //!
-//! Trace and span ids are hex, and one in a few thousand is all decimal digits; when such an
-//! id passes the issuer and Luhn checks it would look like a card. Digits that directly follow
-//! an id key (`span_id=`, `"traceId": "`, …, see [`after_id_key`]) are therefore not a card.
+//! It must not touch another digit on either side (it would be part of a longer number), but
+//! it may touch letters: applications glue labels to numbers (`cc4111…`, `…1111exp1226`), and
+//! the issuer prefix and the checksum are the evidence, not the neighbours. The exception is a
+//! number inside a hexadecimal identifier ([`in_hex_id`]): a trace id, span id, object id or
+//! digest whose hex digits happen to include a long decimal run. A grouped number may follow
+//! other digit groups (`order 12 4111-1111-1111-1111`): each group start is a candidate start,
+//! and the longest valid number from it is the candidate.
+//!
+//! A Luhn-valid number with a known issuer prefix is a card even as the value of an id-like key
+//! (`request_id=`, `"traceId":`): a masked id costs less than a leaked card. Ids that fail the
+//! checks (almost all of them: trace ids are hex, epochs start with 1, order ids fail Luhn)
+//! stay.
 
-use super::{Cand, Detector, is_alnum, word_start};
+use super::{Cand, Detector, after_escape};
 
 /// Most digits in a card number.
 const MAX_DIGITS: usize = 19;
@@ -36,7 +42,7 @@ pub(crate) fn next_digit(h: &[u8], mut i: usize) -> Option<usize> {
 }
 
 /// Bit masks of `block` (at most 64 bytes): bit `k` of the first is set when `block[k]` is an
-/// ASCII digit, of the second when it is a capital letter, of the third when it is a URL
+/// ASCII digit, of the second when it is an ASCII letter, of the third when it is a URL
 /// credential trigger (see [`triggers`] and [`super::url_credentials`]). One pass over the
 /// bytes gives every detector its trigger positions.
 #[inline]
@@ -67,8 +73,8 @@ fn masks_scalar(block: &[u8]) -> (u64, u64, u64) {
     let (mut d, mut u, mut t) = (0u64, 0u64, [0u64; 4]);
     for (k, &x) in block.iter().enumerate().take(64) {
         d |= ((x.wrapping_sub(b'0') < 10) as u64) << k;
-        u |= ((x.wrapping_sub(b'A') < 26) as u64) << k;
-        t[0] |= (matches!(x, b'?' | b'&') as u64) << k;
+        u |= (((x | 0x20).wrapping_sub(b'a') < 26) as u64) << k;
+        t[0] |= (matches!(x, b'?' | b'&' | b'#' | b';' | b'@') as u64) << k;
         t[1] |= ((x == b':') as u64) << k;
         t[2] |= ((x == b'/') as u64) << k;
         t[3] |= ((x == b'\\') as u64) << k;
@@ -97,11 +103,12 @@ fn masks_sse2(b: &[u8; 64]) -> (u64, u64, u64) {
             let v = _mm_loadu_si128(chunk.as_ptr().cast());
             let x = _mm_sub_epi8(v, _mm_set1_epi8(b'0' as i8));
             let dm = _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(x, _mm_set1_epi8(9)), x));
-            let x = _mm_sub_epi8(v, _mm_set1_epi8(b'A' as i8));
+            let x = _mm_sub_epi8(_mm_or_si128(v, _mm_set1_epi8(0x20)), _mm_set1_epi8(b'a' as i8));
             let um = _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(x, _mm_set1_epi8(25)), x));
+            let eq = |c: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(c as i8));
             let qa = _mm_or_si128(
-                _mm_cmpeq_epi8(v, _mm_set1_epi8(b'?' as i8)),
-                _mm_cmpeq_epi8(v, _mm_set1_epi8(b'&' as i8)),
+                _mm_or_si128(_mm_or_si128(eq(b'?'), eq(b'&')), _mm_or_si128(eq(b'#'), eq(b';'))),
+                eq(b'@'),
             );
             let cm = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b':' as i8)));
             let sm = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'/' as i8)));
@@ -130,11 +137,12 @@ unsafe fn masks_avx2(b: &[u8; 64]) -> (u64, u64, u64) {
             let v = _mm256_loadu_si256(chunk.as_ptr().cast());
             let x = _mm256_sub_epi8(v, _mm256_set1_epi8(b'0' as i8));
             let dm = _mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_min_epu8(x, _mm256_set1_epi8(9)), x));
-            let x = _mm256_sub_epi8(v, _mm256_set1_epi8(b'A' as i8));
+            let x = _mm256_sub_epi8(_mm256_or_si256(v, _mm256_set1_epi8(0x20)), _mm256_set1_epi8(b'a' as i8));
             let um = _mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_min_epu8(x, _mm256_set1_epi8(25)), x));
+            let eq = |c: u8| _mm256_cmpeq_epi8(v, _mm256_set1_epi8(c as i8));
             let qa = _mm256_or_si256(
-                _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'?' as i8)),
-                _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'&' as i8)),
+                _mm256_or_si256(_mm256_or_si256(eq(b'?'), eq(b'&')), _mm256_or_si256(eq(b'#'), eq(b';'))),
+                eq(b'@'),
             );
             let cm = _mm256_movemask_epi8(_mm256_cmpeq_epi8(v, _mm256_set1_epi8(b':' as i8)));
             let sm = _mm256_movemask_epi8(_mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'/' as i8)));
@@ -150,7 +158,9 @@ unsafe fn masks_avx2(b: &[u8; 64]) -> (u64, u64, u64) {
     (d, u, triggers(t))
 }
 
-/// The trigger mask from the masks of `?`/`&`, `:`, `/` and `\`: every `?`, `&` and `\`
+/// The trigger mask from the masks of `?`/`&`/`#`/`;`/`@`, `:`, `/` and `\`: every `?`, `&`,
+/// `#` (fragment parameters), `;` (matrix and JDBC parameters), `@` (an authority without a
+/// scheme) and `\`
 /// (JSON escapes: `\u0026` is `&`, `\/` is `/`), and every `:` that starts `://` or `:\/`
 /// (or sits in the last two lanes, whose following bytes the block cannot see), so the many
 /// `:` of timestamps and JSON are never visited.
@@ -165,7 +175,7 @@ pub(crate) fn candidate(buf: &[u8], s: usize, e: usize, out: &mut Vec<Cand>) {
     let first = e - s;
     // Cheap rejections first: most digit runs in logs are short and stand alone, and every
     // issuer prefix starts with 2 to 6 (epochs start with 1, so they stop here).
-    if !(b'2'..=b'6').contains(&buf[s]) || !word_start(buf, s) {
+    if !(b'2'..=b'6').contains(&buf[s]) || !starts_ok(buf, s) {
         return;
     }
     // A second group has at least 3 digits (`2026-11-27` is a date, not a card).
@@ -173,9 +183,9 @@ pub(crate) fn candidate(buf: &[u8], s: usize, e: usize, out: &mut Vec<Cand>) {
     let grouped = first_sep
         .is_some_and(|(_, len)| e + len + 3 <= n && buf[e + len..e + len + 3].iter().all(u8::is_ascii_digit));
     let Some((sep, _)) = first_sep.filter(|_| grouped) else {
-        if (MIN_DIGITS..=MAX_DIGITS).contains(&first) && (e == n || !is_alnum(buf[e])) {
+        if (MIN_DIGITS..=MAX_DIGITS).contains(&first) && ends_ok(buf, e) {
             let digits = &buf[s..e];
-            if valid(digits.iter().copied()) && !after_id_key(buf, s) {
+            if valid(digits.iter().copied()) && !in_hex_id(buf, s, e) {
                 out.push(Cand { start: s, end: e, keep: 0, det: Detector::Card, open: false });
             }
         }
@@ -204,12 +214,11 @@ pub(crate) fn candidate(buf: &[u8], s: usize, e: usize, out: &mut Vec<Cand>) {
         digits[count..count + len].copy_from_slice(&buf[gs..ge]);
         count += len;
         end = ge;
-        if count >= MIN_DIGITS && (end == n || !is_alnum(buf[end])) && valid(digits[..count].iter().copied())
-        {
+        if count >= MIN_DIGITS && ends_ok(buf, end) && valid(digits[..count].iter().copied()) {
             best = Some(end);
         }
     }
-    if let Some(end) = best.filter(|_| !after_id_key(buf, s)) {
+    if let Some(end) = best {
         out.push(Cand { start: s, end, keep: 0, det: Detector::Card, open: false });
     }
 }
@@ -266,37 +275,48 @@ pub(crate) fn may_separate(b: u8) -> bool {
     matches!(b, b' ' | b'-' | b'.' | b'\t' | b'+' | b'%' | 0xC2 | 0xE2)
 }
 
-/// Keys whose values are identifiers, never card numbers (compared ignoring case, with `_`,
-/// `-` and `.` removed).
-const ID_KEYS: &[&[u8]] =
-    &[b"spanid", b"traceid", b"parentspanid", b"parentid", b"requestid", b"correlationid"];
+/// Whether a card number may start at `s`: the input starts there, or the byte before is not
+/// a digit, or it ends a JSON escape (`\u0020` before the number).
+#[inline]
+pub fn starts_ok(buf: &[u8], s: usize) -> bool {
+    s == 0 || !buf[s - 1].is_ascii_digit() || after_escape(buf, s)
+}
 
-/// Whether the digits at `s` are the value of an id key: the key, then only `=`, `:`, quotes,
-/// backslashes (escaped quotes) and spaces up to `s`. Looks back at most 40 bytes (within the engine's context).
-pub fn after_id_key(buf: &[u8], s: usize) -> bool {
-    let lo = s.saturating_sub(40);
-    let mut i = s;
-    while i > lo && matches!(buf[i - 1], b'=' | b':' | b'"' | b'\'' | b' ' | b'\\') {
-        i -= 1;
-    }
-    if i == s {
+/// Whether a card number may end at `e`: the input ends there or the next byte is not a digit.
+#[inline]
+pub fn ends_ok(buf: &[u8], e: usize) -> bool {
+    e == buf.len() || !buf[e].is_ascii_digit()
+}
+
+/// Bytes [`in_hex_id`] reads on each side of the digits.
+pub const HEX_ID_REACH: usize = 40;
+
+/// Whether the digit run `buf[s..e]` touches a letter and lies inside a hexadecimal
+/// identifier: the letters and digits around it (read at most [`HEX_ID_REACH`] bytes each way)
+/// are all hex digits and as long as a span id or object id (16 or 24) or a trace id or digest
+/// (32 or more). `cc4111111111111111` (18) is a card glued to a label;
+/// `a1b24111111111111111c3d4e5f6a7b8c9` (34) is an id.
+pub fn in_hex_id(buf: &[u8], s: usize, e: usize) -> bool {
+    let letter = |i: usize| buf.get(i).is_some_and(u8::is_ascii_alphabetic);
+    if !((s > 0 && letter(s - 1)) || letter(e)) {
         return false;
     }
-    let mut key = [0u8; 24];
-    let mut n = 0;
-    while i > lo && (buf[i - 1].is_ascii_alphanumeric() || matches!(buf[i - 1], b'_' | b'-' | b'.')) {
-        i -= 1;
-        let b = buf[i];
-        if b.is_ascii_alphanumeric() {
-            if n == key.len() {
-                return false;
-            }
-            key[n] = b.to_ascii_lowercase();
-            n += 1;
+    let mut a = s;
+    while a > 0 && s - a < HEX_ID_REACH && buf[a - 1].is_ascii_alphanumeric() {
+        a -= 1;
+        if !buf[a].is_ascii_hexdigit() {
+            return false;
         }
     }
-    key[..n].reverse();
-    ID_KEYS.iter().any(|k| key[..n].ends_with(k))
+    let mut z = e;
+    while z < buf.len() && z - e < HEX_ID_REACH && buf[z].is_ascii_alphanumeric() {
+        if !buf[z].is_ascii_hexdigit() {
+            return false;
+        }
+        z += 1;
+    }
+    let len = z - a;
+    len == 16 || len == 24 || len >= 32
 }
 
 /// Issuer prefix, length and Luhn checksum of a number given as ASCII digits.
@@ -398,8 +418,6 @@ mod tests {
 
     #[test]
     fn boundaries() {
-        assert!(found("a4111111111111111").is_empty());
-        assert!(found("4111111111111111b").is_empty());
         assert!(found("04111111111111111").is_empty());
         assert!(found("41111111111111110").is_empty());
         assert_eq!(found("(4111111111111111)"), ["4111111111111111"]);
@@ -419,12 +437,30 @@ mod tests {
             "arn:aws:lambda:us-east-1:123456789012:function:x",
             "v1.2.3 took 1234ms",
             "1732731202123456789",
-            "span_id=2627633960126404",
-            "{\"spanId\": \"2627633960126404\"}",
-            "x-request-id: 4111111111111111",
+            // Inside hex ids: a span id (16), an object id (24), a trace id (32), a digest.
+            "span_id=ab41111111111111",
+            "oid=4111111111111111abcdef01",
+            "trace_id=4111111111111111aaaaaaaaaaaaaaaa",
+            "sha256=f4111111111111111bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+            "ORD4111111111111112",
         ] {
             assert!(found(s).is_empty(), "{s}");
         }
+    }
+
+    #[test]
+    fn glued_to_letters_and_after_id_keys() {
+        // Issue 12: labels glued to the number, and id-like keys, do not hide a card.
+        assert_eq!(found("cc4111111111111111"), ["4111111111111111"]);
+        assert_eq!(found("4111111111111111exp1226"), ["4111111111111111"]);
+        assert_eq!(found("a4111111111111111"), ["4111111111111111"]);
+        assert_eq!(found("card4111 1111 1111 1111exp12/26"), ["4111 1111 1111 1111"]);
+        assert_eq!(found("x-request-id: 4111111111111111"), ["4111111111111111"]);
+        assert_eq!(found("{\"traceId\": \"2627633960126404\"}"), ["2627633960126404"]);
+        assert!(in_hex_id(b"ab41111111111111", 2, 16));
+        assert!(!in_hex_id(b"cc4111111111111111", 2, 18));
+        assert!(!in_hex_id(b"xy41111111111111", 2, 16), "not hex");
+        assert!(!in_hex_id(b" 4111111111111111 ", 1, 17), "no letter touches it");
     }
 
     #[test]
@@ -454,16 +490,16 @@ mod tests {
         assert_eq!(digit_mask(b"a1b2"), 0b1010);
         assert_eq!(digit_mask(b""), 0);
         for v in 0..=255u8 {
-            let mut b = [b'x'; 64];
+            let mut b = [b'~'; 64];
             b[33] = v;
-            assert_eq!(masks(&b).1, if v.is_ascii_uppercase() { 1 << 33 } else { 0 }, "byte {v}");
-            let trigger = matches!(v, b'?' | b'&' | b'\\');
+            assert_eq!(masks(&b).1, if v.is_ascii_alphabetic() { 1 << 33 } else { 0 }, "byte {v}");
+            let trigger = matches!(v, b'?' | b'&' | b'\\' | b'#' | b';' | b'@');
             assert_eq!(masks(&b).2, if trigger { 1 << 33 } else { 0 }, "byte {v}");
         }
         // The vector versions against the scalar definition, on blocks dense in every byte
         // class the masks look at.
         let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let alphabet = b"09AZaz:/?&#-@ \x80\xff";
+        let alphabet = b"09AZaz:/?&#;-@ \x80\xff";
         for _ in 0..2000 {
             let mut b = [0u8; 64];
             for slot in &mut b {

@@ -1,13 +1,27 @@
 //! The `iban` detector: international bank account numbers (ISO 13616).
 //!
-//! An IBAN is a two-letter country code, two check digits and the country's BBAN (upper-case
-//! letters and digits) of the length the SWIFT registry fixes for that country, written
-//! compact (`DE89370400440532013000`) or in groups of four separated by single spaces
-//! (`DE89 3704 0044 0532 0130 00`), and passing the ISO 7064 mod 97-10 check. Neither end may
-//! touch a letter or digit. The trigger is a digit run right after two capital letters, which
-//! the digit scan of the engine already visits.
+//! An IBAN is a two-letter country code, two check digits and the country's BBAN (letters and
+//! digits) of the length the SWIFT registry fixes for that country, passing the ISO 7064
+//! mod 97-10 check. People and forms write it in any case (`de89…`, `De89…`) and group it
+//! freely: after the check digits, any two characters may be separated by one separator, the
+//! same kind throughout (a space or a no-break space): `DE89 3704 0044 0532 0130 00`,
+//! `DE89 370400440532013000`; dashes only in groups of four (`DE89-3704-0044-0532-0130-00`),
+//! since UUIDs are dash-separated hex. The length is fixed, so the
+//! number ends after exactly that many characters, and neither end may touch a letter or digit.
+//!
+//! The one look-alike that case-insensitivity lets in is a lower-case hex id that happens to
+//! start with a country code and two digits (`be12…` as a 16-digit span id, `ad34…` as a
+//! 24-digit object id): a compact, lower-case candidate made only of hex digits and 16 or 24
+//! long is not an IBAN.
+//!
+//! The trigger is a digit run right after two letters, which the digit scan of the engine
+//! already visits.
 
 use super::{Cand, Detector, is_alnum, word_start};
+
+/// Most bytes an IBAN spans: 34 characters and a 2-byte separator (NBSP) between each pair
+/// after the check digits.
+pub const MAX_SPAN: usize = 34 + 30 * 2;
 
 /// Total IBAN length (country code and check digits included) per country, from the SWIFT
 /// IBAN registry.
@@ -103,15 +117,47 @@ const LENGTHS: &[(&[u8; 2], usize)] = &[
     (b"YE", 30),
 ];
 
-/// The IBAN length of a country code, if the code has IBANs.
+/// IBAN lengths indexed by `(first letter - 'A') * 26 + (second - 'A')`; 0 for no IBANs.
+const TABLE: [u8; 26 * 26] = {
+    let mut t = [0u8; 26 * 26];
+    let mut i = 0;
+    while i < LENGTHS.len() {
+        let (cc, n) = LENGTHS[i];
+        t[(cc[0] - b'A') as usize * 26 + (cc[1] - b'A') as usize] = n as u8;
+        i += 1;
+    }
+    t
+};
+
+/// The IBAN length of a country code (either case), if the code has IBANs.
+#[inline]
 pub fn length_of(cc: &[u8]) -> Option<usize> {
-    LENGTHS.iter().find(|(c, _)| &c[..] == cc).map(|(_, n)| *n)
+    let [a, b] = cc else { return None };
+    let (a, b) = (a.to_ascii_uppercase().wrapping_sub(b'A'), b.to_ascii_uppercase().wrapping_sub(b'A'));
+    if a >= 26 || b >= 26 {
+        return None;
+    }
+    match TABLE[a as usize * 26 + b as usize] {
+        0 => None,
+        n => Some(n as usize),
+    }
+}
+
+/// The separator between IBAN characters starting at `i`: its first byte (the kind) and length.
+#[inline]
+pub fn separator(buf: &[u8], i: usize) -> Option<(u8, usize)> {
+    match *buf.get(i)? {
+        b' ' => Some((b' ', 1)),
+        b'-' => Some((b'-', 1)),
+        0xC2 if buf.get(i + 1) == Some(&0xA0) => Some((0xC2, 2)),
+        _ => None,
+    }
 }
 
 /// Reports the IBAN whose check digits start the digit run at `s`, if any.
 pub(crate) fn candidate(buf: &[u8], s: usize, out: &mut Vec<Cand>) {
     let start = s - 2;
-    if !(buf[start].is_ascii_uppercase() && buf[start + 1].is_ascii_uppercase()) {
+    if !(buf[start].is_ascii_alphabetic() && buf[start + 1].is_ascii_alphabetic()) {
         return;
     }
     if !word_start(buf, start) {
@@ -124,36 +170,57 @@ pub(crate) fn candidate(buf: &[u8], s: usize, out: &mut Vec<Cand>) {
 
 /// The end of a valid IBAN starting at `start`, if there is one.
 fn parse(buf: &[u8], start: usize) -> Option<usize> {
-    let len = length_of(&buf[start..start + 2])?;
-    let grouped = buf.get(start + 4) == Some(&b' ');
+    let len = length_of(buf.get(start..start + 2)?)?;
     let mut chars = [0u8; 34];
     let mut p = start;
+    let mut kind = None;
+    // Bit `k` is set when a separator comes before character `k`.
+    let mut seps = 0u64;
     for (k, slot) in chars.iter_mut().enumerate().take(len) {
-        if grouped && k > 0 && k % 4 == 0 {
-            if buf.get(p) != Some(&b' ') {
-                return None;
+        if k >= 4 {
+            if let Some((sep, sep_len)) = separator(buf, p) {
+                if *kind.get_or_insert(sep) != sep {
+                    return None;
+                }
+                seps |= 1 << k;
+                p += sep_len;
             }
-            p += 1;
         }
         let c = *buf.get(p)?;
-        let ok = if (2..4).contains(&k) {
-            c.is_ascii_digit()
-        } else {
-            c.is_ascii_digit() || c.is_ascii_uppercase()
+        let ok = match k {
+            0 | 1 => c.is_ascii_alphabetic(),
+            2 | 3 => c.is_ascii_digit(),
+            _ => c.is_ascii_alphanumeric(),
         };
         if !ok {
             return None;
         }
-        *slot = c;
+        *slot = c.to_ascii_uppercase();
         p += 1;
     }
     if p < buf.len() && is_alnum(buf[p]) {
         return None;
     }
-    mod97(&chars[..len]).then_some(p)
+    if kind == Some(b'-') && seps != groups_of_four(len) {
+        return None;
+    }
+    let text = &buf[start..p];
+    let hex_id = kind.is_none()
+        && buf[start].is_ascii_lowercase()
+        && matches!(len, 16 | 24)
+        && text.iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c));
+    (!hex_id && mod97(&chars[..len])).then_some(p)
 }
 
-/// ISO 7064 mod 97-10 over the IBAN with its first four characters moved to the end.
+/// The separator positions of an IBAN of `len` characters printed in groups of four (bit `k`:
+/// a separator before character `k`). Dashes must group this way: free grouping with dashes
+/// would let the hex groups of a UUID (`…-be22-62bf1e889df9`) read as an IBAN.
+pub fn groups_of_four(len: usize) -> u64 {
+    (4..len).step_by(4).fold(0, |m, k| m | 1 << k)
+}
+
+/// ISO 7064 mod 97-10 over the IBAN (upper case) with its first four characters moved to the
+/// end.
 fn mod97(iban: &[u8]) -> bool {
     let mut r = 0u32;
     for &c in iban[4..].iter().chain(&iban[..4]) {
@@ -166,7 +233,7 @@ fn mod97(iban: &[u8]) -> bool {
     r == 1
 }
 
-/// Whether `s` (spaces allowed) is a valid IBAN: used by tests and the naive reference.
+/// Whether `s` (separators allowed) is a valid IBAN: used by tests and the naive reference.
 pub fn is_valid(s: &str) -> bool {
     let b = s.as_bytes();
     b.len() >= 4 && parse(b, 0) == Some(b.len())
@@ -206,11 +273,11 @@ mod tests {
     #[test]
     fn invalid_ibans() {
         for bad in [
-            "DE89370400440532013001",     // checksum
-            "DE8937040044053201300",      // too short
-            "XX89370400440532013000",     // no such country
-            "DE89 3704 0044 0532 013000", // grouping broken
-            "de89370400440532013000",     // lower case
+            "DE89370400440532013001",       // checksum
+            "DE8937040044053201300",        // too short
+            "XX89370400440532013000",       // no such country
+            "DE89 3704-0044 0532 0130 00",  // mixed separators
+            "DE89  3704 0044 0532 0130 00", // two spaces
         ] {
             assert!(!is_valid(bad), "{bad}");
             assert!(found(&format!("pay {bad}.")).is_empty(), "{bad}");
@@ -219,5 +286,31 @@ mod tests {
         assert!(found("xDE89370400440532013000").is_empty());
         assert!(found("DE893704004405320130001").is_empty());
         assert!(found("DE89370400440532013000A").is_empty());
+    }
+
+    #[test]
+    fn issue_12_case_dashes_irregular_groups_nbsp() {
+        for ok in [
+            "de89370400440532013000",
+            "De89 3704 0044 0532 0130 00",
+            "gb82west12345698765432",
+            "DE89-3704-0044-0532-0130-00",
+            "DE89 370400440532013000",
+            "DE89 3704 0044 0532 013000",
+            "FR14 2004 1010 0505 0001 3M02 606",
+            "DE89\u{a0}3704\u{a0}0044\u{a0}0532\u{a0}0130\u{a0}00",
+            "BE71096123456769",
+        ] {
+            assert!(is_valid(ok), "{ok}");
+            assert_eq!(found(&format!("pay {ok}.")), [ok]);
+        }
+        // A lower-case hex id that passes the check is an id (`be71096123456769` is 16 hex).
+        assert!(found("span be71096123456769 ok").is_empty());
+        // A UUID's hex groups with dashes are not an irregularly grouped IBAN.
+        assert!(found("id 4e263fd4-18d4-a721-be22-62bf1e889df9").is_empty());
+        assert!(!is_valid("DE89-370400440532013000"));
+        assert_eq!(length_of(b"de"), Some(22));
+        assert_eq!(length_of(b"ZZ"), None);
+        assert_eq!(length_of(b"D1"), None);
     }
 }

@@ -13,7 +13,7 @@
 //! Each detector reports *candidates*: a byte span to replace, found from a cheap trigger and
 //! then validated (see the detector modules):
 //! - [`card`]: runs of digits (a SIMD-friendly scan), grouping, issuer prefix, Luhn;
-//! - [`iban`]: a digit run right after two capital letters, country length, mod-97;
+//! - [`iban`]: a digit run right after two letters, country length, mod-97;
 //! - [`bank_account`]: 6 to 17 digits (one run or grouped) whose key names an account
 //!   ([`keys`]: `account=`, `"accountNumber":`) or with an account keyword at most 30 bytes
 //!   before it (one Aho-Corasick automaton over a small window, only for such runs);
@@ -52,9 +52,9 @@ use std::fmt;
 pub use mask::Mask;
 pub use stream::Stream;
 
-/// The built-in and custom detectors, in priority order (a tie between two candidates of
-/// the same span goes to the earlier one).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// The built-in and custom detectors. A tie between two candidates of the same span goes to
+/// the one that orders first ([`Detector::rank`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Detector {
     Card = 0,
     Iban = 1,
@@ -72,8 +72,43 @@ pub enum Detector {
     Pattern = 13,
 }
 
+impl Ord for Detector {
+    fn cmp(&self, other: &Detector) -> std::cmp::Ordering {
+        self.rank().cmp(&other.rank())
+    }
+}
+
+impl PartialOrd for Detector {
+    fn partial_cmp(&self, other: &Detector) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
 impl Detector {
-    /// Every detector, in priority order.
+    /// The priority of a detector when two find the same span: the declaration order, except
+    /// that a connection string's `;Password=` wins over the same text read as a URL's `;`
+    /// parameter (`Server=db;Password=x;` is not a URL; a JDBC URL's `;password=` is masked
+    /// the same either way).
+    const fn rank(self) -> u8 {
+        match self {
+            Detector::ConnectionString => 3,
+            Detector::UrlCredentials => 4,
+            Detector::Authorization => 5,
+            Detector::AwsAccessKey => 6,
+            Detector::AwsSecretKey => 7,
+            Detector::PrivateKey => 8,
+            Detector::Jwt => 9,
+            Detector::Card
+            | Detector::Iban
+            | Detector::BankAccount
+            | Detector::SecretField
+            | Detector::PrefixedToken
+            | Detector::Keyword
+            | Detector::Pattern => self as u8,
+        }
+    }
+
+    /// Every detector, in declaration order (metrics, `--stats`).
     pub const ALL: [Detector; Detector::COUNT] = [
         Detector::Card,
         Detector::Iban,
@@ -242,9 +277,11 @@ impl BuildError {
     }
 }
 
-/// The maximum number of bytes a bounded candidate spans (an IBAN with spaces: 34 + 8), and so
+/// The maximum number of bytes a bounded candidate spans with what decides it (an IBAN with a
+/// no-break space between characters, [`iban::MAX_SPAN`]; a card and the hex id around it; an
+/// authority without a scheme, user name to port: see [`url_credentials::schemeless`]), and so
 /// how far past a position the engine must see before it can decide what starts there.
-const MIN_LOOKAHEAD: usize = 64;
+const MIN_LOOKAHEAD: usize = 160;
 
 /// Bytes of a line that custom patterns see at once: a line longer than this is matched in
 /// consecutive windows of this size, so memory stays bounded on any line.
@@ -488,9 +525,9 @@ impl Redactor {
     ///
     /// Log text is full of short digit runs (timestamps, ports, hex ids), so the walk works on
     /// 64-byte blocks without visiting them one by one: one vectorised pass makes bit masks of
-    /// the digits `d`, capital letters `u` and triggers `t`; run starts are `d & !(d << 1)`; a
+    /// the digits `d`, letters `u` and triggers `t`; run starts are `d & !(d << 1)`; a
     /// run of at least 4 digits starts where `d & d >> 1 & d >> 2 & d >> 3` is set; IBAN check
-    /// digits follow two capitals (`u << 1 & u << 2`). Only starts in either set are looked at
+    /// digits follow two letters (`u << 1 & u << 2`). Only starts in either set are looked at
     /// (plus the block edges, where the masks cannot see the neighbours), and the run's length
     /// is the count of trailing ones from its start.
     #[inline(always)]
@@ -502,7 +539,7 @@ impl Redactor {
         if url {
             // Triggers in the left context (a `?name=` whose value starts at `from` or later).
             for y in self.url.scan_start(from)..from.min(n) {
-                if matches!(buf[y], b':' | b'?' | b'&' | b'\\') {
+                if url_credentials::is_trigger(buf, y) {
                     self.url.trigger(&mut st, buf, y, out);
                 }
             }
@@ -586,8 +623,8 @@ impl Redactor {
         let after_caps = self.on[1]
             && s >= 2
             && s - 2 >= from
-            && buf[s - 1].is_ascii_uppercase()
-            && buf[s - 2].is_ascii_uppercase();
+            && buf[s - 1].is_ascii_alphabetic()
+            && buf[s - 2].is_ascii_alphabetic();
         let first_group = (4..=5).contains(&len) && e < buf.len() && card::may_separate(buf[e]);
         if after_caps || first_group || (6..=19).contains(&len) {
             self.digit_run_checks(buf, s, e, after_caps, out);

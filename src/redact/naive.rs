@@ -4,7 +4,7 @@
 //! candidates. The fast engine must give the same output on every input.
 
 use super::mask::Masker;
-use super::url_credentials::{MAX_AUTHORITY, QUERY_PARAMS, USER_DIGITS, ends_authority, ends_value};
+use super::url_credentials::{MAX_AUTHORITY, QUERY_PARAMS, ends_authority, ends_value};
 use super::{Counts, Detector, Options, after_escape, bank_account, card, is_alnum, word_start};
 
 /// Redacts `input` the slow way. Panics on options the engine would reject.
@@ -48,6 +48,12 @@ pub fn redact(opts: &Options, input: &[u8]) -> (Vec<u8>, Counts) {
             }
             if let Some(e) = naive_param(b, x, &params) {
                 cands.push((x, e, 0, Detector::UrlCredentials));
+            }
+            // An authority without a scheme, decided at its `@` (the definition is shared).
+            if b[x] == b'@' {
+                if let Some((s, e)) = super::url_credentials::schemeless(b, x, true) {
+                    cands.push((s, e, 0, Detector::UrlCredentials));
+                }
             }
         }
         let mut cred_on = [false; 8];
@@ -99,13 +105,13 @@ fn free_after(b: &[u8], y: usize) -> bool {
 
 /// The longest card number starting at `x`.
 fn naive_card(b: &[u8], x: usize) -> Option<usize> {
-    if !digit(b, x) || !word_start(b, x) {
+    if !digit(b, x) || !card::starts_ok(b, x) {
         return None;
     }
     let mut best = None;
     for y in x + 13..=(x + 19 + 5 * card::MAX_SEP_LEN).min(b.len()) {
         let t = &b[x..y];
-        if !free_after(b, y) {
+        if !card::ends_ok(b, y) {
             continue;
         }
         let digits: Vec<u8> = t.iter().copied().filter(u8::is_ascii_digit).collect();
@@ -113,7 +119,7 @@ fn naive_card(b: &[u8], x: usize) -> Option<usize> {
             continue;
         }
         let shape_ok = if t.iter().all(u8::is_ascii_digit) {
-            true
+            !card::in_hex_id(b, x, y)
         } else {
             // Digit groups and the gaps between them: every gap one whole separator, all of
             // one kind.
@@ -137,39 +143,56 @@ fn naive_card(b: &[u8], x: usize) -> Option<usize> {
                 && kinds.iter().zip(&gaps).all(|(k, g)| k.is_some_and(|(_, len)| len == g.len()))
                 && kinds.iter().all(|k| k.map(|k| k.0) == kinds[0].map(|k| k.0))
         };
-        if shape_ok && card::valid(digits.iter().copied()) && !card::after_id_key(b, x) {
+        if shape_ok && card::valid(digits.iter().copied()) {
             best = Some(y);
         }
     }
     best
 }
 
-/// An IBAN starting at `x`.
+/// An IBAN starting at `x`: for each kind of separator (none, space, dash, NBSP), the
+/// country's number of letters and digits with at most one separator of that kind between
+/// two of them after the check digits.
 fn naive_iban(b: &[u8], x: usize) -> Option<usize> {
     if x + 4 > b.len() || !word_start(b, x) {
         return None;
     }
     let len = super::iban::length_of(&b[x..x + 2])?;
-    for grouped in [false, true] {
-        let span = if grouped { len + (len - 1) / 4 } else { len };
-        let Some(t) = b.get(x..x + span) else { continue };
-        if !free_after(b, x + span) {
+    for sep in [&b""[..], b" ", b"-", "\u{a0}".as_bytes()] {
+        let mut chars = Vec::new();
+        let mut y = x;
+        let mut separated = false;
+        let mut at = Vec::new();
+        while chars.len() < len {
+            if chars.len() >= 4 && !sep.is_empty() && b[y..].starts_with(sep) {
+                y += sep.len();
+                separated = true;
+                at.push(chars.len());
+            }
+            match b.get(y) {
+                Some(c) if c.is_ascii_alphanumeric() => chars.push(c.to_ascii_uppercase()),
+                _ => break,
+            }
+            y += 1;
+        }
+        if chars.len() < len || !free_after(b, y) {
             continue;
         }
-        let mut chars = Vec::new();
-        let mut ok = true;
-        for (i, &c) in t.iter().enumerate() {
-            if grouped && i % 5 == 4 {
-                ok &= c == b' ';
-            } else {
-                ok &= c.is_ascii_digit() || c.is_ascii_uppercase();
-                chars.push(c);
-            }
+        // Dashes group by four.
+        if sep == b"-" && separated && at != (4..len).step_by(4).collect::<Vec<_>>() {
+            continue;
         }
-        ok &= chars[0].is_ascii_uppercase() && chars[1].is_ascii_uppercase();
-        ok &= chars[2].is_ascii_digit() && chars[3].is_ascii_digit();
-        if ok && super::iban::is_valid(std::str::from_utf8(&chars).ok()?) {
-            return Some(x + span);
+        let ok = chars[0].is_ascii_uppercase()
+            && chars[1].is_ascii_uppercase()
+            && chars[2].is_ascii_digit()
+            && chars[3].is_ascii_digit();
+        let hex_id = !separated
+            && b[x].is_ascii_lowercase()
+            && (len == 16 || len == 24)
+            && b[x..y].iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c));
+        // mod 97 on the compact form.
+        if ok && !hex_id && super::iban::is_valid(std::str::from_utf8(&chars).ok()?) {
+            return Some(y);
         }
     }
     None
@@ -193,6 +216,17 @@ fn naive_bank(b: &[u8], x: usize, kws: &[String]) -> Option<usize> {
             if b[ks..ke].eq_ignore_ascii_case(k)
                 && !b[ke..x].contains(&b'\n')
                 && !b[ke..x].windows(3).any(|w| w.iter().all(u8::is_ascii_digit))
+                && (ks == 0 || !b[ks - 1].is_ascii_alphabetic() || after_escape(b, ks))
+                && !b[ke].is_ascii_alphabetic()
+            {
+                return Some(e);
+            }
+        }
+        // Further away, across punctuation and a parenthesised remark.
+        for ke in x.saturating_sub(bank_account::MAX_FAR_GAP)..=x {
+            let Some(ks) = ke.checked_sub(k.len()) else { continue };
+            if b[ks..ke].eq_ignore_ascii_case(k)
+                && bank_account::far_gap_ok(&b[ke..x])
                 && (ks == 0 || !b[ks - 1].is_ascii_alphabetic() || after_escape(b, ks))
                 && !b[ke].is_ascii_alphabetic()
             {
@@ -234,7 +268,8 @@ fn naive_account_end(b: &[u8], x: usize) -> Option<usize> {
     ((6..=17).contains(&first) && free(x + first)).then_some(x + first)
 }
 
-/// A user-info starting at `u` (right after `://`): (end, bytes kept).
+/// A user-info starting at `u` (right after `://`): (end, bytes kept). The split of the
+/// user-info and the password that runs past an authority end are shared definitions.
 fn naive_userinfo(b: &[u8], u: usize) -> Option<(usize, usize)> {
     let plain = u >= 3 && &b[u - 3..u] == b"://";
     let escaped = u >= 5 && &b[u - 5..u] == b":\\/\\/";
@@ -245,14 +280,17 @@ fn naive_userinfo(b: &[u8], u: usize) -> Option<(usize, usize)> {
     while j < b.len() && j < u + MAX_AUTHORITY && !ends_authority(b[j]) {
         j += 1;
     }
-    let at = b[u..j].iter().rposition(|&c| c == b'@')? + u;
-    let info = &b[u..at];
-    match info.iter().position(|&c| c == b':') {
-        _ if info.is_empty() => None,
-        None => Some((at, 0)),
-        Some(c) if c + 1 == info.len() => None,
-        Some(c) if info[..c].iter().filter(|b| b.is_ascii_digit()).count() >= USER_DIGITS => Some((at, 0)),
-        Some(c) => Some((at, c + 1)),
+    // The last `@` followed by at least one authority byte or a `[`.
+    let at = b[u..j]
+        .iter()
+        .enumerate()
+        .rev()
+        .find(|&(k, &c)| c == b'@' && (u + k + 1 < j || b.get(u + k + 1) == Some(&b'[')))
+        .map(|(k, _)| u + k);
+    match at {
+        None => super::url_credentials::extended_password(b, u, j, true).flatten(),
+        Some(at) if at == u => None,
+        Some(at) => super::url_credentials::split_userinfo(&b[u..at]).map(|keep| (at, keep)),
     }
 }
 
@@ -271,6 +309,8 @@ fn naive_param(b: &[u8], v: usize, params: &[String]) -> Option<usize> {
             && p.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
             && (before.ends_with(b"?")
                 || before.ends_with(b"&")
+                || before.ends_with(b"#")
+                || before.ends_with(b";")
                 || before.ends_with(b"&amp;")
                 || before.ends_with(b"\\u0026")
                 || before.ends_with(b"\\u003f")

@@ -23,19 +23,19 @@
 //!
 //! # Worked example
 //!
-//! Default detectors (lookahead 64 bytes), a card number split across two reads:
+//! Default detectors (lookahead 112 bytes), a card number split across two reads:
 //!
 //! ```text
 //! chunk 1: "paid with 4111 1111 11"      (22 bytes)
 //! chunk 2: "11 1111 ok\n"
 //! ```
 //! After chunk 1 the carry holds 22 bytes. The card candidate would start at byte 10, but
-//! `22 - 64 < 10`: it may continue, so nothing is decided and nothing is written (a real
+//! `22 - 112 < 10`: it may continue, so nothing is decided and nothing is written (a real
 //! stream writes most of a 64 KiB read; the tail it holds is at most the lookahead, or an
 //! authority of at most 2 KiB). After chunk 2 (33 bytes) the stream is still short of the
 //! lookahead, so it waits; at the end, [`Stream::finish`] decides with the end of input as a
 //! boundary and writes `paid with **** ok\n`, as [`Redactor::redact`] does on the whole text.
-//! Had chunk 2 been long, the commit point would have been `33 + more - 64`, past the card,
+//! Had chunk 2 been long, the commit point would have been `33 + more - 112`, past the card,
 //! and the card would have been masked then.
 //!
 //! ```

@@ -322,11 +322,12 @@ fn issue_12_json_encoded_text() {
         ),
         // Doubly escaped JSON.
         (r#"{\"msg\":\"ok\\n4111111111111111\"}"#, r#"{\"msg\":\"ok\\n****\"}"#),
+        // A Luhn-valid number with an issuer prefix is a card even under an id key.
+        (r#"{\"traceId\":\"4111111111111111\"}"#, r#"{\"traceId\":\"****\"}"#),
     ] {
         check_all_ways(&r, &opts, input, want);
     }
     for input in [
-        r#"{\"traceId\":\"4111111111111111\"}"#,
         r#""\u0020order 4111111111111112""#,
         r#""ts\n1795000000123 \u00201795000000123""#,
         r#""\u0041ccount""#,
@@ -417,6 +418,30 @@ const FRAGMENTS: &[&str] = &[
     "&amp;",
     "\\\"",
     "\\",
+    // Issue 12, part A: glued labels, lower-case and dashed IBANs, hex ids.
+    "cc",
+    "exp",
+    "de89370400440532013000",
+    "DE89-3704-0044-0532-0130-00",
+    "gb82 west 1234 5698 7654 32",
+    "be71096123456769",
+    "ab41111111111111",
+    "request_id=",
+    "HTTPS://",
+    "%40",
+    "%3A",
+    "[::1]",
+    "#access_token=",
+    ";password=",
+    "db.internal:5432",
+    "app:",
+    "p/ss w",
+    "mysql://app:",
+    "'",
+    " ..............................: ",
+    " (primary, see statement) ",
+    "(",
+    ")",
 ];
 
 fn fragment_input() -> impl Strategy<Value = Vec<u8>> {
@@ -547,5 +572,102 @@ fn card_separators() {
         "4111%201111%201111%201112",
     ] {
         assert_eq!(red(&r, keep), keep);
+    }
+}
+
+#[test]
+fn issue_12_cards_glued_to_letters_and_after_id_keys() {
+    let opts = Options::default();
+    let r = Arc::new(Redactor::new(&opts).unwrap());
+    for (input, want) in [
+        ("cc4111111111111111 ok", "cc**** ok"),
+        ("pan=4111111111111111exp1226", "pan=****exp1226"),
+        ("card:5555555555554444/exp12-26", "card:****/exp12-26"),
+        ("CC4111 1111 1111 1111EXP", "CC****EXP"),
+        ("request_id=4111111111111111", "request_id=****"),
+        ("span_id=2627633960126404", "span_id=****"),
+        ("paid 4111+1111+1111+1111 ok", "paid **** ok"),
+        ("\"msg\":\"cc\\n4111111111111111\"", "\"msg\":\"cc\\n****\""),
+    ] {
+        check_all_ways(&r, &opts, input, want);
+    }
+    for input in [
+        // Hex ids whose digits include a valid-looking run, UUIDs, epochs, failing order ids.
+        "trace_id=4111111111111111aaaaaaaaaaaaaaaa span_id=ab41111111111111",
+        "oid=4111111111111111abcdef01 id=550e8400-e29b-41d4-a716-446655440000",
+        "ts=1795000000123 ns=1795000000123456789 ORD4111111111111112 order=4111111111111112",
+        "x-request-id: 4111111111111112 41111111111111110",
+    ] {
+        check_all_ways(&r, &opts, input, input);
+    }
+}
+
+#[test]
+fn issue_12_ibans_in_any_case_and_grouping() {
+    let opts = Options::default();
+    let r = Arc::new(Redactor::new(&opts).unwrap());
+    for (input, want) in [
+        ("iban: de89370400440532013000 ok", "iban: **** ok"),
+        ("to Gb82 West 1234 5698 7654 32.", "to ****."),
+        ("iban=DE89-3704-0044-0532-0130-00,", "iban=****,"),
+        ("payee DE89 370400440532013000 ok", "payee **** ok"),
+        ("payee DE89\u{a0}3704\u{a0}0044\u{a0}0532\u{a0}0130\u{a0}00 ok", "payee **** ok"),
+        ("\"ok\\nfr1420041010050500013m02606\"", "\"ok\\n****\""),
+    ] {
+        check_all_ways(&r, &opts, input, want);
+    }
+    for input in [
+        "span_id=be71096123456769 de89370400440532013001 DE89-3704 0044-0532-0130-00",
+        "at 12345 no 9386011117947x http2 utf8 sha256",
+    ] {
+        check_all_ways(&r, &opts, input, input);
+    }
+}
+
+#[test]
+fn issue_12_urls_as_applications_write_them() {
+    let opts = Options::default();
+    let r = Arc::new(Redactor::new(&opts).unwrap());
+    for (input, want) in [
+        ("HTTPS://svc:hunter2@db.internal/x", "HTTPS://svc:****@db.internal/x"),
+        ("https://user%40corp.com:p%40ss@h/x", "https://user%40corp.com:****@h/x"),
+        ("https://user%3Ahunter2@h/x", "https://user%3A****@h/x"),
+        ("mysql://app:p/ss#w?rd@db:3306/x ok", "mysql://app:****@db:3306/x ok"),
+        ("mysql://app:my secret@db:3306/x", "mysql://app:****@db:3306/x"),
+        (r#"{"dsn":"postgres://u:pa\"ss{}@db/x"}"#, r#"{"dsn":"postgres://u:****@db/x"}"#),
+        (r"redis://u:p\w@cache:6379", r"redis://u:****@cache:6379"),
+        ("http://admin:pw@[::1]:8080/", "http://admin:****@[::1]:8080/"),
+        ("redis://:s3cret@cache:6379/0", "redis://:****@cache:6379/0"),
+        ("https://ghp_tok@github.com/o/r", "https://****@github.com/o/r"),
+        ("dsn=app:s3cret@db.internal:5432/orders", "dsn=app:****@db.internal:5432/orders"),
+        ("connect app:s3cret@db.internal:5432", "connect app:****@db.internal:5432"),
+        ("\"app:s3cret@10.0.0.5:6379\"", "\"app:****@10.0.0.5:6379\""),
+        (
+            "https://app.example.com/cb#access_token=abc.def&token_type=bearer",
+            "https://app.example.com/cb#access_token=****&token_type=bearer",
+        ),
+        (
+            "jdbc:sqlserver://db:1433;databaseName=x;user=sa;password=Secr3t;encrypt=true",
+            "jdbc:sqlserver://db:1433;databaseName=x;user=sa;password=****;encrypt=true",
+        ),
+        ("see <https://u:pw@h/x>.", "see <https://u:****@h/x>."),
+        (
+            "(https://u:pw@h) [https://u:pw@h] 'https://u:pw@h'",
+            "(https://u:****@h) [https://u:****@h] 'https://u:****@h'",
+        ),
+        ("x?a=1&amp;token=abc&amp;b=2", "x?a=1&amp;token=****&amp;b=2"),
+    ] {
+        check_all_ways(&r, &opts, input, want);
+    }
+    for input in [
+        "https://api.example.com:8443/v1?page=2 mail alice@example.com",
+        "mailto:bob@example.org sip alice@example.com git@github.com:org/repo.git",
+        "ssh deploy@10.0.0.1:22 user=alice@example.com:443 https://example.com/users/bob@example.com",
+        "arn:aws:iam::123456789012:role/x ts 12:30:45 at host:8080",
+        "https://host:8443/path then bob@example.com:25",
+        "acct #1234 ; ok #top ;jsessionid=abc #tokens=1",
+        "https://u:@host/ https://@host/ http://[::1]:8080/x",
+    ] {
+        check_all_ways(&r, &opts, input, input);
     }
 }

@@ -1,24 +1,50 @@
 //! The `url_credentials` detector: credentials inside URLs.
 //!
-//! Two shapes:
-//! - **User-info.** After `://`, the authority runs to the first `/ ? #`, quote, bracket,
-//!   backslash, whitespace or control byte, or at most [`MAX_AUTHORITY`] bytes. If it holds an
-//!   `@`, everything before the last `@` is the user-info: `user:password` keeps `user:` and
-//!   masks the password; a user-info without `:` is a token standing alone and is masked
-//!   whole, and so is `user:password` when the user name holds [`USER_DIGITS`] or more digits
-//!   (a card number as a user name would otherwise pass through as the kept part). `https://api.example.com:8443/x` and `alice@example.com` have no user-info.
-//! - **Credential parameters.** `?` or `&`, then a parameter name from the list (ASCII case
-//!   ignored), then `=`: the value up to the next `&`, `#`, quote, bracket, `,`, `;`,
+//! Three shapes:
+//! - **User-info.** After `://` (any scheme, any case; also `:\/\/`, JSON-escaped), the
+//!   authority runs to the first `/ ? #`, quote, bracket, backslash, whitespace or control
+//!   byte, or at most [`MAX_AUTHORITY`] bytes. If it holds an `@` followed by a host (a name,
+//!   or an IPv6 literal in brackets), everything before the last such `@` is the user-info:
+//!   `user:password` keeps `user:` and masks the password (`://:password@` keeps the `:`);
+//!   `user%3Apassword` (percent-encoded colon) keeps `user%3A`; a user-info without a colon is
+//!   a token standing alone and is masked whole, and so is `user:password` when the user name
+//!   holds [`USER_DIGITS`] or more digits (a card number as a user name would otherwise pass
+//!   through as the kept part). `https://api.example.com:8443/x` and `alice@example.com`
+//!   have no user-info.
+//!
+//!   Passwords hold the bytes that end an authority too (`/ # ? \ { } "`, spaces). When the
+//!   authority has no `@` but starts with `user:` and what follows the colon is not a port
+//!   (digits), the password runs on to the first `@` that is followed by a host, within
+//!   [`MAX_EXTENDED_PASSWORD`] bytes and on the same line ([`extended_password`]):
+//!   `mysql://app:p/ss w#rd@db:3306/x` masks `p/ss w#rd`.
+//! - **Authority without a scheme.** `user:password@host:port` (a DSN written without its
+//!   scheme, `app:s3cret@db.internal:5432`): the password is masked when the user name and
+//!   password are plain tokens and a host with a numeric port follows the `@`
+//!   ([`schemeless`]). E-mail addresses and `mailto:a@b` have no port.
+//! - **Credential parameters.** `?`, `&`, `#` (an OAuth implicit-flow fragment,
+//!   `#access_token=`) or `;` (matrix and JDBC parameters, `;password=`), also escaped as
+//!   `&amp;` (HTML), `\u0026` or `\u003f` (JSON), then a parameter name from the list (ASCII
+//!   case ignored), then `=`: the value up to the next `&`, `#`, quote, bracket, `,`, `;`,
 //!   whitespace or control byte is masked. The value has no length limit; a stream that has
 //!   not seen its end yet writes the mask and drops bytes until it does.
 //!
-//! The host, port, path and other parameters stay readable.
+//! The scheme, host, port, path, user name and other parameters stay readable.
 
 use super::{BuildError, BuildErrorKind, Cand, Detector};
 
 /// The longest authority (`user:password@host:port`) the detector looks through for an `@`:
 /// this bounds what a stream holds back after `://`. A longer authority is cut here.
 pub const MAX_AUTHORITY: usize = 2048;
+
+/// The longest password that runs past a byte that would end an authority (see
+/// [`extended_password`]).
+pub const MAX_EXTENDED_PASSWORD: usize = 128;
+
+/// The longest user name, password and host of an authority without a scheme (see
+/// [`schemeless`]); together they bound the engine's lookahead.
+pub const SCHEMELESS_USER: usize = 32;
+pub const SCHEMELESS_PASSWORD: usize = 64;
+pub const SCHEMELESS_HOST: usize = 48;
 
 /// The built-in credential parameter names (compared ignoring ASCII case).
 pub const QUERY_PARAMS: &[&str] = &[
@@ -137,7 +163,7 @@ impl UrlCredentials {
     pub(crate) fn candidates(&self, buf: &[u8], from: usize, eof: bool, out: &mut Vec<Cand>) -> usize {
         let mut st = Scan::new(from, eof);
         for y in self.scan_start(from)..buf.len() {
-            if matches!(buf[y], b':' | b'?' | b'&' | b'\\') {
+            if is_trigger(buf, y) {
                 self.trigger(&mut st, buf, y, out);
             }
         }
@@ -150,7 +176,7 @@ impl UrlCredentials {
         from.saturating_sub(self.max_param + 7)
     }
 
-    /// Handles the trigger byte (`:`, `?` or `&`) at `y`. A scan feeds every trigger from
+    /// Handles the trigger byte (`:`, `?`, `&`, `#`, `;`, `@` or `\\`) at `y`. A scan feeds every trigger from
     /// [`UrlCredentials::scan_start`] on, in increasing order.
     #[inline]
     pub(crate) fn trigger(&self, st: &mut Scan, buf: &[u8], y: usize, out: &mut Vec<Cand>) {
@@ -181,8 +207,16 @@ impl UrlCredentials {
             }
             return;
         }
-        // A credential parameter after `?` or `&`, or their escapes: `&amp;` (HTML) and
-        // `\u0026`, `\u003f` (JSON, Go's default escaping of `&`).
+        if buf[y] == b'@' {
+            if let Some((start, end)) = schemeless(buf, y, st.eof) {
+                if start >= st.from {
+                    out.push(Cand { start, end, keep: 0, det: Detector::UrlCredentials, open: false });
+                }
+            }
+            return;
+        }
+        // A credential parameter after `?`, `&`, `#` or `;`, or their escapes: `&amp;` (HTML)
+        // and `\u0026`, `\u003f` (JSON, Go's default escaping of `&`).
         let name_start = match buf[y] {
             b'&' if buf[y + 1..].starts_with(b"amp;") => y + 5,
             b'\\' => match buf.get(y + 1..y + 6) {
@@ -256,13 +290,71 @@ enum Userinfo {
     Found { end: usize, keep: usize },
 }
 
+/// Whether the byte at `y` is a trigger the scan hands to [`UrlCredentials::trigger`] (the
+/// byte-at-a-time definition of the engine's trigger mask, see `card::masks`).
+pub(crate) fn is_trigger(buf: &[u8], y: usize) -> bool {
+    matches!(buf[y], b':' | b'?' | b'&' | b'\\' | b'#' | b';' | b'@')
+}
+
+/// Bytes of a host name (and of an IPv6 literal, inside brackets).
+#[inline]
+fn is_host_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'%')
+}
+
+/// Whether a host starts at `h` (after an `@`): `Some(true)` when a name of host bytes or a
+/// bracketed IPv6 literal starts there and ends at a byte that may follow a host (or at the end
+/// of the input); `None` when `buf` ends before that is known and more may come.
+fn host_follows(buf: &[u8], h: usize, eof: bool) -> Option<bool> {
+    let n = buf.len();
+    let mut j = h;
+    if j < n && buf[j] == b'[' {
+        j += 1;
+        while j < n && j - h < 64 && (buf[j].is_ascii_hexdigit() || matches!(buf[j], b':' | b'.' | b'%')) {
+            j += 1;
+        }
+        return if j == n { if eof { Some(false) } else { None } } else { Some(buf[j] == b']' && j > h + 1) };
+    }
+    while j < n && j - h < 256 && is_host_byte(buf[j]) {
+        j += 1;
+    }
+    if j == h {
+        return if j == n && !eof { None } else { Some(false) };
+    }
+    if j == n {
+        return if eof { Some(true) } else { None };
+    }
+    Some(
+        buf[j] <= b' '
+            || matches!(
+                buf[j],
+                b':' | b'/'
+                    | b'?'
+                    | b'#'
+                    | b'"'
+                    | b'\''
+                    | b'>'
+                    | b')'
+                    | b']'
+                    | b','
+                    | b';'
+                    | b'\\'
+                    | b'`'
+                    | b'<'
+            ),
+    )
+}
+
 /// The user-info of the authority starting at `u`.
 fn userinfo(buf: &[u8], u: usize, eof: bool) -> Userinfo {
     let limit = (u + MAX_AUTHORITY).min(buf.len());
-    let mut last_at = None;
+    // The last two `@`: only the last one can be right before the end of the authority, so
+    // when it is not followed by a host, the one before it is the user-info's end.
+    let (mut last_at, mut prev_at) = (None, None);
     let mut j = u;
     while j < limit && !ends_authority(buf[j]) {
         if buf[j] == b'@' {
+            prev_at = last_at;
             last_at = Some(j);
         }
         j += 1;
@@ -270,15 +362,155 @@ fn userinfo(buf: &[u8], u: usize, eof: bool) -> Userinfo {
     if j == buf.len() && j < u + MAX_AUTHORITY && !eof {
         return Userinfo::Undecided;
     }
-    let Some(at) = last_at else { return Userinfo::None };
+    // An `@` right before the end of the authority is followed by a host only when an IPv6
+    // literal starts there.
+    let at = last_at.filter(|&at| at + 1 < j || buf.get(at + 1) == Some(&b'[')).or(prev_at);
+    let Some(at) = at else {
+        return match extended_password(buf, u, j, eof) {
+            Some(Some((end, keep))) => Userinfo::Found { end, keep },
+            Some(None) => Userinfo::None,
+            None => Userinfo::Undecided,
+        };
+    };
     if at == u {
         return Userinfo::None;
     }
-    match memchr::memchr(b':', &buf[u..at]) {
-        None => Userinfo::Found { end: at, keep: 0 },
-        Some(c) if u + c + 1 == at => Userinfo::None,
-        Some(c) => Userinfo::Found { end: at, keep: if keeps_user(&buf[u..u + c]) { c + 1 } else { 0 } },
+    split_userinfo(&buf[u..at]).map_or(Userinfo::None, |keep| Userinfo::Found { end: at, keep })
+}
+
+/// How many bytes of the user-info `info` (the bytes between `://` and `@`) stay readable, or
+/// `None` when it holds no secret (`user:@`).
+pub(crate) fn split_userinfo(info: &[u8]) -> Option<usize> {
+    let colon = memchr::memchr(b':', info).map(|c| (c, 1)).or_else(|| {
+        info.windows(3).position(|w| w[0] == b'%' && w[1] == b'3' && (w[2] | 0x20) == b'a').map(|c| (c, 3))
+    });
+    match colon {
+        None => Some(0),
+        Some((c, len)) if c + len == info.len() => None,
+        Some((c, len)) => Some(if keeps_user(&info[..c]) { c + len } else { 0 }),
     }
+}
+
+/// The password of `scheme://user:password@host` that holds bytes ending an authority, for
+/// the authority `buf[u..j]` that has no `@`: `Some(Some((end, keep)))` when `buf[u..j]` is
+/// `user:` and more (not `host:port`: digits after the colon that do not run into a letter
+/// are a port), and an `@` followed by a host comes within
+/// [`MAX_EXTENDED_PASSWORD`] bytes of the colon, before any control byte (a newline) and any
+/// other `://`; `Some(None)` when not; `None` when `buf` ends before that is known.
+pub fn extended_password(buf: &[u8], u: usize, j: usize, eof: bool) -> Option<Option<(usize, usize)>> {
+    let n = buf.len();
+    let Some(c) = memchr::memchr(b':', &buf[u..j]).map(|c| u + c) else { return Some(None) };
+    let port = buf[c + 1..j].iter().take_while(|b| b.is_ascii_digit()).count();
+    let after_port = buf.get(c + 1 + port).copied();
+    if c + 1 == j
+        || (port > 0 && !after_port.is_some_and(|b| b.is_ascii_alphanumeric()))
+        || j >= u + MAX_AUTHORITY
+    {
+        // `host:port` (also `host:1433;user=…`), `host:` or a cut authority.
+        return Some(None);
+    }
+    let limit = (c + 1 + MAX_EXTENDED_PASSWORD).min(n);
+    let mut k = j;
+    while k < limit {
+        let b = buf[k];
+        if b < b' ' || b == 0x7F || (b == b':' && buf[k + 1..].starts_with(b"//")) {
+            return Some(None);
+        }
+        if b == b'@' {
+            return match host_follows(buf, k + 1, eof) {
+                None => None,
+                Some(false) => Some(None),
+                Some(true) => {
+                    let keep = if keeps_user(&buf[u..c]) { c + 1 - u } else { 0 };
+                    Some(Some((k, keep)))
+                }
+            };
+        }
+        k += 1;
+    }
+    if k == n && k < c + 1 + MAX_EXTENDED_PASSWORD && !eof { None } else { Some(None) }
+}
+
+/// A byte of a user name in an authority without a scheme.
+#[inline]
+fn is_user_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'%' | b'+' | b'~')
+}
+
+/// A byte of a password in an authority without a scheme.
+#[inline]
+fn is_password_byte(b: u8) -> bool {
+    b > b' '
+        && b != 0x7F
+        && !matches!(
+            b,
+            b'@' | b':'
+                | b'/'
+                | b'\\'
+                | b'"'
+                | b'\''
+                | b'<'
+                | b'>'
+                | b'('
+                | b')'
+                | b'['
+                | b']'
+                | b'{'
+                | b'}'
+                | b','
+                | b';'
+                | b'='
+                | b'`'
+                | b'|'
+        )
+}
+
+/// The secret of `user:password@host:port` written without a scheme, for the `@` at `y`:
+/// `(start, end)` of the password (of `user:password` when the user name holds
+/// [`USER_DIGITS`] or more digits). The user name (at most [`SCHEMELESS_USER`] bytes of
+/// letters, digits and `. _ - % + ~`) must not follow another user byte, `/`, `:` or `@` (so
+/// `scheme://` URLs are left to the user-info rule); the password is at most
+/// [`SCHEMELESS_PASSWORD`] bytes with no space, quote, bracket or `@ : / \ , ; =`; the host
+/// (at most [`SCHEMELESS_HOST`] bytes) is followed by `:` and a port of 1 to 5 digits that
+/// does not touch a letter, a digit or a `.`. `None` also when `buf` ends before the port
+/// does and more may come (the engine's lookahead covers it).
+pub fn schemeless(buf: &[u8], y: usize, eof: bool) -> Option<(usize, usize)> {
+    let n = buf.len();
+    // Host and port.
+    let mut h = y + 1;
+    while h < n && h - y <= SCHEMELESS_HOST && is_host_byte(buf[h]) {
+        h += 1;
+    }
+    if h == y + 1 || h >= n || buf[h] != b':' {
+        return None;
+    }
+    let mut p = h + 1;
+    while p < n && p - h <= 6 && buf[p].is_ascii_digit() {
+        p += 1;
+    }
+    if !(2..=6).contains(&(p - h)) || (p == n && !eof) {
+        return None;
+    }
+    if p < n && (buf[p].is_ascii_alphanumeric() || buf[p] == b'.') {
+        return None;
+    }
+    // Password, colon, user.
+    let mut ps = y;
+    while ps > 0 && y - ps < SCHEMELESS_PASSWORD && is_password_byte(buf[ps - 1]) {
+        ps -= 1;
+    }
+    if ps == y || ps == 0 || buf[ps - 1] != b':' {
+        return None;
+    }
+    let c = ps - 1;
+    let mut us = c;
+    while us > 0 && c - us < SCHEMELESS_USER && is_user_byte(buf[us - 1]) {
+        us -= 1;
+    }
+    if us == c || (us > 0 && (is_user_byte(buf[us - 1]) || matches!(buf[us - 1], b'/' | b':' | b'@'))) {
+        return None;
+    }
+    Some((if keeps_user(&buf[us..c]) { ps } else { us }, y))
 }
 
 /// Whether the user name of `user:password@` stays readable: not when it holds
@@ -309,6 +541,9 @@ mod tests {
         assert_eq!(found("\"https://u:p%40ss@h/\""), ["p%40ss"]);
         // The last `@` of the authority ends the user-info.
         assert_eq!(found("https://u:p@ss@host/"), ["p@ss"]);
+        // A last `@` that ends the authority is not followed by a host: the one before it is.
+        assert_eq!(found("://u:p@u:p@"), ["p"]);
+        assert_eq!(found("https://u:pw@h@ x"), ["pw"]);
         // A user name with 6 or more digits goes with the password.
         assert_eq!(found("https://4111111111111111:pw@h/"), ["4111111111111111:pw"]);
         assert_eq!(found("https://a1b2c3d4e5f6:pw@h/"), ["a1b2c3d4e5f6:pw"]);
