@@ -58,19 +58,23 @@ if [ "$native" = 0 ]; then
   fi
 fi
 
+# The layer profile (Cargo.toml: whole-program LTO, cold crates optimised for size) without the
+# operator tools (`query`, `segments`, `scan`, `tail`, `top`): the extension only seals.
+build_flags="--profile layer --locked --no-default-features"
+
 case "$mode" in
   zig)
-    echo "== cargo zigbuild --release (glibc $max_glibc)"
-    cargo zigbuild --release --locked --bin sealtrail --target "x86_64-unknown-linux-gnu.$max_glibc"
-    bin="$target_dir/x86_64-unknown-linux-gnu/release/sealtrail" ;;
+    echo "== cargo zigbuild --profile layer (glibc $max_glibc)"
+    cargo zigbuild $build_flags --bin sealtrail --target "x86_64-unknown-linux-gnu.$max_glibc"
+    bin="$target_dir/x86_64-unknown-linux-gnu/layer/sealtrail" ;;
   musl)
-    echo "== cargo build --release --target x86_64-unknown-linux-musl"
-    cargo build --release --locked --bin sealtrail --target x86_64-unknown-linux-musl
-    bin="$target_dir/x86_64-unknown-linux-musl/release/sealtrail" ;;
+    echo "== cargo build --profile layer --target x86_64-unknown-linux-musl"
+    cargo build $build_flags --bin sealtrail --target x86_64-unknown-linux-musl
+    bin="$target_dir/x86_64-unknown-linux-musl/layer/sealtrail" ;;
   native)
-    echo "== cargo build --release (native glibc: $(ldd --version | head -1))"
-    cargo build --release --locked --bin sealtrail
-    bin="$target_dir/release/sealtrail" ;;
+    echo "== cargo build --profile layer (native glibc: $(ldd --version | head -1))"
+    cargo build $build_flags --bin sealtrail
+    bin="$target_dir/layer/sealtrail" ;;
 esac
 
 # The newest glibc symbol version the binary needs (none for a static build).

@@ -25,5 +25,8 @@ echo "== cargo fmt --check"
 cargo fmt --check
 echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
+# The Lambda layer binary is built without the operator tools (scripts/build-layer.sh).
+echo "== cargo clippy --no-default-features (the layer binary's feature set)"
+cargo clippy --bin sealtrail --locked --no-default-features -- -D warnings
 echo "== cargo test"
 cargo test --locked "$@"

@@ -51,21 +51,26 @@ pub enum Command {
     /// `redact` transform).
     Redact(commands::redact::RedactArgs),
     /// Watch an agent's live, redacted event stream (its `tail` sink).
+    #[cfg(feature = "tools")]
     Tail(commands::tail::TailArgs),
     /// Live view of a running agent's components (its `[api]` /metrics): events/s, bytes/s,
     /// redactions/s, errors, channel fill.
+    #[cfg(feature = "tools")]
     Top(commands::top::TopArgs),
     /// Run as an AWS Lambda extension (the default when AWS_LAMBDA_RUNTIME_API is set).
     Lambda(commands::lambda::LambdaArgs),
     /// Manage the keyring: create, list, rotate, show, import keys; verify the audit log.
     Keys(commands::keys::KeysArgs),
     /// List sealed segments (with --keys: rows and time ranges from the decrypted footers).
+    #[cfg(feature = "tools")]
     Segments(commands::segments::SegmentsArgs),
     /// Decrypt sealed segments and print the events that match the filters.
+    #[cfg(feature = "tools")]
     Query(commands::query::QueryArgs),
     /// Report what the redaction engine finds in log files, standard input or sealed segments:
     /// counts per detector, file and field, with line or row positions, never the values.
     /// Exit 0 clean, 1 found, 2 usage, 3 unreadable.
+    #[cfg(feature = "tools")]
     Scan(commands::scan::ScanArgs),
 }
 
@@ -76,12 +81,17 @@ impl Cli {
             Some(Command::Run(a)) => commands::run::run(a),
             Some(Command::Validate(a)) => commands::validate::run(a),
             Some(Command::Redact(a)) => commands::redact::run(a),
+            #[cfg(feature = "tools")]
             Some(Command::Tail(a)) => commands::tail::run(a),
+            #[cfg(feature = "tools")]
             Some(Command::Top(a)) => commands::top::run(a),
             Some(Command::Lambda(a)) => commands::lambda::run(a),
             Some(Command::Keys(a)) => commands::keys::run(a),
+            #[cfg(feature = "tools")]
             Some(Command::Segments(a)) => commands::segments::run(a),
+            #[cfg(feature = "tools")]
             Some(Command::Query(a)) => commands::query::run(a),
+            #[cfg(feature = "tools")]
             Some(Command::Scan(a)) => commands::scan::run(a),
             None if lambda_environment() => commands::lambda::run(commands::lambda::LambdaArgs::from_env()),
             None => {

@@ -3,13 +3,19 @@
 
 pub mod keys;
 pub mod lambda;
+#[cfg(feature = "tools")]
 pub mod query;
 pub mod redact;
+#[cfg(feature = "tools")]
 pub mod remote;
 pub mod run;
+#[cfg(feature = "tools")]
 pub mod scan;
+#[cfg(feature = "tools")]
 pub mod segments;
+#[cfg(feature = "tools")]
 pub mod tail;
+#[cfg(feature = "tools")]
 pub mod top;
 pub mod validate;
 
