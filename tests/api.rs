@@ -149,10 +149,16 @@ fn health_ready_and_metrics_of_a_running_agent() {
         get(agent.api, "/health", Some(TOKEN)),
         (200, "application/json".into(), "{\"status\":\"ok\"}\n".into())
     );
-    assert_eq!(
-        get(agent.api, "/ready", Some(TOKEN)),
-        (200, "application/json".into(), "{\"status\":\"ready\"}\n".into())
-    );
+    // Ready once every component runs (they report "starting" until then).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ready = loop {
+        let r = get(agent.api, "/ready", Some(TOKEN));
+        if r.0 == 200 || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(ready, (200, "application/json".into(), "{\"status\":\"ready\"}\n".into()));
     assert_eq!(get(agent.api, "/nope", Some(TOKEN)).0, 404);
 
     // The counters reach /metrics once the batch has gone through.
@@ -202,7 +208,16 @@ fn ready_names_an_unusable_key_and_a_plaintext_api_is_refused() {
     common::write(dir.path(), "keys/broken.json", "{ not a key");
     let mut agent = Agent::start(dir.path(), "[api]\naddress = \"127.0.0.1:0\"\nauth = \"none\"");
     agent.send("hello\n");
-    let (status, ctype, body) = get(agent.api, "/ready", None);
+    // Components report "starting" until they run (the sealed sink checks its directory and
+    // keyring first): wait, with a deadline, until only the lasting problem is left.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (status, ctype, body) = loop {
+        let (status, ctype, body) = get(agent.api, "/ready", None);
+        if !body.contains("\"starting\"") || Instant::now() > deadline {
+            break (status, ctype, body);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!((status, ctype.as_str()), (503, "application/json"), "{body}");
     let detail: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(detail["status"], "not ready");
