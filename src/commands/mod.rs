@@ -61,3 +61,35 @@ impl AgentArgs {
         }
     }
 }
+
+/// The bearer token a client command (`tail`, `top`) presents: from `--token-file` (trimmed;
+/// a file others can read is warned about) or else the variable `env`; empty means none.
+///
+/// # Errors
+/// A configuration error (exit 2) naming the file when it cannot be read or is not UTF-8, or
+/// when the token is not printable ASCII without spaces (it goes into an HTTP header).
+#[cfg(feature = "tools")]
+pub(crate) fn client_token(
+    token_file: Option<&std::path::Path>,
+    env: &str,
+) -> anyhow::Result<Option<zeroize::Zeroizing<String>>> {
+    use crate::exit_codes::config_error;
+    let token = match token_file {
+        Some(p) => {
+            crate::net::auth::warn_if_shared(p);
+            let raw = zeroize::Zeroizing::new(
+                std::fs::read(p)
+                    .map_err(|e| config_error(anyhow::anyhow!("--token-file {}: {e}", p.display())))?,
+            );
+            let s = std::str::from_utf8(&raw)
+                .map_err(|_| config_error(anyhow::anyhow!("--token-file {}: not UTF-8 text", p.display())))?;
+            Some(zeroize::Zeroizing::new(s.trim().to_owned()))
+        }
+        None => std::env::var(env).ok().map(|t| zeroize::Zeroizing::new(t.trim().to_owned())),
+    }
+    .filter(|t| !t.is_empty());
+    if token.as_ref().is_some_and(|t| !t.chars().all(|c| c.is_ascii_graphic())) {
+        return Err(config_error(anyhow::anyhow!("the token must be printable ASCII without spaces")));
+    }
+    Ok(token)
+}

@@ -267,24 +267,7 @@ impl Target {
                 "--url: do not put credentials in the URL; use --token-file or ${TOKEN_ENV}"
             )));
         }
-        let token = match &args.token_file {
-            Some(p) => {
-                crate::net::auth::warn_if_shared(p);
-                let raw = zeroize::Zeroizing::new(
-                    std::fs::read(p)
-                        .map_err(|e| config_error(anyhow::anyhow!("--token-file {}: {e}", p.display())))?,
-                );
-                let s = std::str::from_utf8(&raw).map_err(|_| {
-                    config_error(anyhow::anyhow!("--token-file {}: not UTF-8 text", p.display()))
-                })?;
-                Some(zeroize::Zeroizing::new(s.trim().to_owned()))
-            }
-            None => std::env::var(TOKEN_ENV).ok().map(|t| zeroize::Zeroizing::new(t.trim().to_owned())),
-        }
-        .filter(|t| !t.is_empty());
-        if token.as_ref().is_some_and(|t| !t.chars().all(|c| c.is_ascii_graphic())) {
-            return Err(config_error(anyhow::anyhow!("the token must be printable ASCII without spaces")));
-        }
+        let token = super::client_token(args.token_file.as_deref(), TOKEN_ENV)?;
         let tls = ClientTls { ca_file: args.ca_file.clone(), ..Default::default() };
         let tls = if endpoint.https { Some(&tls) } else { None };
         let connector = Connector::new(&endpoint, tls, &[b"http/1.1"])
