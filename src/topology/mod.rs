@@ -558,6 +558,17 @@ impl Runtime {
             fresh.insert(id.clone(), tx);
             receivers.insert(id, rx);
         }
+        // Until every new route is made, hold each remaining consumer's channel open. Once a
+        // kept producer switches away from an old transform, that transform drains and ends on
+        // another worker thread; its senders may be the last ones of a kept consumer, which
+        // would then see its input end before the new producers are wired to it.
+        let held: Vec<mpsc::Sender<Message>> = self
+            .transforms
+            .iter()
+            .chain(self.sinks.iter())
+            .filter(|(id, _)| new_ids.contains(*id))
+            .filter_map(|(_, l)| l.input.as_ref()?.upgrade())
+            .collect();
         // Kept producers switch to the new consumers in one step each. A kept source that the
         // new configuration no longer has keeps feeding its old consumer ids that remain.
         let old_inputs = std::mem::take(&mut self.inputs);
@@ -570,6 +581,10 @@ impl Runtime {
                 r.set(out);
             }
         }
+        // Tests: stand for the reload's thread being preempted here (as under load), which
+        // gives old producers time to drain and end before the new ones are wired.
+        #[cfg(test)]
+        std::thread::sleep(std::time::Duration::from_millis(2));
         // Changed and removed sources stop before their new versions start (a listener's
         // port is free again); what they read still flows to their old consumers, which
         // drain once they are done.
@@ -610,6 +625,7 @@ impl Runtime {
         if self.stopping.is_none() {
             self.apply_parts(built, &wiring, fresh, receivers);
         }
+        drop(held);
         self.inputs = wiring;
         report
     }
@@ -922,6 +938,110 @@ mod tests {
         drop(source);
         task.await.unwrap().unwrap();
         drop(sink_rx);
+    }
+
+    /// Feeds the events the test sends until the test drops its sender.
+    struct TestSource(Option<mpsc::Receiver<Event>>);
+
+    impl Source for TestSource {
+        fn run(
+            mut self: Box<Self>,
+            mut cx: SourceContext,
+        ) -> crate::component::BoxFuture<anyhow::Result<()>> {
+            Box::pin(async move {
+                let Some(mut rx) = self.0.take() else { return Ok(()) };
+                while let Some(e) = rx.recv().await {
+                    cx.out.send_events(vec![e]).await.map_err(|_| anyhow::anyhow!("no consumer left"))?;
+                }
+                Ok(())
+            })
+        }
+    }
+
+    /// Keeps every body it receives.
+    struct TestSink(Arc<Mutex<Vec<String>>>);
+
+    impl Sink for TestSink {
+        fn run(
+            self: Box<Self>,
+            mut input: SinkInput,
+            _: SinkContext,
+        ) -> crate::component::BoxFuture<anyhow::Result<()>> {
+            Box::pin(async move {
+                while let Some(batch) = input.recv().await {
+                    for e in batch.iter() {
+                        if let Event::Log(l) = e {
+                            self.0.lock().unwrap().push(l.body.to_string());
+                        }
+                    }
+                }
+                Ok(())
+            })
+        }
+    }
+
+    fn test_built(
+        source: Option<mpsc::Receiver<Event>>,
+        sink: &Arc<Mutex<Vec<String>>>,
+        transform_fp: u64,
+    ) -> Built {
+        Built {
+            globals: Arc::new(GlobalOptions::default()),
+            globals_fingerprint: 0,
+            process_fingerprint: 0,
+            sources: vec![Part {
+                id: "app".into(),
+                inputs: Vec::new(),
+                fingerprint: 1,
+                restartable: false,
+                component: Box::new(TestSource(source)),
+            }],
+            transforms: vec![Part {
+                id: "scrub".into(),
+                inputs: vec!["app".into()],
+                fingerprint: transform_fp,
+                restartable: true,
+                component: Box::new(PassThrough),
+            }],
+            sinks: vec![Part {
+                id: "out".into(),
+                inputs: vec!["scrub".into()],
+                fingerprint: 1,
+                restartable: true,
+                component: Box::new(TestSink(sink.clone())),
+            }],
+        }
+    }
+
+    /// A reload that restarts a transform between a kept source and a kept sink: the old
+    /// transform drains and ends on another worker thread while the reload wires the new
+    /// one, and its senders were the kept sink's last. The sink then saw its input end, and
+    /// the new transform failed with "every consumer of this component has stopped" (seen
+    /// in CI on tests/reload.rs under load). Repeated, because the window is a race.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restarted_transform_never_leaves_a_kept_sink_without_input() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (events, rx) = mpsc::channel(4);
+        let (reloads_tx, reloads) = mpsc::channel(1);
+        let run = tokio::spawn(run_reloading(
+            test_built(Some(rx), &seen, 0),
+            Registry::default(),
+            std::future::pending(),
+            reloads,
+        ));
+        const ROUNDS: usize = 300;
+        for i in 0..ROUNDS {
+            events.send(log(&format!("line {i}"))).await.unwrap();
+            let (done, report) = tokio::sync::oneshot::channel();
+            reloads_tx.send(Reload { built: test_built(None, &seen, i as u64 + 1), done }).await.unwrap();
+            let report = report.await.unwrap();
+            assert_eq!(report.restarted, ["transforms.scrub"], "round {i}");
+        }
+        drop(events);
+        let outcome = run.await.unwrap();
+        assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), ROUNDS, "every line exactly once");
     }
 
     /// Issue 11, "one channel message": an empty batch from `try_send` (the OTLP source's
