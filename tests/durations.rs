@@ -49,3 +49,34 @@ fn a_bad_duration_names_its_field_and_line() {
     assert!(msg.contains("sinks.vault"), "{msg}");
     assert!(msg.contains("\"soon\" is not a duration"), "{msg}");
 }
+
+/// The file, generate and Lambda telemetry sources' `_ms` fields became durations (issue 11);
+/// the old names keep their milliseconds, and setting both is an error that names both and
+/// the component.
+#[test]
+fn old_ms_names_keep_their_unit_and_clash_with_the_new_ones() {
+    let build = |source: &str| {
+        let text = format!(
+            "data_dir = \"state\"\n[sources.app]\n{source}\n[sinks.out]\ntype = \"blackhole\"\ninputs = [\"app\"]\nallow_unredacted = true\n"
+        );
+        let config =
+            load(&KINDS, &[Source { name: "d.toml".into(), text: &text }], &Overrides::default(), &|_| None)
+                .unwrap();
+        sealtrail::topology::build(&config).map(|_| ()).map_err(|e| e.to_string())
+    };
+    let file = "type = \"file\"\ninclude = [\"/nonexistent/*.log\"]\nwait_for_files = true";
+    build(&format!("{file}\npoll_interval = \"20ms\"\nrotate_wait = \"1s\"")).unwrap();
+    build(&format!("{file}\npoll_interval_ms = 20\nrotate_wait_ms = 1000")).unwrap();
+    let e = build(&format!("{file}\npoll_interval = \"20ms\"\npoll_interval_ms = 20")).unwrap_err();
+    assert!(e.contains("sources.app") && e.contains("`poll_interval` and `poll_interval_ms`"), "{e}");
+    let e = build(&format!("{file}\npoll_interval = \"0ms\"")).unwrap_err();
+    assert!(e.contains("`poll_interval` must be at least 1ms"), "{e}");
+    let e = build(&format!("{file}\nrotate_wait = 1\nrotate_wait_ms = 1")).unwrap_err();
+    assert!(e.contains("`rotate_wait` and `rotate_wait_ms`"), "{e}");
+
+    let generate = "type = \"generate\"\ncount = 1";
+    build(&format!("{generate}\ninterval = \"5ms\"")).unwrap();
+    build(&format!("{generate}\ninterval_ms = 5")).unwrap();
+    let e = build(&format!("{generate}\ninterval = \"5ms\"\ninterval_ms = 5")).unwrap_err();
+    assert!(e.contains("`interval` and `interval_ms`"), "{e}");
+}

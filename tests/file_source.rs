@@ -22,7 +22,7 @@ fn start(dir: &Path) -> Agent {
     let cfg = write(
         dir,
         "file.toml",
-        "data_dir = \"state\"\n[sources.logs]\ntype = \"file\"\ninclude = [\"logs/*.log*\"]\npoll_interval_ms = 20\nrotate_wait_ms = 200\nwait_for_files = true\n[sinks.out]\ntype = \"console\"\ninputs = [\"logs\"]\nallow_unredacted = true\n",
+        "data_dir = \"state\"\n[sources.logs]\ntype = \"file\"\ninclude = [\"logs/*.log*\"]\npoll_interval = \"20ms\"\nrotate_wait = \"200ms\"\nwait_for_files = true\n[sinks.out]\ntype = \"console\"\ninputs = [\"logs\"]\nallow_unredacted = true\n",
     );
     let mut child = cmd(dir)
         .args(["run", "--config", cfg.to_str().unwrap()])

@@ -3,7 +3,7 @@
 //!
 //! Files are identified by device and inode, not by name, so a rotated file (`app.log` →
 //! `app.log.1`) is read to its end exactly once even when both names match the globs, and the
-//! new `app.log` is read from its start. The source polls (every `poll_interval_ms`): polling
+//! new `app.log` is read from its start. The source polls (every `poll_interval`): polling
 //! works the same on every filesystem, including network and overlay mounts where change
 //! notifications are unreliable.
 //!
@@ -30,6 +30,7 @@ use super::lines::{LineSplitter, RecordBuilder};
 use crate::component::{AckStatus, AckWait, SourceContext};
 use crate::component::{BoxFuture, BuildContext, Source, SourceConfig, SourceKind, parse_source};
 use crate::event::{KeyValue, Signals, Value, attr};
+use crate::units;
 
 pub const KIND: SourceKind = SourceKind {
     name: "file",
@@ -50,13 +51,19 @@ pub struct FileConfig {
     /// (default) or `end`. Files that appear later are always read from the beginning.
     #[serde(default)]
     pub read_from: ReadFrom,
-    /// How often to look for new data, new files and rotations, in milliseconds.
-    #[serde(default = "default_poll_ms")]
-    pub poll_interval_ms: u64,
-    /// How long a rotated or deleted file is still read after it stops growing, in
-    /// milliseconds (a writer may append a little after the rename).
-    #[serde(default = "default_rotate_wait_ms")]
-    pub rotate_wait_ms: u64,
+    /// How often to look for new data, new files and rotations (default `"250ms"`).
+    #[serde(default)]
+    pub poll_interval: Option<units::Duration>,
+    /// The older `poll_interval`, in milliseconds.
+    #[serde(default, deserialize_with = "units::legacy_millis")]
+    pub poll_interval_ms: Option<units::Duration>,
+    /// How long a rotated or deleted file is still read after it stops growing (default
+    /// `"2s"`): a writer may append a little after the rename.
+    #[serde(default)]
+    pub rotate_wait: Option<units::Duration>,
+    /// The older `rotate_wait`, in milliseconds.
+    #[serde(default, deserialize_with = "units::legacy_millis")]
+    pub rotate_wait_ms: Option<units::Duration>,
     /// Start even when no file matches yet (default: a run with no matching file is an error).
     #[serde(default)]
     pub wait_for_files: bool,
@@ -80,12 +87,8 @@ pub enum ReadFrom {
     End,
 }
 
-fn default_poll_ms() -> u64 {
-    250
-}
-fn default_rotate_wait_ms() -> u64 {
-    2000
-}
+const DEFAULT_POLL_INTERVAL: units::Duration = units::Duration::from_millis(250);
+const DEFAULT_ROTATE_WAIT: units::Duration = units::Duration::from_secs(2);
 
 impl SourceConfig for FileConfig {
     fn outputs(&self) -> Signals {
@@ -99,7 +102,25 @@ impl SourceConfig for FileConfig {
     fn build(&self, cx: &BuildContext<'_>) -> anyhow::Result<Box<dyn Source>> {
         anyhow::ensure!(!self.include.is_empty(), "`include` is empty: give at least one glob");
         super::lines::check_max_line_bytes(self.max_line_bytes)?;
-        anyhow::ensure!(self.poll_interval_ms >= 1, "`poll_interval_ms` must be at least 1");
+        let poll_interval = units::either(
+            "poll_interval",
+            self.poll_interval,
+            "poll_interval_ms",
+            self.poll_interval_ms,
+            DEFAULT_POLL_INTERVAL,
+        )
+        .map_err(anyhow::Error::msg)?
+        .get();
+        anyhow::ensure!(poll_interval >= Duration::from_millis(1), "`poll_interval` must be at least 1ms");
+        let rotate_wait = units::either(
+            "rotate_wait",
+            self.rotate_wait,
+            "rotate_wait_ms",
+            self.rotate_wait_ms,
+            DEFAULT_ROTATE_WAIT,
+        )
+        .map_err(anyhow::Error::msg)?
+        .get();
         let compile = |field: &str, pats: &[String]| -> anyhow::Result<Vec<glob::Pattern>> {
             pats.iter()
                 .map(|p| {
@@ -111,6 +132,8 @@ impl SourceConfig for FileConfig {
         let exclude = compile("exclude", &self.exclude)?;
         Ok(Box::new(FileSource {
             config: self.clone(),
+            poll_interval,
+            rotate_wait,
             exclude,
             id: cx.id.to_owned(),
             checkpoint_path: cx.globals.data_dir.join("checkpoints").join(format!("{}.json", cx.id)),
@@ -138,6 +161,9 @@ struct CheckpointFile {
 
 struct FileSource {
     config: FileConfig,
+    /// `poll_interval` and `rotate_wait` as resolved from the current or the older name.
+    poll_interval: Duration,
+    rotate_wait: Duration,
     exclude: Vec<glob::Pattern>,
     id: String,
     checkpoint_path: PathBuf,
@@ -183,7 +209,7 @@ impl FileSource {
         let mut acks = self.config.acknowledgements.then(Vec::new);
         let mut not_durable = false;
         let mut shutdown = cx.shutdown.clone();
-        let mut tick = tokio::time::interval(Duration::from_millis(self.config.poll_interval_ms));
+        let mut tick = tokio::time::interval(self.poll_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // 1. Discover files and notice rotation and truncation.
@@ -266,7 +292,7 @@ impl FileSource {
             }
 
             // 3. Close rotated or deleted files that have been quiet long enough.
-            let wait = Duration::from_millis(self.config.rotate_wait_ms);
+            let wait = self.rotate_wait;
             let mut closed = Vec::new();
             for (fid, t) in &tracked {
                 if t.gone_since.is_some_and(|g| g.elapsed() >= wait) && !has_more(t) {

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use crate::component::SourceContext;
 use crate::component::{BoxFuture, BuildContext, Source, SourceConfig, SourceKind, parse_source};
 use crate::event::{Event, LogRecord, Signals, SourceId, now_nanos};
+use crate::units;
 
 pub const KIND: SourceKind = SourceKind {
     name: "generate",
@@ -29,9 +30,12 @@ pub struct GenerateConfig {
     /// Records per batch.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
-    /// Pause between batches, in milliseconds (0: as fast as the pipeline takes them).
+    /// Pause between batches (default 0: as fast as the pipeline takes them).
     #[serde(default)]
-    pub interval_ms: u64,
+    pub interval: Option<units::Duration>,
+    /// The older `interval`, in milliseconds.
+    #[serde(default, deserialize_with = "units::legacy_millis")]
+    pub interval_ms: Option<units::Duration>,
     /// The service name given to every record.
     #[serde(default)]
     pub service: String,
@@ -57,19 +61,30 @@ impl SourceConfig for GenerateConfig {
     fn build(&self, cx: &BuildContext<'_>) -> anyhow::Result<Box<dyn Source>> {
         anyhow::ensure!(!self.lines.is_empty(), "`lines` is empty");
         anyhow::ensure!(self.batch_size > 0, "`batch_size` must be at least 1");
-        Ok(Box::new(Generate { config: self.clone(), source: SourceId::from(cx.id) }))
+        let interval = units::either(
+            "interval",
+            self.interval,
+            "interval_ms",
+            self.interval_ms,
+            units::Duration::default(),
+        )
+        .map_err(anyhow::Error::msg)?
+        .get();
+        Ok(Box::new(Generate { config: self.clone(), interval, source: SourceId::from(cx.id) }))
     }
 }
 
 struct Generate {
     config: GenerateConfig,
+    /// `interval` as resolved from the current or the older name.
+    interval: Duration,
     source: SourceId,
 }
 
 impl Source for Generate {
     fn run(self: Box<Self>, mut cx: SourceContext) -> BoxFuture<anyhow::Result<()>> {
         Box::pin(async move {
-            let Generate { config, source } = *self;
+            let Generate { config, interval, source } = *self;
             let mut sent = 0u64;
             let mut next = 0usize;
             let mut shutdown = cx.shutdown.clone();
@@ -97,9 +112,9 @@ impl Source for Generate {
                 if cx.out.send(Arc::new(batch)).await.is_err() {
                     break;
                 }
-                if config.interval_ms > 0 {
+                if !interval.is_zero() {
                     tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(config.interval_ms)) => {}
+                        _ = tokio::time::sleep(interval) => {}
                         _ = shutdown.recv() => break,
                     }
                 }

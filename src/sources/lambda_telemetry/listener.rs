@@ -65,7 +65,7 @@ impl Source for LambdaTelemetrySource {
             let periodic = (config.flush == FlushPolicy::Periodic)
                 .then(|| config.flush_interval.get().max(Duration::from_secs(1)));
             let forward = forward(qrx, out, queued_bytes, periodic);
-            let grace = Duration::from_millis(config.shutdown_grace_ms);
+            let grace = config.shutdown_grace();
             let serve = serve(listener, ingest, shutdown, handle, grace, limits);
             tokio::join!(serve, forward);
             Ok(())

@@ -110,8 +110,12 @@ pub struct LambdaTelemetryConfig {
     pub max_buffered_bytes: usize,
     /// After SHUTDOWN, keep accepting deliveries this long (the platform flushes its last
     /// buffered records), within the SHUTDOWN deadline.
-    #[serde(default = "default_grace_ms")]
-    pub shutdown_grace_ms: u64,
+    /// Default `"100ms"`.
+    #[serde(default)]
+    pub shutdown_grace: Option<crate::units::Duration>,
+    /// The older `shutdown_grace`, in milliseconds.
+    #[serde(default, deserialize_with = "crate::units::legacy_millis")]
+    pub shutdown_grace_ms: Option<crate::units::Duration>,
     /// When to ask the sealed sink to seal: `limits` (default: only the sink's own row, byte
     /// and age limits), `end` (after every invoke's `platform.report`), `periodic` (every
     /// `flush_interval`). SHUTDOWN always seals everything.
@@ -202,9 +206,7 @@ fn default_max_buffered_bytes() -> usize {
 fn default_max_connections() -> usize {
     64
 }
-fn default_grace_ms() -> u64 {
-    100
-}
+const DEFAULT_SHUTDOWN_GRACE: crate::units::Duration = crate::units::Duration::from_millis(100);
 fn default_flush_interval() -> crate::units::Duration {
     crate::units::Duration::from_secs(60)
 }
@@ -280,7 +282,27 @@ impl LambdaTelemetryConfig {
         if self.flush == FlushPolicy::Periodic && self.flush_interval.get().as_secs() == 0 {
             errs.push("`flush_interval` must be at least 1s".into());
         }
+        if let Err(e) = self.resolve_shutdown_grace() {
+            errs.push(e);
+        }
         if errs.is_empty() { Ok(()) } else { Err(anyhow::anyhow!(errs.join("; "))) }
+    }
+
+    /// `shutdown_grace` from the current or the older `_ms` name (an error when both are set).
+    fn resolve_shutdown_grace(&self) -> Result<Duration, String> {
+        crate::units::either(
+            "shutdown_grace",
+            self.shutdown_grace,
+            "shutdown_grace_ms",
+            self.shutdown_grace_ms,
+            DEFAULT_SHUTDOWN_GRACE,
+        )
+        .map(crate::units::Duration::get)
+    }
+
+    /// [`Self::resolve_shutdown_grace`] after `check` accepted it.
+    fn shutdown_grace(&self) -> Duration {
+        self.resolve_shutdown_grace().unwrap_or(DEFAULT_SHUTDOWN_GRACE.get())
     }
 }
 

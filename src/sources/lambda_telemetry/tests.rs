@@ -119,6 +119,12 @@ fn config_limits_are_checked() {
     assert!(parse("address = \"localhost\"").check().is_err());
     assert!(parse("max_body_bytes = 1000").check().is_err());
     assert!(toml::from_str::<LambdaTelemetryConfig>("bogus = 1").is_err());
+    // Issue 11: the grace is a duration; the older `_ms` name keeps its unit; not both.
+    assert_eq!(parse("").shutdown_grace(), Duration::from_millis(100));
+    assert_eq!(parse("shutdown_grace = \"250ms\"").shutdown_grace(), Duration::from_millis(250));
+    assert_eq!(parse("shutdown_grace_ms = 250").shutdown_grace(), Duration::from_millis(250));
+    let e = parse("shutdown_grace = \"1s\"\nshutdown_grace_ms = 5").check().unwrap_err().to_string();
+    assert!(e.contains("`shutdown_grace` and `shutdown_grace_ms`"), "{e}");
     let sub = parse("port = 0").subscription(4242);
     assert_eq!(sub["destination"]["URI"], "http://sandbox.localdomain:4242");
     assert_eq!(sub["schemaVersion"], "2022-12-13");
