@@ -3,6 +3,9 @@
 //! fsynced write-ahead log. Every test runs the real binary; the crash tests kill it with
 //! SIGKILL and check, after a restart, that everything a client saw accepted is sealed.
 
+mod common;
+
+use common::{bin, free_port, python};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -11,24 +14,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const CANARY: &str = "CANARY-ack-5e21b7";
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_sealtrail")
-}
-
-/// The Python interpreter of the interop tests (see tests/otlp_support).
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("SEALTRAIL_PYTHON") {
-        return p.into();
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(venv.exists(), "no Python for the interop tests: set SEALTRAIL_PYTHON (scripts/test.sh does)");
-    venv
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 struct Dirs {
     _tmp: tempfile::TempDir,

@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::python;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -13,15 +15,6 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "api-token-0123456789abcdef";
-
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("SEALTRAIL_PYTHON") {
-        return p.into();
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(venv.exists(), "no Python for the interop test: set SEALTRAIL_PYTHON (scripts/test.sh does)");
-    venv
-}
 
 /// A running agent with its `[api]` address and piped standard input.
 struct Agent {

@@ -6,81 +6,16 @@
 //! segments read back independently with boto3 and pyarrow's standard `CryptoFactory`
 //! (tests/interop/kms_tool.py).
 
+mod common;
 mod sealed_common;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
+use common::aws::*;
+use common::{free_port, python};
 use sealed_common::*;
-
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("SEALTRAIL_PYTHON") {
-        return p.into();
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        venv.exists(),
-        "no Python for the KMS tests: set SEALTRAIL_PYTHON (scripts/test.sh does) or create {}",
-        venv.display()
-    );
-    venv
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// The environment every AWS client here gets: the moto endpoint, a region and dummy
-/// credentials, and nothing from the developer's own AWS setup.
-fn aws_env(port: u16) -> Vec<(String, String)> {
-    [
-        ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}")),
-        ("AWS_REGION", "eu-west-1".into()),
-        ("AWS_DEFAULT_REGION", "eu-west-1".into()),
-        ("AWS_ACCESS_KEY_ID", "testing".into()),
-        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
-        ("AWS_EC2_METADATA_DISABLED", "true".into()),
-        ("AWS_CONFIG_FILE", "/dev/null".into()),
-        ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
-}
-
-/// A moto server process on `port`; killed on drop.
-struct Moto {
-    child: Child,
-}
-
-impl Moto {
-    fn start(port: u16) -> Moto {
-        let child = Command::new(python())
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting moto (pip install 'moto[server]')");
-        // Readiness, not timing: wait until it accepts connections (bounded so a broken
-        // install fails the test instead of hanging it).
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let until = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(Instant::now() < until, "moto did not start on port {port}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Moto { child }
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn tool(port: u16, args: &[&str]) -> Output {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/kms_tool.py");
@@ -111,7 +46,7 @@ fn write_config(env: &Env, name: &str, service: &str, keys: &str) -> PathBuf {
 
 fn run_agent(env: &Env, config: &Path, input: &[u8], port: u16) -> Output {
     let vars = aws_env(port);
-    let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
     env.run_agent_env(config, input, &refs)
 }
 
@@ -239,7 +174,7 @@ fn a_segment_waits_for_kms_and_loses_no_event() {
         .arg(&config)
         .arg("--keys")
         .arg(&env.keys)
-        .envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

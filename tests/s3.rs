@@ -7,86 +7,20 @@
 //! (tests/interop/kms_tool.py). Outages are real: a TCP relay in front of moto stops
 //! accepting connections, and a crash is `kill -9`.
 
+mod common;
 mod sealed_common;
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use common::aws::*;
+use common::{free_port, python};
 use sealed_common::*;
-
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("SEALTRAIL_PYTHON") {
-        return p.into();
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        venv.exists(),
-        "no Python for the S3 tests: set SEALTRAIL_PYTHON (scripts/test.sh does) or create {}",
-        venv.display()
-    );
-    venv
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// The environment of every AWS client here: the endpoint on `port`, a region, dummy
-/// credentials, nothing from the developer's own AWS setup.
-fn aws_env(port: u16) -> Vec<(String, String)> {
-    [
-        ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}")),
-        ("AWS_REGION", "eu-west-1".into()),
-        ("AWS_DEFAULT_REGION", "eu-west-1".into()),
-        ("AWS_ACCESS_KEY_ID", "testing".into()),
-        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
-        ("AWS_EC2_METADATA_DISABLED", "true".into()),
-        ("AWS_CONFIG_FILE", "/dev/null".into()),
-        ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
-}
-
-fn wait_listening(port: u16) {
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let until = Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        assert!(Instant::now() < until, "nothing listens on port {port}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A moto server process on `port`; killed on drop.
-struct Moto {
-    child: Child,
-}
-
-impl Moto {
-    fn start(port: u16) -> Moto {
-        let child = Command::new(python())
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting moto (pip install 'moto[server]')");
-        wait_listening(port);
-        Moto { child }
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn script(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop").join(name)
@@ -196,7 +130,7 @@ fn segments_are_uploaded_verified_with_sse_kms_and_read_back_by_pyarrow() {
         write_config(&env, "vault", &format!("max_rows = 500\nupload_sse_kms_key = \"{objects_key}\""));
     let input = lines(1400, "uploaded");
     let vars = aws_env(port);
-    let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let out = env.run_agent_env(&config, &input, &refs);
     assert!(stderr(&out).contains("segment uploaded and verified"), "{}", stderr(&out));
 
@@ -457,7 +391,7 @@ fn segments_left_by_kill_9_before_upload_are_uploaded_at_the_next_start() {
     assert_eq!(left.len(), 1, "{left:?}");
 
     // The next start (S3 reachable, no new input) uploads it.
-    let refs: Vec<(&str, &str)> = aws_env(port).into_iter().map(|(k, v)| (leak(k), leak(v))).collect();
+    let refs: Vec<(&str, &str)> = aws_env(port).into_iter().map(|(k, v)| (k, leak(v))).collect();
     let out = env.run_agent_env(&config, b"", &refs);
     assert!(stderr(&out).contains("segment uploaded and verified"), "{}", stderr(&out));
     assert!(local_segments(&env).is_empty());

@@ -4,25 +4,14 @@
 //! The interpreter comes from `SEALTRAIL_PYTHON`, else `<repo>/.venv/bin/python`; create it
 //! with `python3 -m venv .venv && .venv/bin/pip install pyarrow cryptography`.
 
+mod common;
 mod sealed_common;
+
+use common::python;
 
 use std::path::PathBuf;
 
 use sealed_common::*;
-
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("SEALTRAIL_PYTHON") {
-        return p.into();
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        venv.exists(),
-        "no Python for the interop test: set SEALTRAIL_PYTHON or create the venv with \
-         `python3 -m venv .venv && .venv/bin/pip install pyarrow cryptography` in {}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    venv
-}
 
 #[test]
 fn pyarrow_crypto_factory_reads_sealed_segments() {

@@ -3,9 +3,11 @@
 //! ciphertext and replay after SIGKILL unwraps it through KMS. Runs the real binary against
 //! the moto server (as tests/kms.rs does).
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -15,61 +17,11 @@ use sealtrail::event::Event;
 use sealtrail::keys::{KeyChain, Keyring, KmsOptions, LocalProvider};
 use sealtrail::sinks::sealed::wal::{self as sealed_wal, ReplayStats};
 
+use common::aws::*;
+use common::bin;
+use common::python;
+
 const CANARY: &str = "CANARY-walkms-3c8d11";
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_sealtrail")
-}
-
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("SEALTRAIL_PYTHON") {
-        return p.into();
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(venv.exists(), "no Python for the KMS tests: set SEALTRAIL_PYTHON (scripts/test.sh does)");
-    venv
-}
-
-fn aws_env(port: u16) -> Vec<(&'static str, String)> {
-    vec![
-        ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}")),
-        ("AWS_REGION", "eu-west-1".into()),
-        ("AWS_DEFAULT_REGION", "eu-west-1".into()),
-        ("AWS_ACCESS_KEY_ID", "testing".into()),
-        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
-        ("AWS_EC2_METADATA_DISABLED", "true".into()),
-        ("AWS_CONFIG_FILE", "/dev/null".into()),
-        ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null".into()),
-    ]
-}
-
-/// A moto server process; killed on drop.
-struct Moto(Child);
-
-impl Moto {
-    fn start(port: u16) -> Moto {
-        let child = Command::new(python())
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting moto");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let until = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(Instant::now() < until, "moto did not start on port {port}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Moto(child)
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn agent(config: &Path, keys: &Path, port: u16, stdin: Stdio) -> Child {
     Command::new(bin())

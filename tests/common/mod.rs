@@ -2,6 +2,8 @@
 //! directory.
 #![allow(dead_code)]
 
+pub mod aws;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -106,4 +108,22 @@ pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(25));
     }
     f()
+}
+
+/// The Python of the interop tests: `SEALTRAIL_PYTHON` (scripts/test.sh sets it), else `.venv`.
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("SEALTRAIL_PYTHON") {
+        return p.into();
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "no Python for the interop tests: set SEALTRAIL_PYTHON (scripts/test.sh does) or create {}",
+        venv.display()
+    );
+    venv
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
