@@ -7,11 +7,10 @@ mod common;
 
 use common::python;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "api-token-0123456789abcdef";
@@ -41,18 +40,8 @@ impl Agent {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(at) = line.find("api: listening on http://") {
-                    let addr = &line[at + "api: listening on http://".len()..];
-                    let _ = tx.send(addr.trim().trim_end_matches(|c: char| !c.is_ascii_digit()).to_owned());
-                }
-            }
-        });
-        let addr = rx.recv_timeout(Duration::from_secs(20)).expect("the api listens");
-        Agent { child, api: addr.parse().unwrap() }
+        let api = common::api_address(&mut child);
+        Agent { child, api }
     }
 
     fn send(&mut self, text: &str) {

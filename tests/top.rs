@@ -3,12 +3,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use common::*;
@@ -41,17 +41,7 @@ impl Agent {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(at) = line.find("api: listening on http://") {
-                    let addr = &line[at + "api: listening on http://".len()..];
-                    let _ = tx.send(addr.trim().trim_end_matches(|c: char| !c.is_ascii_digit()).to_owned());
-                }
-            }
-        });
-        let api = rx.recv_timeout(Duration::from_secs(20)).expect("the api listens").parse().unwrap();
+        let api = api_address(&mut child);
         let feeding = Arc::new(AtomicBool::new(true));
         let mut stdin = child.stdin.take().unwrap();
         let f = feeding.clone();

@@ -3,9 +3,12 @@
 //! a second run replays the log into segments; the test reads the log itself through the
 //! library (the same key provider) to know what had reached it before the kill.
 
+mod common;
+
+use common::files;
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -112,30 +115,10 @@ fn sealed(d: &Dirs) -> Vec<usize> {
     numbers(bodies.iter().map(String::as_str))
 }
 
-/// Every file under `dir`, recursively.
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else { return out };
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
 /// No plaintext canary or card number anywhere under the data directory (log files, segments,
 /// partial segments, temp files).
 fn assert_no_plaintext(d: &Dirs) {
-    for f in files(&d.data) {
-        let raw = std::fs::read(&f).unwrap();
-        for needle in [CANARY.as_bytes(), CARD.as_bytes(), b"4111111111111111"] {
-            assert!(!raw.windows(needle.len()).any(|w| w == needle), "plaintext in {}", f.display());
-        }
-    }
+    common::assert_no_plaintext(&d.data, &[CANARY.as_bytes(), CARD.as_bytes(), b"4111111111111111"]);
 }
 
 /// Restarts the agent on an empty stdin: it replays the log, seals and exits.

@@ -5,6 +5,9 @@
 //! development containers do); a test that cannot mount fails and says so rather than
 //! skipping silently.
 
+mod common;
+
+use common::files;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -40,21 +43,6 @@ impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
-}
-
-/// Every file under `dir`, recursively.
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else { return out };
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 /// A full disk in the middle of a run: the wrapped program keeps running, the sink reports
@@ -161,10 +149,7 @@ fn a_full_disk_never_stops_the_wrapped_program_and_nothing_is_lost() {
     let dups: usize = seen.values().map(|c| c - 1).sum();
     eprintln!("{} lines through a full disk, all sealed, {dups} sealed twice", last + 1);
     // No plaintext anywhere, no log or partial segment left after the clean end.
-    for f in files(&data) {
-        let raw = std::fs::read(&f).unwrap();
-        assert!(!raw.windows(CANARY.len()).any(|w| w == CANARY.as_bytes()), "plaintext in {}", f.display());
-    }
+    common::assert_no_plaintext(&data, &[CANARY.as_bytes()]);
     assert!(files(&data.join(".wal")).is_empty(), "{:?}", files(&data.join(".wal")));
     assert!(files(&data.join(".inflight")).is_empty(), "{:?}", files(&data.join(".inflight")));
 }

@@ -127,3 +127,52 @@ pub fn python() -> PathBuf {
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
+
+/// Every file under `dir`, recursively (nothing when `dir` does not exist).
+pub fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else { return out };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// None of `needles` is anywhere in plaintext under `dir` (log files, segments, partial
+/// segments, checkpoints, temp files).
+pub fn assert_no_plaintext(dir: &Path, needles: &[&[u8]]) {
+    for f in files(dir) {
+        let raw = std::fs::read(&f).unwrap();
+        for needle in needles {
+            assert!(
+                !raw.windows(needle.len()).any(|w| w == *needle),
+                "plaintext {:?} in {}",
+                String::from_utf8_lossy(needle),
+                f.display()
+            );
+        }
+    }
+}
+
+/// The address of a starting agent's `[api]`, read from its log on stderr (which `child` must
+/// have piped; it is read to the end on a thread from here on).
+pub fn api_address(child: &mut Child) -> std::net::SocketAddr {
+    use std::io::BufRead;
+    const MARK: &str = "api: listening on http://";
+    let stderr = child.stderr.take().expect("the agent's stderr is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(at) = line.find(MARK) {
+                let addr = &line[at + MARK.len()..];
+                let _ = tx.send(addr.trim().trim_end_matches(|c: char| !c.is_ascii_digit()).to_owned());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(20)).expect("the api listens").parse().unwrap()
+}
