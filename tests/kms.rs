@@ -214,3 +214,70 @@ fn a_segment_waits_for_kms_and_loses_no_event() {
     got.sort();
     assert_eq!(got, all_lines(&[&input]));
 }
+
+/// `SEALTRAIL_KEY_<NAME>=kms:<base64>`: a local key carried in a KMS-encrypted variable, as
+/// the Lambda console's encryption helper writes it (context `LambdaFunctionName`) or as the
+/// CLI does (no context). Decrypted once at start: the segments it seals read back with the
+/// same variable and with the plaintext key, the Decrypt is audited under the key's ARN, the
+/// key never lands in the keyring directory, and a value encrypted for another function is
+/// an error naming the variable.
+#[test]
+fn a_kms_encrypted_environment_key_seals_and_reads_back() {
+    use base64::Engine;
+    let port = free_port();
+    let _moto = Moto::start(port);
+    let arn = create_key(port, "lambda-env");
+    let raw = [7u8; 32];
+    let plain = format!("base64:{}", base64::engine::general_purpose::STANDARD.encode(raw));
+    let encrypt = |function: &str| {
+        let out = tool(port, &["encrypt-env", &arn, &plain, function]);
+        assert!(out.status.success(), "encrypt: {}", stderr(&out));
+        format!("kms:{}", stdout(&out).trim())
+    };
+    let console = encrypt("pay-fn");
+    let env = Env::new();
+    let config = write_config(&env, "a.toml", "pay", "[keys]\ndefault = \"appkey\"");
+    let input = lines(300, "envkey");
+    let mut vars = aws_env(port);
+    vars.push(("SEALTRAIL_KEY_APPKEY", console.clone()));
+    vars.push(("AWS_LAMBDA_FUNCTION_NAME", "pay-fn".into()));
+    let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.run_agent_env(&config, &input, &refs);
+    assert!(!env.keys.join("appkey.json").exists(), "an environment key is never written to the keyring");
+
+    let query = |key_value: &str, function: &str| {
+        Command::new(BIN)
+            .args(["query", env.data.to_str().unwrap(), "--format", "jsonl", "--keys"])
+            .arg(&env.keys)
+            .envs(aws_env(port))
+            .env("SEALTRAIL_KEY_APPKEY", key_value)
+            .env("AWS_LAMBDA_FUNCTION_NAME", function)
+            .output()
+            .unwrap()
+    };
+    for (value, function) in [(console.as_str(), "pay-fn"), (plain.as_str(), "")] {
+        let q = query(value, function);
+        assert!(q.status.success(), "query: {}", stderr(&q));
+        let mut got = bodies(&q);
+        got.sort();
+        assert_eq!(got, all_lines(&[&input]));
+    }
+    let log = std::fs::read_to_string(env.keys.join("audit.jsonl")).unwrap();
+    assert!(log.lines().any(|l| l.contains("kms:Decrypt") && l.contains(&arn)), "{log}");
+    assert!(!log.contains(&plain) && !log.contains(&console[4..]), "the audit log holds no key material");
+
+    // Encrypted with the CLI (no context): decrypts whether or not a function name is known.
+    let cli_value = encrypt("");
+    for function in ["pay-fn", ""] {
+        assert!(query(&cli_value, function).status.success(), "{}", stderr(&query(&cli_value, function)));
+    }
+    // Encrypted for another function: the error names the variable and what was tried.
+    let other = query(&encrypt("other-fn"), "pay-fn");
+    assert_eq!(other.status.code(), Some(3), "{}", stderr(&other));
+    let err = stderr(&other);
+    assert!(err.contains("SEALTRAIL_KEY_APPKEY") && err.contains("LambdaFunctionName=pay-fn"), "{err}");
+    assert!(!err.contains(&plain), "{err}");
+    // Not base64 after `kms:`.
+    let bad = query("kms:%%%", "pay-fn");
+    assert!(!bad.status.success() && stderr(&bad).contains("SEALTRAIL_KEY_APPKEY"), "{}", stderr(&bad));
+}

@@ -385,6 +385,108 @@ impl KeyProvider for KmsProvider {
     }
 }
 
+/// The encryption context of the Lambda console's encryption helpers: the function's name
+/// (values encrypted with the CLI, or by the console before about 2021, have none).
+const LAMBDA_CONSOLE_CONTEXT: &str = "LambdaFunctionName";
+
+impl KmsProvider {
+    /// Decrypts the ciphertext of a `SEALTRAIL_KEY_<NAME>=kms:<base64>` variable (`var`):
+    /// first with the Lambda console helper's context when `function` (the Lambda function
+    /// name) is known, then without a context, as the KMS `Decrypt` of a value that the CLI
+    /// encrypted needs. The key is named by the ciphertext itself. Recorded in the audit log.
+    pub fn decrypt_env_value(
+        &self,
+        var: &str,
+        ciphertext: Vec<u8>,
+        function: Option<String>,
+    ) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+        const OP: &str = "Decrypt";
+        let who = format!("env {var}");
+        let key = who.clone();
+        let r = self.call(OP, &who, move |client| async move {
+            let mut contexts = Vec::new();
+            if let Some(f) = function.as_ref().filter(|f| !f.is_empty()) {
+                contexts.push(Some(std::iter::once((LAMBDA_CONSOLE_CONTEXT.to_owned(), f.clone())).collect()));
+            }
+            contexts.push(None);
+            for context in contexts {
+                let sent = client
+                    .decrypt()
+                    .ciphertext_blob(Blob::new(ciphertext.clone()))
+                    .set_encryption_context(context)
+                    .send()
+                    .await;
+                match sent {
+                    Ok(out) => {
+                        let arn = out.key_id.unwrap_or_default();
+                        return Ok((Zeroizing::new(out.plaintext.map(Blob::into_inner).unwrap_or_default()), arn));
+                    }
+                    Err(SdkError::ServiceError(se)) if se.err().code() == Some("InvalidCiphertextException") => {}
+                    Err(e) => return Err(sdk_error(OP, &key, e)),
+                }
+            }
+            let tried = match &function {
+                Some(f) if !f.is_empty() => format!("with the Lambda console's context ({LAMBDA_CONSOLE_CONTEXT}={f}) or without one"),
+                _ => "without an encryption context (AWS_LAMBDA_FUNCTION_NAME is not set, so the Lambda console's context was not tried)".to_owned(),
+            };
+            Err(kms_error(OP, &key, &format!("the value does not decrypt {tried}: was it encrypted for this function, under a key this role may use?")))
+        });
+        let (audited, outcome) = match &r {
+            Ok((_, arn)) if !arn.is_empty() => (arn.as_str(), "ok".to_owned()),
+            Ok(_) => (who.as_str(), "ok".to_owned()),
+            Err(e) => (who.as_str(), e.to_string()),
+        };
+        self.record(OP, audited, &outcome)?;
+        r.map(|(plain, _)| plain)
+    }
+}
+
+/// The key material of a `SEALTRAIL_KEY_<NAME>=kms:<base64>` variable, decrypted once per
+/// process (a variable does not change while it runs) through one process-wide provider whose
+/// calls are audited under `audit_dir`. The decrypted value is what the variable would hold
+/// in clear (`base64:<32 bytes>`) or the 32 raw bytes (`aws kms encrypt --plaintext
+/// fileb://key.bin`).
+pub fn env_key_material(
+    var: &str,
+    ciphertext_b64: &str,
+    audit_dir: &std::path::Path,
+) -> Result<Material, KeyError> {
+    use std::collections::HashMap;
+    use std::sync::OnceLock;
+    static PROVIDER: OnceLock<Result<KmsProvider, String>> = OnceLock::new();
+    static DECRYPTED: OnceLock<Mutex<HashMap<String, Material>>> = OnceLock::new();
+    let cache = DECRYPTED.get_or_init(Mutex::default);
+    // Held across the call: one decrypt per variable even when several components start at once.
+    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(m) = cache.get(var) {
+        return Ok(m.clone());
+    }
+    let bad = |reason: &str| KeyError::BadMaterial { origin: var.to_owned(), reason: reason.to_owned() };
+    let blob = B64
+        .decode(ciphertext_b64.trim())
+        .map_err(|_| bad("after `kms:` comes the base64 of a KMS ciphertext, and this is not base64"))?;
+    let provider = PROVIDER
+        .get_or_init(|| {
+            KmsProvider::new(KmsOptions { endpoint: None, audit_dir: audit_dir.to_owned() })
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| kms_error("Decrypt", var, e))?;
+    let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").ok();
+    let plain = provider.decrypt_env_value(var, blob, function)?;
+    let material = match std::str::from_utf8(&plain) {
+        Ok(text) if text.trim().starts_with("base64:") => super::parse_material(text, var)?,
+        _ if plain.len() == 32 => {
+            let mut m = Zeroizing::new([0u8; 32]);
+            m.copy_from_slice(&plain);
+            m
+        }
+        _ => return Err(bad("the decrypted value is neither `base64:<32 bytes>` nor 32 raw bytes")),
+    };
+    cache.insert(var.to_owned(), material.clone());
+    Ok(material)
+}
+
 /// The provider the sink, `segments` and `query` use: `kms:` references and key-ARN key
 /// metadata go to AWS KMS (the provider is created on first use), everything else to the
 /// local keyring. Clones share one KMS provider (and its runtime and client cache).

@@ -246,7 +246,11 @@ impl Keyring {
     fn load(&self, name: &str) -> Result<(Option<FileStamp>, Key), KeyError> {
         let var = env_suffix(name);
         if let Some(v) = self.env.get(&var) {
-            let material = parse_material(v, &format!("SEALTRAIL_KEY_{var}"))?;
+            let origin = format!("SEALTRAIL_KEY_{var}");
+            let material = match v.strip_prefix("kms:") {
+                Some(ciphertext) => super::kms::env_key_material(&origin, ciphertext, &self.dir)?,
+                None => parse_material(v, &origin)?,
+            };
             let created = String::new();
             let version = KeyVersion { name: name.to_owned(), version: 1, created, material };
             return Ok((None, Key { name: name.to_owned(), versions: vec![version], from_env: true }));

@@ -58,6 +58,13 @@ def main():
         for path in args:
             table = pq.ParquetFile(path, decryption_properties=props).read()
             print(json.dumps({"path": path, "rows": table.num_rows, "bodies": table.column("body").to_pylist()}))
+    elif cmd == "encrypt-env":
+        # As the Lambda console's encryption helper does: the variable's text encrypted under
+        # the key, with the function name as encryption context (or none: the CLI's way).
+        key, text, function = args[0], args[1], (args[2] if len(args) > 2 else "")
+        extra = {"EncryptionContext": {"LambdaFunctionName": function}} if function else {}
+        blob = kms().encrypt(KeyId=key, Plaintext=text.encode(), **extra)["CiphertextBlob"]
+        print(base64.b64encode(blob).decode())
     elif cmd == "wrong-context":
         meta = key_metadata(args[0])
         try:
