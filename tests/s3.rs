@@ -114,6 +114,24 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// The year, month and day directories under the local data directory.
+fn day_dirs(env: &Env) -> Vec<PathBuf> {
+    fn walk(d: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                if p.file_name().is_some_and(|n| n.to_string_lossy().bytes().all(|b| b.is_ascii_digit())) {
+                    out.push(p.clone());
+                }
+                walk(&p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&env.data, &mut out);
+    out
+}
+
 fn local_segments(env: &Env) -> Vec<PathBuf> {
     if env.data.exists() { env.segments() } else { Vec::new() }
 }
@@ -136,6 +154,7 @@ fn segments_are_uploaded_verified_with_sse_kms_and_read_back_by_pyarrow() {
 
     // Uploaded, verified, removed locally.
     assert!(local_segments(&env).is_empty(), "{:?}", local_segments(&env));
+    assert_eq!(day_dirs(&env), Vec::<PathBuf>::new(), "uploaded segments leave no empty day directories");
     let objs = objects(port, "vault", "sealed/");
     assert_eq!(objs.len(), 3, "{objs:?}");
     for o in &objs {

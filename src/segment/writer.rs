@@ -345,7 +345,18 @@ impl SegmentWriter {
                 tracing::warn!(segment = %dest.display(), "not recorded in the segment manifest: {e:#}");
             }
         }
-        fs::rename(&inflight, &dest).map_err(io(&dest))?;
+        // The sink's retention pass and uploader remove day directories they leave empty; one
+        // that went between the `create_dir_all` above and here is made again (bounded).
+        let mut tries = 0;
+        loop {
+            match fs::rename(&inflight, &dest) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 3 && inflight.exists() => {
+                    tries += 1;
+                    fs::create_dir_all(&dest_dir).map_err(io(&dest_dir))?;
+                }
+                r => break r.map_err(io(&dest))?,
+            }
+        }
         File::open(&dest_dir).and_then(|d| d.sync_all()).map_err(io(&dest_dir))?;
         Ok(Sealed { path: dest, rows, bytes, key_id })
     }

@@ -76,7 +76,6 @@ pub fn remove(root: &Path, expired: &[Expired], manifest: Option<&Manifest>) -> 
             m.record(&entries)?;
         }
     }
-    let mut dirs = std::collections::BTreeSet::new();
     for e in expired {
         match std::fs::remove_file(&e.path) {
             Ok(()) => {}
@@ -85,22 +84,24 @@ pub fn remove(root: &Path, expired: &[Expired], manifest: Option<&Manifest>) -> 
         }
         done.segments += 1;
         done.bytes += e.bytes;
-        let mut d = e.path.parent();
-        // Day, month and year: never the signal directory or the root.
-        for _ in 0..3 {
-            let Some(dir) = d else { break };
-            if dir == root {
-                break;
-            }
-            dirs.insert(dir.to_path_buf());
-            d = dir.parent();
-        }
-    }
-    // Deepest first; `remove_dir` only removes empty directories.
-    for dir in dirs.iter().rev() {
-        let _ = std::fs::remove_dir(dir);
+        remove_empty_parents(root, &e.path);
     }
     Ok(done)
+}
+
+/// Removes the day, month and year directories above the segment at `path` that are left
+/// empty, deepest first, never the signal directory or `root`. `remove_dir` only removes an
+/// empty directory, and the writer makes its day directory again if it went just before a
+/// seal (see `segment::writer`).
+pub fn remove_empty_parents(root: &Path, path: &Path) {
+    let mut d = path.parent();
+    for _ in 0..3 {
+        let Some(dir) = d else { break };
+        if dir == root || std::fs::remove_dir(dir).is_err() {
+            break;
+        }
+        d = dir.parent();
+    }
 }
 
 /// The sink's periodic pass: removes segments older than `retention + max_age`, so no event

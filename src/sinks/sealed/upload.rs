@@ -245,10 +245,13 @@ async fn run(
             };
             match r {
                 Ok(u) => {
-                    if let Err(e) = std::fs::remove_file(path) {
+                    match std::fs::remove_file(path) {
+                        Ok(()) => super::retention::remove_empty_parents(&root, path),
                         // Uploaded and verified: a second upload would overwrite the same
                         // object with the same bytes, so this only costs disk.
-                        tracing::warn!(segment = %path.display(), error = %e, "uploaded, but the local copy could not be removed");
+                        Err(e) => {
+                            tracing::warn!(segment = %path.display(), error = %e, "uploaded, but the local copy could not be removed")
+                        }
                     }
                     spool.uploaded(*size);
                     metrics.add("uploaded_segments", 1);
