@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::aws::*;
-use common::{free_port, python};
+use common::{SIGTERM, free_port, python, signal};
 use sealed_common::*;
 
 fn script(name: &str) -> PathBuf {
@@ -420,4 +420,77 @@ fn segments_left_by_kill_9_before_upload_are_uploaded_at_the_next_start() {
 
 fn leak(s: String) -> &'static str {
     Box::leak(s.into_boxed_str())
+}
+
+/// S3 unreachable and the spool full, so the writer holds the pipeline back (backpressure):
+/// SIGTERM still ends the run. The spool lets the writer go, everything read is sealed
+/// locally, the uploader gives up after `upload_drain_timeout`, and the next start (S3
+/// reachable) uploads it all. Before, the writer waited for room forever and the agent never
+/// exited.
+#[test]
+fn sigterm_ends_a_run_whose_spool_is_full_while_s3_is_down() {
+    let port = free_port();
+    let env = Env::new();
+    let config = write_config(
+        &env,
+        "full",
+        "max_age = \"200ms\"\nmax_bytes = 65536\nupload_spool_bytes = 65536\nupload_drain_timeout = \"1s\"",
+    );
+    let _moto = Moto::start(port);
+    create_key(port, "seal");
+    tool("s3_tool.py", port, &["mkbucket", "full"]);
+    let dead = free_port();
+    let mut child = spawn_agent(&env, &config, port, dead);
+    let mut stdin = child.stdin.take().unwrap();
+    let stderr_pipe = child.stderr.take().unwrap();
+    let log = Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            use std::io::{BufRead, BufReader};
+            for line in BufReader::new(stderr_pipe).lines().map_while(Result::ok) {
+                let mut l = log.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        })
+    };
+    // Lines until the pipe is refused (the agent stopped reading at SIGTERM) or a bound.
+    let feeder = std::thread::spawn(move || {
+        let mut sent = 0usize;
+        while sent < 200_000 {
+            let line = format!("held-{sent:08} {}\n", "x".repeat(200));
+            if stdin.write_all(line.as_bytes()).is_err() {
+                break;
+            }
+            sent += 1;
+        }
+    });
+    wait_until("the spool is full", || log.lock().unwrap().contains("S3 upload spool is full"));
+    signal(child.id(), SIGTERM);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no exit after SIGTERM: {}",
+            log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = feeder.join();
+    reader.join().unwrap();
+    let log = log.lock().unwrap().clone();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("sealed segments not uploaded in time stay on disk"), "{log}");
+    let left = local_segments(&env);
+    assert!(left.len() >= 2, "{left:?}");
+
+    // The next start with S3 reachable uploads every one of them.
+    let refs: Vec<(&str, &str)> = aws_env(port).into_iter().map(|(k, v)| (k, leak(v))).collect();
+    env.run_agent_env(&config, b"", &refs);
+    assert!(local_segments(&env).is_empty());
+    assert_eq!(objects(port, "full", "sealed/").len(), left.len());
 }

@@ -389,14 +389,32 @@ impl Sink for SealedSink {
             let spool = uploader.as_ref().map(upload::Uploader::spool);
             let (drain_timeout, lambda) =
                 (self.upload.as_ref().map(|u| u.drain_timeout), self.lambda.clone());
-            if let (Some(spool), Some(l)) = (&spool, &lambda) {
-                // At SHUTDOWN a full spool stops holding the writer: sealing comes first.
-                let (spool, l) = (spool.clone(), l.clone());
+            // At SHUTDOWN, SIGTERM or SIGINT a full spool stops holding the writer: sealing
+            // comes first. (The end of input cannot do it: while the writer waits, this task
+            // waits to hand it a batch and never sees the input end.)
+            let releaser = spool.clone().map(|spool| {
+                let l = lambda.clone();
                 tokio::spawn(async move {
-                    l.shutdown_requested().await;
+                    use tokio::signal::unix::{SignalKind, signal};
+                    let (Ok(mut term), Ok(mut int)) =
+                        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+                    else {
+                        return;
+                    };
+                    let shutdown = async {
+                        match &l {
+                            Some(l) => l.shutdown_requested().await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        _ = shutdown => {}
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
                     spool.release();
-                });
-            }
+                })
+            });
             let worker = tokio::task::spawn_blocking(move || {
                 let mut w = Writer::new(*self, provider, metrics);
                 w.spool = spool;
@@ -448,6 +466,9 @@ impl Sink for SealedSink {
                 r.abort();
             }
             let r = worker.await.map_err(|e| anyhow::anyhow!("segment writer thread: {e}"));
+            if let Some(t) = releaser {
+                t.abort();
+            }
             if let Some(u) = uploader {
                 // In Lambda the SHUTDOWN deadline (less the margin) bounds the last uploads.
                 let deadline = match lambda.as_ref().and_then(|l| l.shutdown_info()) {
