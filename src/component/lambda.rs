@@ -144,6 +144,11 @@ impl Handle {
 /// and rename plus scheduling noise, so the platform never has to SIGKILL a sealing agent.
 pub const SHUTDOWN_MARGIN: Duration = Duration::from_millis(150);
 
+/// How long before the SHUTDOWN deadline the sealed sink stops uploading to S3: a second
+/// [`SHUTDOWN_MARGIN`] before the driver's own cut-off, so that after an upload is abandoned
+/// the sink lists what stays local, logs it and returns, and the pipeline ends in time.
+pub const UPLOAD_STOP_MARGIN: Duration = Duration::from_millis(2 * SHUTDOWN_MARGIN.as_millis() as u64);
+
 /// Converts a deadline in Unix epoch milliseconds to a monotonic instant (a deadline in the
 /// past becomes now).
 pub fn deadline_instant(deadline_ms: u64) -> Instant {

@@ -470,9 +470,9 @@ impl Sink for SealedSink {
                 t.abort();
             }
             if let Some(u) = uploader {
-                // In Lambda the SHUTDOWN deadline (less the margin) bounds the last uploads.
+                // In Lambda the SHUTDOWN deadline (less `UPLOAD_STOP_MARGIN`) bounds the last uploads.
                 let deadline = match lambda.as_ref().and_then(|l| l.shutdown_info()) {
-                    Some(s) => s.deadline.checked_sub(crate::component::lambda::SHUTDOWN_MARGIN),
+                    Some(s) => s.deadline.checked_sub(crate::component::lambda::UPLOAD_STOP_MARGIN),
                     None => None,
                 }
                 .unwrap_or_else(|| Instant::now() + drain_timeout.unwrap_or_default());
@@ -832,8 +832,15 @@ impl Writer {
                 open.since = Some(Instant::now());
                 open.wal_gen = self.batch_gen;
             }
+            let first = open.rows == 0 && open.writer.is_none();
             open.columns.append(e);
             open.rows += 1;
+            // A KMS data key is a network round trip: get it with the segment's first event,
+            // not when the segment seals, which in Lambda is at SHUTDOWN with little time left.
+            if first && is_kms_ref(&self.keys[open.key]) {
+                self.open_writer(slot)?;
+            }
+            let Some(open) = self.open[slot].as_mut() else { continue };
             let full = open.columns.rows() >= BATCH_ROWS || open.columns.bytes() >= 4 << 20;
             let rotate = open.rows >= self.sink.max_rows;
             if full || rotate {
@@ -850,12 +857,9 @@ impl Writer {
         self.open[slot].as_ref().and_then(|o| o.writer.as_ref()).map(|w| w.size()).unwrap_or(0)
     }
 
-    /// Writes the rows buffered in the builders of `slot` into its segment (opening it).
-    fn write_buffered(&mut self, slot: usize) -> anyhow::Result<()> {
+    /// Creates the segment file of `slot` (and its data key) unless it exists.
+    fn open_writer(&mut self, slot: usize) -> anyhow::Result<()> {
         let Some(open) = self.open[slot].as_mut() else { return Ok(()) };
-        if open.columns.rows() == 0 {
-            return Ok(());
-        }
         if open.writer.is_none() {
             let key = &self.keys[open.key];
             let (sink, provider) = (&self.sink, &self.provider);
@@ -863,6 +867,17 @@ impl Writer {
                 SegmentWriter::create(&sink.root, open.signal, open.first_nanos, provider, key, &sink.options)
             })?);
         }
+        Ok(())
+    }
+
+    /// Writes the rows buffered in the builders of `slot` into its segment (opening it).
+    fn write_buffered(&mut self, slot: usize) -> anyhow::Result<()> {
+        let Some(open) = self.open[slot].as_mut() else { return Ok(()) };
+        if open.columns.rows() == 0 {
+            return Ok(());
+        }
+        self.open_writer(slot)?;
+        let Some(open) = self.open[slot].as_mut() else { return Ok(()) };
         let batch = open.columns.finish();
         if let Some(w) = open.writer.as_mut() {
             w.write(&batch)?;
