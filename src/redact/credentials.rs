@@ -38,6 +38,7 @@
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 
+use super::tail::{Kind as TailKind, Scanned, Tail};
 use super::{BuildError, BuildErrorKind, Cand, Detector, after_escape, is_alnum};
 
 /// The credential detectors, in [`Detector`] order.
@@ -62,11 +63,14 @@ pub const MAX_KEY: usize = 64;
 /// Bytes before a `password=` key searched for `host=`/`dbname=`, which make it a DSN field.
 pub const DSN_LOOKBACK: usize = 128;
 
-/// The longest value of a key, a header or a token: a longer one is masked up to here.
+/// The bytes of a value, a header or a token read to decide it: a value at least this long is
+/// a secret whatever it holds (no `true`, no mask), and is masked on to its delimiter whatever
+/// its length (see [`super::tail`]).
 pub const MAX_VALUE: usize = 4096;
 
-/// The longest PEM body: a block whose `-----END` is not within this many bytes is masked up
-/// to here (an RSA 8192-bit key is about 6.5 KiB).
+/// The PEM body searched for its `-----END` marker (an RSA 8192-bit key is about 6.5 KiB).
+/// A longer body is masked on over base64, line breaks and spaces, to the marker or the
+/// first other byte.
 pub const MAX_PEM: usize = 16 * 1024;
 
 /// Fixed-prefix tokens: the prefix (case-sensitive) and the fewest token bytes after it.
@@ -287,7 +291,7 @@ fn at_anchor(
 type Found<'a> = &'a mut dyn FnMut(Cand);
 
 fn cand(start: usize, end: usize, keep: usize, det: Detector) -> Cand {
-    Cand { start, end, keep, det, open: false }
+    Cand { start, end, keep, det, open: None }
 }
 
 /// A byte of a key in text.
@@ -397,34 +401,34 @@ fn ends_value(b: u8) -> bool {
 
 /// The end of a value starting at `v` with opening quote `q`: the closing quote (a `\"` inside
 /// `"…"` does not close it), else [`ends_value`] (or, in a connection string, `;` and control
-/// bytes only). At most [`MAX_VALUE`] bytes; a line break always ends it.
-fn value_end(buf: &[u8], v: usize, q: u8, conn: bool, eof: bool) -> Result<usize, Undecided> {
-    let lim = (v + MAX_VALUE).min(buf.len());
-    let mut j = v;
-    while j < lim {
-        let b = buf[j];
-        let stop = match q {
-            b'"' => b == b'"' && !(j > v && buf[j - 1] == b'\\') || b < b' ',
-            b'\'' => b == b'\'' || b < b' ',
-            b'\\' => b == b'\\' && buf.get(j + 1) == Some(&b'"') || b < b' ',
-            _ if conn => b == b';' || b < b' ' || b == b'"' || b == b'\'' || b == 0x7F,
-            _ => ends_value(b),
-        };
-        if stop {
-            break;
-        }
-        j += 1;
+/// bytes only, without the spaces before it). A line break always ends it; its length does not.
+/// When `buf` is not the end of the input and ends inside a value of at least [`MAX_VALUE`]
+/// bytes, returns the bytes of it seen and the [`Tail`] that finds the rest (a shorter one is
+/// undecided).
+fn value_end(buf: &[u8], v: usize, q: u8, conn: bool, eof: bool) -> Result<(usize, Option<Tail>), Undecided> {
+    let kind = match q {
+        b'"' => TailKind::DoubleQuoted,
+        b'\'' => TailKind::SingleQuoted,
+        b'\\' => TailKind::EscapedQuoted,
+        _ if conn => TailKind::Conn,
+        _ => TailKind::Value,
+    };
+    let mut t = Tail::new(kind);
+    match t.scan(&buf[v..], eof) {
+        Scanned::End(e) => Ok((v + e, None)),
+        Scanned::More(k) if k >= MAX_VALUE => Ok((v + k, Some(t))),
+        Scanned::More(_) => Err(Undecided),
     }
-    if j == buf.len() && j < v + MAX_VALUE && !eof {
-        return Err(Undecided);
+}
+
+/// A credential `buf[s..e]` found by a bounded parse that stopped at `e` before its
+/// delimiter: it goes on with `tail` to the delimiter, or is open when `buf` ends first.
+fn extended(buf: &[u8], s: usize, e: usize, keep: usize, det: Detector, tail: Tail, eof: bool) -> Cand {
+    let mut t = tail;
+    match t.scan(&buf[e..], eof) {
+        Scanned::End(x) => cand(s, e + x, keep, det),
+        Scanned::More(k) => Cand { start: s, end: e + k, keep, det, open: Some(t) },
     }
-    // In a connection string, trailing spaces before `;` are not part of the password.
-    if conn && q == 0 {
-        while j > v && buf[j - 1] == b' ' {
-            j -= 1;
-        }
-    }
-    Ok(j)
 }
 
 /// Values that hold no secret: empty, booleans, null, and what a mask already made.
@@ -599,9 +603,12 @@ fn key_value(
         if i > 0 { buf[i - 1] } else { b'\n' }
     };
     let after_semicolon = class == SecretKey::Password && before == b';';
-    let end = value_end(buf, v, q, after_semicolon, eof)?;
+    let (end, open) = value_end(buf, v, q, after_semicolon, eof)?;
     let value = &buf[v..end];
-    if is_non_secret_value(value) {
+    // A long value is a secret whatever it holds, and what follows its end does not decide
+    // it (a stream has not seen that yet).
+    let long = open.is_some() || end - v >= MAX_VALUE;
+    if !long && is_non_secret_value(value) {
         return Ok(());
     }
     // `PWD=/home/app`: the shell's working directory.
@@ -612,7 +619,7 @@ fn key_value(
         SecretKey::AwsSecret if is_aws_secret(value) => Detector::AwsSecretKey,
         SecretKey::Password
             if after_semicolon
-                || buf.get(end) == Some(&b';')
+                || (!long && buf.get(end) == Some(&b';'))
                 || (ks > 0 && buf[ks - 1] == b' ' && dsn_before(buf, ks)) =>
         {
             Detector::ConnectionString
@@ -626,7 +633,7 @@ fn key_value(
     } else {
         return Ok(());
     };
-    push(cand(v, end, 0, det));
+    push(Cand { start: v, end, keep: 0, det, open });
     Ok(())
 }
 
@@ -658,17 +665,21 @@ fn authorization(buf: &[u8], a: usize, len: usize, eof: bool, push: Found<'_>) -
     let Some((v, q)) = separator(buf, a + len, eof)? else { return Ok(()) };
     // Quoted: to the closing quote; unquoted: to the end of the line (Digest parameters hold
     // quotes and commas).
-    let end = if q == 0 {
-        run(buf, v, MAX_VALUE, eof, |b| b >= b' ' && b != 0x7F)?
+    let (end, long) = if q == 0 {
+        let end = run(buf, v, MAX_VALUE, eof, |b| b >= b' ' && b != 0x7F)?;
+        (end, end == v + MAX_VALUE)
     } else {
-        value_end(buf, v, q, false, eof)?
+        let (end, open) = value_end(buf, v, q, false, eof)?;
+        (end, open.is_some() || end - v >= MAX_VALUE)
     };
-    auth_value(buf, v, end, push);
+    auth_value(buf, v, end, long.then_some(eof), push);
     Ok(())
 }
 
-/// The credentials of the `Authorization` value `buf[v..end]`.
-fn auth_value(buf: &[u8], v: usize, end: usize, push: Found<'_>) {
+/// The credentials of the `Authorization` value `buf[v..end]`. `long` (with whether `buf`
+/// ends the input) when `end` is where a bounded read stopped, not the value's end: a
+/// credential that reaches it goes on to its own delimiter.
+fn auth_value(buf: &[u8], v: usize, end: usize, long: Option<bool>, push: Found<'_>) {
     let value = &buf[v..end];
     if is_non_secret_value(value) {
         return;
@@ -678,15 +689,15 @@ fn auth_value(buf: &[u8], v: usize, end: usize, push: Found<'_>) {
     if scheme_len == 0 || after_scheme != Some(b' ') {
         // No scheme: the value is the credential.
         let e = v + value.iter().position(|&b| ends_value(b)).unwrap_or(value.len());
-        push(cand(v, e, 0, Detector::Authorization));
+        push(reaching(buf, v, e, end, long, Tail::new(TailKind::Value)));
         return;
     }
     let scheme = &value[..scheme_len];
     let rest = v + scheme_len + 1;
     if scheme.eq_ignore_ascii_case(b"digest") {
-        params(buf, rest, end, &[b"response"], push);
+        params(buf, rest, end, long, &[b"response"], push);
     } else if scheme.len() > 4 && scheme[..4].eq_ignore_ascii_case(b"aws4") {
-        params(buf, rest, end, &[b"signature"], push);
+        params(buf, rest, end, long, &[b"signature"], push);
     } else {
         // Basic, Bearer, Token, Negotiate, …: one credential after the scheme.
         let mut s = rest;
@@ -695,8 +706,17 @@ fn auth_value(buf: &[u8], v: usize, end: usize, push: Found<'_>) {
         }
         let e = s + buf[s..end].iter().position(|&b| ends_value(b)).unwrap_or(end - s);
         if !is_non_secret_value(&buf[s..e]) {
-            push(cand(s, e, 0, Detector::Authorization));
+            push(reaching(buf, s, e, end, long, Tail::new(TailKind::Value)));
         }
+    }
+}
+
+/// The `Authorization` credential `buf[s..e]`, gone on with `tail` when it reaches the end of
+/// a long value read only to `end` (see [`auth_value`]).
+fn reaching(buf: &[u8], s: usize, e: usize, end: usize, long: Option<bool>, tail: Tail) -> Cand {
+    match long {
+        Some(eof) if e == end => extended(buf, s, e, 0, Detector::Authorization, tail, eof),
+        _ => cand(s, e, 0, Detector::Authorization),
     }
 }
 
@@ -705,13 +725,13 @@ fn auth_value(buf: &[u8], v: usize, end: usize, push: Found<'_>) {
 pub(crate) fn keyed_authorization(key: &str, value: &[u8], out: &mut Vec<Cand>) {
     if classify_key(key.as_bytes()) == SecretKey::Authorization {
         // The value is the header value alone: it runs to its end.
-        auth_value(value, 0, value.len(), &mut |c| out.push(c));
+        auth_value(value, 0, value.len(), None, &mut |c| out.push(c));
     }
 }
 
 /// The values of the `name=value` parameters in `buf[s..e]` whose name is in `names`
 /// (Digest `response="…"`, SigV4 `Signature=…`).
-fn params(buf: &[u8], s: usize, e: usize, names: &[&[u8]], push: Found<'_>) {
+fn params(buf: &[u8], s: usize, e: usize, long: Option<bool>, names: &[&[u8]], push: Found<'_>) {
     let mut i = s;
     while i < e {
         while i < e && matches!(buf[i], b' ' | b',') {
@@ -731,7 +751,8 @@ fn params(buf: &[u8], s: usize, e: usize, names: &[&[u8]], push: Found<'_>) {
                 ve += 1;
             }
             if names.iter().any(|n| name.eq_ignore_ascii_case(n)) && ve > vs {
-                push(cand(vs, ve, 0, Detector::Authorization));
+                let tail = Tail::new(if quoted { TailKind::DoubleQuoted } else { TailKind::Value });
+                push(reaching(buf, vs, ve, e, long, tail));
             }
             i = if quoted && ve < e { ve + 1 } else { ve };
         } else {
@@ -766,26 +787,24 @@ fn jwt(buf: &[u8], a: usize, eof: bool, push: Found<'_>) -> Result<(), Undecided
         return Ok(());
     }
     let h = run(buf, a, MAX_VALUE, eof, is_token_byte)?;
-    if h - a < 10 || need(buf, h, eof)? != Some(b'.') {
+    if h - a < 10 {
         return Ok(());
     }
-    let p = run(buf, h + 1, MAX_VALUE, eof, is_token_byte)?;
+    if h - a == MAX_VALUE {
+        // A long header: a token whatever follows, to its end.
+        push(extended(buf, a, h, 0, Detector::Jwt, Tail::jwt(4), eof));
+        return Ok(());
+    }
+    if need(buf, h, eof)? != Some(b'.') {
+        return Ok(());
+    }
+    let p = run(buf, h + 1, 10, eof, is_token_byte)?;
     if p - (h + 1) < 10 {
         return Ok(());
     }
-    let mut e = p;
-    for _ in 0..3 {
-        if need(buf, e, eof)? != Some(b'.') {
-            break;
-        }
-        let n = run(buf, e + 1, MAX_VALUE, eof, is_token_byte)?;
-        if n == e + 1 {
-            break;
-        }
-        e = n;
-    }
-    // A trailing `.` with no segment after it (`alg: none`) stays outside the match.
-    push(cand(a, e.min(a + 3 * MAX_VALUE), 0, Detector::Jwt));
+    // The payload and up to three more segments (an encrypted token has five); a trailing `.`
+    // with no segment after it (`alg: none`) stays outside the match.
+    push(extended(buf, a, h + 1, 0, Detector::Jwt, Tail::jwt(3), eof));
     Ok(())
 }
 
@@ -805,11 +824,14 @@ fn pem(buf: &[u8], a: usize, eof: bool, push: Found<'_>) -> Result<(), Undecided
         return Ok(());
     }
     let body = label_end + 5;
-    let lim = (body + MAX_PEM).min(buf.len());
-    let end = match memchr::memmem::find(&buf[body..lim], b"-----END") {
-        Some(p) => body + p,
-        None if lim == body + MAX_PEM || eof => lim,
-        None => return Err(Undecided),
+    // The marker may start just before the limit.
+    const END: &[u8] = b"-----END";
+    let window = (body + MAX_PEM + END.len() - 1).min(buf.len());
+    let (end, long) = match memchr::memmem::find(&buf[body..window], END) {
+        Some(p) if p < MAX_PEM => (body + p, false),
+        _ if window == body + MAX_PEM + END.len() - 1 => (body + MAX_PEM, true),
+        _ if eof => (buf.len().min(body + MAX_PEM), buf.len() >= body + MAX_PEM),
+        _ => return Err(Undecided),
     };
     // The line breaks (or their JSON escapes) around the body stay, so the markers keep their
     // own lines.
@@ -822,6 +844,16 @@ fn pem(buf: &[u8], a: usize, eof: bool, push: Found<'_>) -> Result<(), Undecided
         } else {
             break;
         }
+    }
+    if long {
+        // Past the limit the body goes on over base64 and line breaks (see [`MAX_PEM`]),
+        // from before the line breaks that end the part read.
+        let from = (e - super::tail::pem_trailer(&buf[s..e])).max(s);
+        let c = extended(buf, s, from, 0, Detector::PrivateKey, Tail::new(TailKind::Pem), eof);
+        if c.end > c.start {
+            push(c);
+        }
+        return Ok(());
     }
     loop {
         if e > s && matches!(buf[e - 1], b'\r' | b'\n' | b' ') {
@@ -848,7 +880,12 @@ fn token(buf: &[u8], a: usize, i: usize, eof: bool, push: Found<'_>) -> Result<(
     if e - (a + p.len()) < min {
         return Ok(());
     }
-    push(cand(a, e, p.len(), Detector::PrefixedToken));
+    if e == a + p.len() + MAX_VALUE {
+        let tail = Tail::new(TailKind::Token { dot: sendgrid });
+        push(extended(buf, a, e, p.len(), Detector::PrefixedToken, tail, eof));
+    } else {
+        push(cand(a, e, p.len(), Detector::PrefixedToken));
+    }
     Ok(())
 }
 
@@ -1190,12 +1227,9 @@ mod tests {
             "p".repeat(5000)
         );
         let want = whole(&r, input.as_bytes());
-        let tail = "p".repeat(5000 - MAX_VALUE);
         assert_eq!(
             String::from_utf8_lossy(&want.0),
-            format!(
-                "a\n-----BEGIN PRIVATE KEY-----\n****\n-----END PRIVATE KEY-----\nb password=****{tail} c\n"
-            )
+            "a\n-----BEGIN PRIVATE KEY-----\n****\n-----END PRIVATE KEY-----\nb password=**** c\n"
         );
         for step in [1, 7, 64, 1000, 4096] {
             let cuts: Vec<usize> = (step..input.len()).step_by(step).collect();

@@ -30,6 +30,7 @@
 //!
 //! The scheme, host, port, path, user name and other parameters stay readable.
 
+use super::tail::{Kind as TailKind, Tail};
 use super::{BuildError, BuildErrorKind, Cand, Detector};
 
 /// The longest authority (`user:password@host:port`) the detector looks through for an `@`:
@@ -202,7 +203,7 @@ impl UrlCredentials {
                 }
                 Userinfo::None => {}
                 Userinfo::Found { end, keep } => {
-                    out.push(Cand { start: u, end, keep, det: Detector::UrlCredentials, open: false })
+                    out.push(Cand { start: u, end, keep, det: Detector::UrlCredentials, open: None })
                 }
             }
             return;
@@ -210,7 +211,7 @@ impl UrlCredentials {
         if buf[y] == b'@' {
             if let Some((start, end)) = schemeless(buf, y, st.eof) {
                 if start >= st.from {
-                    out.push(Cand { start, end, keep: 0, det: Detector::UrlCredentials, open: false });
+                    out.push(Cand { start, end, keep: 0, det: Detector::UrlCredentials, open: None });
                 }
             }
             return;
@@ -248,12 +249,16 @@ impl UrlCredentials {
         match end {
             Some(0) => {}
             Some(len) => {
-                out.push(Cand { start: v, end: v + len, keep: 0, det: Detector::UrlCredentials, open: false })
+                out.push(Cand { start: v, end: v + len, keep: 0, det: Detector::UrlCredentials, open: None })
             }
             None if v == n => {}
-            None => {
-                out.push(Cand { start: v, end: n, keep: 0, det: Detector::UrlCredentials, open: !st.eof })
-            }
+            None => out.push(Cand {
+                start: v,
+                end: n,
+                keep: 0,
+                det: Detector::UrlCredentials,
+                open: (!st.eof).then(|| Tail::new(TailKind::Value)),
+            }),
         }
     }
 }
@@ -581,6 +586,6 @@ mod tests {
         assert_eq!(u.candidates(b"see https://user:pa", 0, false, &mut out), 12);
         out.clear();
         u.candidates(b"x?token=abc", 0, false, &mut out);
-        assert!(out[0].open);
+        assert!(out[0].open.is_some());
     }
 }
