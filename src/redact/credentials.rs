@@ -132,28 +132,24 @@ enum Anchor {
     Token(usize),
 }
 
-/// The spellings of a key word anchor that are looked for: lower case, Capitalized (also a
-/// camelCase hump: `dbPassword`, `clientSecret`) and UPPER case. The automaton matches bytes
-/// exactly, which keeps its SIMD prefilter; `PassWord` is not found.
-fn spellings(word: &str) -> [String; 3] {
-    let mut cap = word.to_owned();
-    cap[..1].make_ascii_uppercase();
-    [word.to_owned(), cap, word.to_ascii_uppercase()]
+/// Whether an anchor of this kind is found in any ASCII case (key words and `Authorization`:
+/// `PassWord=`, `API_KEY`, `AUTHORIZATION:`); the others (`AKIA`, `eyJ`, token prefixes)
+/// are case-sensitive, and their parsers check the exact bytes the case-insensitive automaton
+/// also reports.
+fn any_case(kind: Anchor) -> bool {
+    matches!(kind, Anchor::Key | Anchor::Authorization)
 }
 
-/// camelCase spellings of multi-word key anchors.
-const CAMEL_ANCHORS: &[&str] = &[
-    "apiKey",
-    "ApiKey",
-    "Api-Key",
-    "Api_Key",
-    "accountKey",
-    "AccountKey",
-    "sharedAccessKey",
-    "SharedAccessKey",
-];
+/// Whether the anchor `s` of `kind` is at the start of `buf`.
+fn anchor_at(buf: &[u8], s: &[u8], kind: Anchor) -> bool {
+    if any_case(kind) {
+        buf.len() >= s.len() && buf[..s.len()].eq_ignore_ascii_case(s)
+    } else {
+        buf.starts_with(s)
+    }
+}
 
-/// Every anchor spelling with its kind, built once; the automaton's pattern ids index this.
+/// Every anchor with its kind, built once; the automaton's pattern ids index this.
 static ANCHORS: std::sync::LazyLock<Vec<(String, Anchor)>> = std::sync::LazyLock::new(build_anchors);
 
 fn anchors() -> &'static [(String, Anchor)] {
@@ -161,10 +157,8 @@ fn anchors() -> &'static [(String, Anchor)] {
 }
 
 fn build_anchors() -> Vec<(String, Anchor)> {
-    let mut v: Vec<(String, Anchor)> =
-        KEY_ANCHORS.iter().flat_map(|k| spellings(k)).map(|k| (k, Anchor::Key)).collect();
-    v.extend(CAMEL_ANCHORS.iter().map(|k| (k.to_string(), Anchor::Key)));
-    v.extend(spellings("authorization").into_iter().map(|k| (k, Anchor::Authorization)));
+    let mut v: Vec<(String, Anchor)> = KEY_ANCHORS.iter().map(|k| (k.to_string(), Anchor::Key)).collect();
+    v.push(("authorization".into(), Anchor::Authorization));
     v.push(("AKIA".into(), Anchor::AwsKeyId));
     v.push(("ASIA".into(), Anchor::AwsKeyId));
     v.push(("eyJ".into(), Anchor::Jwt));
@@ -199,6 +193,7 @@ impl Credentials {
         let list = anchors();
         let ac = AhoCorasick::builder()
             .match_kind(MatchKind::Standard)
+            .ascii_case_insensitive(true)
             .kind(Some(AhoCorasickKind::DFA))
             .build(list.iter().map(|(s, _)| s.as_bytes()))
             .map_err(|e| {
@@ -240,7 +235,7 @@ pub(crate) fn at_position(buf: &[u8], x: usize, eof: bool, on: &On, out: &mut Ve
     let mut r = Ok(());
     for (s, kind) in anchors() {
         let (s, kind) = (s.as_bytes(), *kind);
-        if buf[x..].starts_with(s) && at_anchor(buf, x, s.len(), kind, eof, on, 0, out).is_err() {
+        if anchor_at(&buf[x..], s, kind) && at_anchor(buf, x, s.len(), kind, eof, on, 0, out).is_err() {
             r = Err(());
         }
     }
@@ -510,6 +505,42 @@ pub fn classify_key(key: &[u8]) -> SecretKey {
     let last = word(0);
     let prev = word(1);
     let is = |w: &[u8], list: &[&str]| list.iter().any(|x| x.as_bytes() == w);
+    let class = by_last_words(last, prev, word(2), count, has_secret, has_aws, has_access, is);
+    if class != SecretKey::None {
+        return class;
+    }
+    // Mixed case splits a word at its capitals (`PassWord`, `PASSword`, `pAssword`): the last
+    // two to four pieces joined may be one secret word. `passWordless` joins to no word.
+    let mut joined = Vec::with_capacity(64);
+    for k in 2..=count.min(4) {
+        joined.clear();
+        for back in (0..k).rev() {
+            joined.extend_from_slice(word(back));
+        }
+        let class = match joined.as_slice() {
+            b"token" if k == count => SecretKey::Secret,
+            b"token" => SecretKey::None,
+            w => by_last_words(w, b"", b"", 1, false, false, false, is),
+        };
+        if class != SecretKey::None {
+            return class;
+        }
+    }
+    SecretKey::None
+}
+
+/// [`classify_key`] from the last word, the two before it and what the key holds.
+#[allow(clippy::too_many_arguments)]
+fn by_last_words(
+    last: &[u8],
+    prev: &[u8],
+    prev2: &[u8],
+    count: usize,
+    has_secret: bool,
+    has_aws: bool,
+    has_access: bool,
+    is: impl Fn(&[u8], &[&str]) -> bool,
+) -> SecretKey {
     match last {
         b"authorization" => SecretKey::Authorization,
         b"password" | b"passwd" | b"pwd" | b"accountkey" | b"sharedaccesskey" => SecretKey::Password,
@@ -525,7 +556,7 @@ pub fn classify_key(key: &[u8]) -> SecretKey {
                 SecretKey::Secret
             }
         }
-        b"key" if prev == b"access" && word(2) == b"shared" => SecretKey::Password,
+        b"key" if prev == b"access" && prev2 == b"shared" => SecretKey::Password,
         b"token" if count == 1 || is(prev, TOKEN_QUALIFIERS) => SecretKey::Secret,
         b"accesstoken" | b"refreshtoken" | b"authtoken" | b"idtoken" | b"apitoken" | b"sessiontoken" => {
             SecretKey::Secret
@@ -640,7 +671,7 @@ fn key_value(
 /// The offset of the first key anchor inside `key`.
 fn first_anchor_in(key: &[u8]) -> Option<usize> {
     (0..key.len()).find(|&i| {
-        anchors().iter().any(|(k, kind)| *kind == Anchor::Key && key[i..].starts_with(k.as_bytes()))
+        anchors().iter().any(|(k, kind)| *kind == Anchor::Key && anchor_at(&key[i..], k.as_bytes(), *kind))
     })
 }
 
@@ -993,6 +1024,53 @@ mod tests {
         }
     }
 
+    /// Issue 12: key names in any ASCII case, and their look-alikes in any case.
+    #[test]
+    fn mixed_case_key_names() {
+        for (line, want) in [
+            ("PassWord=hunter2 ok", "PassWord=**** ok"),
+            ("PASSword=hunter2", "PASSword=****"),
+            ("pAssword: hunter2", "pAssword: ****"),
+            ("dbPassWord=hunter2", "dbPassWord=****"),
+            ("API_KEY=0123456789abcdef", "API_KEY=****"),
+            ("Api_Key: 0123456789abcdef", "Api_Key: ****"),
+            ("Secret-Key: abc123def", "Secret-Key: ****"),
+            ("SECRET_KEY=abc123def", "SECRET_KEY=****"),
+            ("ClientSECRET=abc123def", "ClientSECRET=****"),
+            ("{\"AccessTOKEN\":\"abc123\"}", "{\"AccessTOKEN\":\"****\"}"),
+            ("ToKen=abc123", "ToKen=****"),
+            ("AUTHORIZATION: Bearer abc.def", "AUTHORIZATION: Bearer ****"),
+            ("AuthoriZation: Basic dXNlcjpwYXNz", "AuthoriZation: Basic ****"),
+        ] {
+            assert_eq!(red(line), want, "{line}");
+        }
+        for keep in [
+            "passwordless=true",
+            "PasswordLess=enabled",
+            "passWordless=on",
+            "secretary=alice",
+            "SECRETARY=alice",
+            "Secretary: alice",
+            "keyboard=us",
+            "KeyBoard=us",
+            "PASSWORD_RESET=done",
+            "nextToken=abc",
+            "TOKEN_COUNT=5",
+            "Token-Count: 5",
+            "AUTHORIZATION_CODE=abc",
+            "asia trip",
+            "Akia=1",
+        ] {
+            assert_eq!(red(keep), keep, "{keep}");
+        }
+        for k in ["PassWord", "PASSword", "API_KEY", "Secret-Key", "ApiKey", "Pass_Word"] {
+            assert_ne!(classify_key(k.as_bytes()), SecretKey::None, "{k}");
+        }
+        for k in ["passWordless", "SecretaryName", "KeyBoard", "TokenCount", "PageToken"] {
+            assert_eq!(classify_key(k.as_bytes()), SecretKey::None, "{k}");
+        }
+    }
+
     #[test]
     fn connection_strings() {
         assert_eq!(
@@ -1158,6 +1236,12 @@ mod tests {
         "aws_secret_access_key",
         "4111111111111111",
         "é",
+        "PassWord",
+        "pASS",
+        "WORD",
+        "AUTHORIZATION",
+        "AuthoriZation: ",
+        "less",
     ];
 
     fn input() -> impl Strategy<Value = Vec<u8>> {
