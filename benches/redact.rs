@@ -244,6 +244,8 @@ fn pathological(c: &mut Criterion) {
         ("near_cards", fill(b"4111 1111 1111 111 ", CORPUS_BYTES)),
         // One 10 MB digit run.
         ("digit_run_10mb", vec![b'7'; 10_000_000]),
+        // A credential anchor every few bytes of one long value (each value read once).
+        ("password_chain", fill(b"password=", CORPUS_BYTES)),
     ];
     let mut g = c.benchmark_group("redact_pathological");
     g.sample_size(10);

@@ -230,3 +230,24 @@ proptest! {
         prop_assert_eq!(sout, out);
     }
 }
+
+/// An anchor every few bytes of one long value (`password=password=…`): the later anchors'
+/// values start inside the first one and end where it does (the engine reads the value once);
+/// whole, naive and streamed agree.
+#[test]
+fn anchors_inside_a_long_value_end_where_it_does() {
+    let opts = Options::default();
+    let r = Arc::new(Redactor::new(&opts).unwrap());
+    for unit in ["password=", "api_key=", "\"password\":\"", "Server=x;Password=", "authorization: "] {
+        let input = format!("{}\nend\n", unit.repeat(3000));
+        let want = whole(&r, input.as_bytes());
+        if unit.ends_with('=') && !unit.contains(';') {
+            // One value, masked once.
+            assert_eq!(String::from_utf8_lossy(&want.0), format!("{unit}****\nend\n"));
+        }
+        assert_eq!(naive::redact(&opts, input.as_bytes()), want, "{unit}");
+        for step in [1000, 4096] {
+            assert_eq!(streamed(&r, input.as_bytes(), step), want, "{unit} step {step}");
+        }
+    }
+}

@@ -38,7 +38,7 @@
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 
-use super::tail::{Kind as TailKind, Scanned, Tail};
+use super::tail::{Kind as TailKind, Memo, Tail};
 use super::{BuildError, BuildErrorKind, Cand, Detector, after_escape, is_alnum};
 
 /// The credential detectors, in [`Detector`] order.
@@ -218,10 +218,11 @@ impl Credentials {
     ) -> usize {
         let start = from.saturating_sub(MAX_KEY + 24);
         let mut undecided = usize::MAX;
+        let mut memo = Memo::default();
         for m in self.ac.find_overlapping_iter(&buf[start..]) {
             let a = start + m.start();
             let (len, kind) = self.kinds[m.pattern().as_usize()];
-            if at_anchor(buf, a, len, kind, eof, on, from, out).is_err() {
+            if at_anchor(buf, a, len, kind, eof, on, from, &mut memo, out).is_err() {
                 undecided = undecided.min(a);
             }
         }
@@ -235,7 +236,9 @@ pub(crate) fn at_position(buf: &[u8], x: usize, eof: bool, on: &On, out: &mut Ve
     let mut r = Ok(());
     for (s, kind) in anchors() {
         let (s, kind) = (s.as_bytes(), *kind);
-        if anchor_at(&buf[x..], s, kind) && at_anchor(buf, x, s.len(), kind, eof, on, 0, out).is_err() {
+        if anchor_at(&buf[x..], s, kind)
+            && at_anchor(buf, x, s.len(), kind, eof, on, 0, &mut Memo::default(), out).is_err()
+        {
             r = Err(());
         }
     }
@@ -256,6 +259,7 @@ fn at_anchor(
     eof: bool,
     on_: &On,
     from: usize,
+    memo: &mut Memo,
     out: &mut Vec<Cand>,
 ) -> Result<(), ()> {
     let mut push = |c: Cand| {
@@ -269,15 +273,15 @@ fn at_anchor(
                 || on(on_, Detector::ConnectionString)
                 || on(on_, Detector::AwsSecretKey) =>
         {
-            key_value(buf, a, len, eof, on_, &mut push)
+            key_value(buf, a, len, eof, on_, memo, &mut push)
         }
         Anchor::Authorization if on(on_, Detector::Authorization) => {
-            authorization(buf, a, len, eof, &mut push)
+            authorization(buf, a, len, eof, memo, &mut push)
         }
         Anchor::AwsKeyId if on(on_, Detector::AwsAccessKey) => aws_key_id(buf, a, eof, &mut push),
-        Anchor::Jwt if on(on_, Detector::Jwt) => jwt(buf, a, eof, &mut push),
-        Anchor::Pem if on(on_, Detector::PrivateKey) => pem(buf, a, eof, &mut push),
-        Anchor::Token(i) if on(on_, Detector::PrefixedToken) => token(buf, a, i, eof, &mut push),
+        Anchor::Jwt if on(on_, Detector::Jwt) => jwt(buf, a, eof, memo, &mut push),
+        Anchor::Pem if on(on_, Detector::PrivateKey) => pem(buf, a, eof, memo, &mut push),
+        Anchor::Token(i) if on(on_, Detector::PrefixedToken) => token(buf, a, i, eof, memo, &mut push),
         _ => Ok(()),
     };
     r.map_err(|Undecided| ())
@@ -400,7 +404,14 @@ fn ends_value(b: u8) -> bool {
 /// When `buf` is not the end of the input and ends inside a value of at least [`MAX_VALUE`]
 /// bytes, returns the bytes of it seen and the [`Tail`] that finds the rest (a shorter one is
 /// undecided).
-fn value_end(buf: &[u8], v: usize, q: u8, conn: bool, eof: bool) -> Result<(usize, Option<Tail>), Undecided> {
+fn value_end(
+    buf: &[u8],
+    v: usize,
+    q: u8,
+    conn: bool,
+    eof: bool,
+    memo: &mut Memo,
+) -> Result<(usize, Option<Tail>), Undecided> {
     let kind = match q {
         b'"' => TailKind::DoubleQuoted,
         b'\'' => TailKind::SingleQuoted,
@@ -408,22 +419,28 @@ fn value_end(buf: &[u8], v: usize, q: u8, conn: bool, eof: bool) -> Result<(usiz
         _ if conn => TailKind::Conn,
         _ => TailKind::Value,
     };
-    let mut t = Tail::new(kind);
-    match t.scan(&buf[v..], eof) {
-        Scanned::End(e) => Ok((v + e, None)),
-        Scanned::More(k) if k >= MAX_VALUE => Ok((v + k, Some(t))),
-        Scanned::More(_) => Err(Undecided),
+    match memo.read(buf, v, Tail::new(kind), eof) {
+        (e, None) => Ok((e, None)),
+        (e, Some(t)) if e - v >= MAX_VALUE => Ok((e, Some(t))),
+        (_, Some(_)) => Err(Undecided),
     }
 }
 
 /// A credential `buf[s..e]` found by a bounded parse that stopped at `e` before its
 /// delimiter: it goes on with `tail` to the delimiter, or is open when `buf` ends first.
-fn extended(buf: &[u8], s: usize, e: usize, keep: usize, det: Detector, tail: Tail, eof: bool) -> Cand {
-    let mut t = tail;
-    match t.scan(&buf[e..], eof) {
-        Scanned::End(x) => cand(s, e + x, keep, det),
-        Scanned::More(k) => Cand { start: s, end: e + k, keep, det, open: Some(t) },
-    }
+#[allow(clippy::too_many_arguments)]
+fn extended(
+    buf: &[u8],
+    s: usize,
+    e: usize,
+    keep: usize,
+    det: Detector,
+    tail: Tail,
+    eof: bool,
+    memo: &mut Memo,
+) -> Cand {
+    let (end, open) = memo.read(buf, e, tail, eof);
+    Cand { start: s, end, keep, det, open }
 }
 
 /// Values that hold no secret: empty, booleans, null, and what a mask already made.
@@ -590,6 +607,7 @@ fn key_value(
     len: usize,
     eof: bool,
     on_: &On,
+    memo: &mut Memo,
     push: Found<'_>,
 ) -> Result<(), Undecided> {
     // The whole key around the anchor, at most MAX_KEY bytes.
@@ -634,7 +652,7 @@ fn key_value(
         if i > 0 { buf[i - 1] } else { b'\n' }
     };
     let after_semicolon = class == SecretKey::Password && before == b';';
-    let (end, open) = value_end(buf, v, q, after_semicolon, eof)?;
+    let (end, open) = value_end(buf, v, q, after_semicolon, eof, memo)?;
     let value = &buf[v..end];
     // A long value is a secret whatever it holds, and what follows its end does not decide
     // it (a stream has not seen that yet).
@@ -689,7 +707,14 @@ fn dsn_before(buf: &[u8], ks: usize) -> bool {
 }
 
 /// An `Authorization` value after the anchor at `a`.
-fn authorization(buf: &[u8], a: usize, len: usize, eof: bool, push: Found<'_>) -> Result<(), Undecided> {
+fn authorization(
+    buf: &[u8],
+    a: usize,
+    len: usize,
+    eof: bool,
+    memo: &mut Memo,
+    push: Found<'_>,
+) -> Result<(), Undecided> {
     if !(a == 0 || !is_alnum(buf[a - 1]) || after_escape(buf, a)) {
         return Ok(());
     }
@@ -700,17 +725,17 @@ fn authorization(buf: &[u8], a: usize, len: usize, eof: bool, push: Found<'_>) -
         let end = run(buf, v, MAX_VALUE, eof, |b| b >= b' ' && b != 0x7F)?;
         (end, end == v + MAX_VALUE)
     } else {
-        let (end, open) = value_end(buf, v, q, false, eof)?;
+        let (end, open) = value_end(buf, v, q, false, eof, memo)?;
         (end, open.is_some() || end - v >= MAX_VALUE)
     };
-    auth_value(buf, v, end, long.then_some(eof), push);
+    auth_value(buf, v, end, long.then_some(eof), memo, push);
     Ok(())
 }
 
 /// The credentials of the `Authorization` value `buf[v..end]`. `long` (with whether `buf`
 /// ends the input) when `end` is where a bounded read stopped, not the value's end: a
 /// credential that reaches it goes on to its own delimiter.
-fn auth_value(buf: &[u8], v: usize, end: usize, long: Option<bool>, push: Found<'_>) {
+fn auth_value(buf: &[u8], v: usize, end: usize, long: Option<bool>, memo: &mut Memo, push: Found<'_>) {
     let value = &buf[v..end];
     if is_non_secret_value(value) {
         return;
@@ -720,15 +745,15 @@ fn auth_value(buf: &[u8], v: usize, end: usize, long: Option<bool>, push: Found<
     if scheme_len == 0 || after_scheme != Some(b' ') {
         // No scheme: the value is the credential.
         let e = v + value.iter().position(|&b| ends_value(b)).unwrap_or(value.len());
-        push(reaching(buf, v, e, end, long, Tail::new(TailKind::Value)));
+        push(reaching(buf, v, e, end, long, Tail::new(TailKind::Value), memo));
         return;
     }
     let scheme = &value[..scheme_len];
     let rest = v + scheme_len + 1;
     if scheme.eq_ignore_ascii_case(b"digest") {
-        params(buf, rest, end, long, &[b"response"], push);
+        params(buf, rest, end, long, &[b"response"], memo, push);
     } else if scheme.len() > 4 && scheme[..4].eq_ignore_ascii_case(b"aws4") {
-        params(buf, rest, end, long, &[b"signature"], push);
+        params(buf, rest, end, long, &[b"signature"], memo, push);
     } else {
         // Basic, Bearer, Token, Negotiate, …: one credential after the scheme.
         let mut s = rest;
@@ -737,16 +762,24 @@ fn auth_value(buf: &[u8], v: usize, end: usize, long: Option<bool>, push: Found<
         }
         let e = s + buf[s..end].iter().position(|&b| ends_value(b)).unwrap_or(end - s);
         if !is_non_secret_value(&buf[s..e]) {
-            push(reaching(buf, s, e, end, long, Tail::new(TailKind::Value)));
+            push(reaching(buf, s, e, end, long, Tail::new(TailKind::Value), memo));
         }
     }
 }
 
 /// The `Authorization` credential `buf[s..e]`, gone on with `tail` when it reaches the end of
 /// a long value read only to `end` (see [`auth_value`]).
-fn reaching(buf: &[u8], s: usize, e: usize, end: usize, long: Option<bool>, tail: Tail) -> Cand {
+fn reaching(
+    buf: &[u8],
+    s: usize,
+    e: usize,
+    end: usize,
+    long: Option<bool>,
+    tail: Tail,
+    memo: &mut Memo,
+) -> Cand {
     match long {
-        Some(eof) if e == end => extended(buf, s, e, 0, Detector::Authorization, tail, eof),
+        Some(eof) if e == end => extended(buf, s, e, 0, Detector::Authorization, tail, eof, memo),
         _ => cand(s, e, 0, Detector::Authorization),
     }
 }
@@ -756,13 +789,21 @@ fn reaching(buf: &[u8], s: usize, e: usize, end: usize, long: Option<bool>, tail
 pub(crate) fn keyed_authorization(key: &str, value: &[u8], out: &mut Vec<Cand>) {
     if classify_key(key.as_bytes()) == SecretKey::Authorization {
         // The value is the header value alone: it runs to its end.
-        auth_value(value, 0, value.len(), None, &mut |c| out.push(c));
+        auth_value(value, 0, value.len(), None, &mut Memo::default(), &mut |c| out.push(c));
     }
 }
 
 /// The values of the `name=value` parameters in `buf[s..e]` whose name is in `names`
 /// (Digest `response="…"`, SigV4 `Signature=…`).
-fn params(buf: &[u8], s: usize, e: usize, long: Option<bool>, names: &[&[u8]], push: Found<'_>) {
+fn params(
+    buf: &[u8],
+    s: usize,
+    e: usize,
+    long: Option<bool>,
+    names: &[&[u8]],
+    memo: &mut Memo,
+    push: Found<'_>,
+) {
     let mut i = s;
     while i < e {
         while i < e && matches!(buf[i], b' ' | b',') {
@@ -783,7 +824,7 @@ fn params(buf: &[u8], s: usize, e: usize, long: Option<bool>, names: &[&[u8]], p
             }
             if names.iter().any(|n| name.eq_ignore_ascii_case(n)) && ve > vs {
                 let tail = Tail::new(if quoted { TailKind::DoubleQuoted } else { TailKind::Value });
-                push(reaching(buf, vs, ve, e, long, tail));
+                push(reaching(buf, vs, ve, e, long, tail, memo));
             }
             i = if quoted && ve < e { ve + 1 } else { ve };
         } else {
@@ -813,7 +854,7 @@ fn aws_key_id(buf: &[u8], a: usize, eof: bool, push: Found<'_>) -> Result<(), Un
 
 /// A JSON Web Token: `eyJ` header, `.`, payload, and an optional `.` signature (and the two
 /// more segments of an encrypted token).
-fn jwt(buf: &[u8], a: usize, eof: bool, push: Found<'_>) -> Result<(), Undecided> {
+fn jwt(buf: &[u8], a: usize, eof: bool, memo: &mut Memo, push: Found<'_>) -> Result<(), Undecided> {
     if &buf[a..a + 3] != b"eyJ" || !token_start(buf, a) {
         return Ok(());
     }
@@ -823,7 +864,7 @@ fn jwt(buf: &[u8], a: usize, eof: bool, push: Found<'_>) -> Result<(), Undecided
     }
     if h - a == MAX_VALUE {
         // A long header: a token whatever follows, to its end.
-        push(extended(buf, a, h, 0, Detector::Jwt, Tail::jwt(4), eof));
+        push(extended(buf, a, h, 0, Detector::Jwt, Tail::jwt(4), eof, memo));
         return Ok(());
     }
     if need(buf, h, eof)? != Some(b'.') {
@@ -835,12 +876,12 @@ fn jwt(buf: &[u8], a: usize, eof: bool, push: Found<'_>) -> Result<(), Undecided
     }
     // The payload and up to three more segments (an encrypted token has five); a trailing `.`
     // with no segment after it (`alg: none`) stays outside the match.
-    push(extended(buf, a, h + 1, 0, Detector::Jwt, Tail::jwt(3), eof));
+    push(extended(buf, a, h + 1, 0, Detector::Jwt, Tail::jwt(3), eof, memo));
     Ok(())
 }
 
 /// A PEM private key block: the body between `-----BEGIN … PRIVATE KEY-----` and `-----END`.
-fn pem(buf: &[u8], a: usize, eof: bool, push: Found<'_>) -> Result<(), Undecided> {
+fn pem(buf: &[u8], a: usize, eof: bool, memo: &mut Memo, push: Found<'_>) -> Result<(), Undecided> {
     const BEGIN: &[u8] = b"-----BEGIN ";
     if &buf[a..a + BEGIN.len()] != BEGIN {
         return Ok(());
@@ -880,7 +921,7 @@ fn pem(buf: &[u8], a: usize, eof: bool, push: Found<'_>) -> Result<(), Undecided
         // Past the limit the body goes on over base64 and line breaks (see [`MAX_PEM`]),
         // from before the line breaks that end the part read.
         let from = (e - super::tail::pem_trailer(&buf[s..e])).max(s);
-        let c = extended(buf, s, from, 0, Detector::PrivateKey, Tail::new(TailKind::Pem), eof);
+        let c = extended(buf, s, from, 0, Detector::PrivateKey, Tail::new(TailKind::Pem), eof, memo);
         if c.end > c.start {
             push(c);
         }
@@ -900,7 +941,14 @@ fn pem(buf: &[u8], a: usize, eof: bool, push: Found<'_>) -> Result<(), Undecided
 }
 
 /// A token with the fixed prefix `TOKEN_PREFIXES[i]`.
-fn token(buf: &[u8], a: usize, i: usize, eof: bool, push: Found<'_>) -> Result<(), Undecided> {
+fn token(
+    buf: &[u8],
+    a: usize,
+    i: usize,
+    eof: bool,
+    memo: &mut Memo,
+    push: Found<'_>,
+) -> Result<(), Undecided> {
     let (prefix, min) = TOKEN_PREFIXES[i];
     let p = prefix.as_bytes();
     if &buf[a..a + p.len()] != p || !token_start(buf, a) {
@@ -913,7 +961,7 @@ fn token(buf: &[u8], a: usize, i: usize, eof: bool, push: Found<'_>) -> Result<(
     }
     if e == a + p.len() + MAX_VALUE {
         let tail = Tail::new(TailKind::Token { dot: sendgrid });
-        push(extended(buf, a, e, p.len(), Detector::PrefixedToken, tail, eof));
+        push(extended(buf, a, e, p.len(), Detector::PrefixedToken, tail, eof, memo));
     } else {
         push(cand(a, e, p.len(), Detector::PrefixedToken));
     }

@@ -194,6 +194,55 @@ impl Tail {
     }
 }
 
+/// The last value read with each rule in one buffer, so that a value starting inside it ends
+/// where it does without being read again: `password=password=…` (an anchor every few bytes
+/// of a long value) stays linear.
+#[derive(Debug, Default)]
+pub(crate) struct Memo {
+    /// By rule: (start, end, the tail when the value runs past the end of the buffer).
+    slots: [Option<(usize, usize, Option<Tail>)>; 8],
+}
+
+impl Memo {
+    fn slot(kind: Kind) -> Option<usize> {
+        Some(match kind {
+            Kind::Value => 0,
+            Kind::DoubleQuoted => 1,
+            Kind::SingleQuoted => 2,
+            Kind::EscapedQuoted => 3,
+            Kind::Conn => 4,
+            Kind::Token { dot: false } => 5,
+            Kind::Token { dot: true } => 6,
+            Kind::Pem => 7,
+            // Its state (dots left) depends on where it starts.
+            Kind::Jwt => return None,
+        })
+    }
+
+    /// The value read with `tail` from `v` in `buf` (`eof`: the buffer ends the input): its
+    /// end, and the tail when it runs past the end of the buffer. Every call on one memo must
+    /// be for the same buffer.
+    pub(crate) fn read(&mut self, buf: &[u8], v: usize, tail: Tail, eof: bool) -> (usize, Option<Tail>) {
+        let slot = Memo::slot(tail.kind);
+        if let Some((v0, e0, open)) = slot.and_then(|i| self.slots[i]) {
+            // The same rule from a later start inside the value stops at the same byte (a `"`
+            // at the start ends a `"…"` value at once, whatever comes before it).
+            if v0 < v && v <= e0 && !(tail.kind == Kind::DoubleQuoted && buf.get(v) == Some(&b'"')) {
+                return (e0, open);
+            }
+        }
+        let mut t = tail;
+        let r = match t.scan(&buf[v..], eof) {
+            Scanned::End(e) => (v + e, None),
+            Scanned::More(k) => (v + k, Some(t)),
+        };
+        if let Some(i) = slot {
+            self.slots[i] = Some((v, r.0, r.1));
+        }
+        r
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
