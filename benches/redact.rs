@@ -20,7 +20,9 @@ use std::sync::Arc;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use regex::bytes::{Regex, RegexSet};
 use sealtrail::loggen::{self, Rates};
-use sealtrail::redact::{Counts, Redactor, bank_account, card, iban, url_credentials};
+use sealtrail::redact::{
+    Counts, Detector, Options, Redactor, bank_account, card, credentials, iban, url_credentials,
+};
 
 const CORPUS_BYTES: usize = 8 << 20;
 
@@ -63,6 +65,14 @@ impl Baseline {
             r"(?i-u)://[^:/\s@]*:([^@\n]{1,128})@[\w.\-\[]".to_owned(),
             r#"(?-u)(?:^|[\s="'(<])[\w.%+~-]{1,32}:([^\s@:/\\"'<>()\[\]{},;=]{1,64})@[\w.-]{1,48}:\d{1,5}\b"#.to_owned(),
             format!(r#"(?i-u)[#;](?:{})=([^&#\s"'<>,;()]+)"#, params.join("|")),
+            // Issue 12, credentials beyond URLs: key-value secrets, Authorization values, AWS
+            // key ids, JSON Web Tokens, PEM bodies, fixed-prefix tokens.
+            r#"(?i-u)(?:password|passwd|pwd|passphrase|secret|token|api[_-]?key|accountkey|sharedaccesskey)\\?["']?\s*[:=]\s*\\?["']?([^\s"'&;,]+)"#.to_owned(),
+            r#"(?i-u)authorization\\?["']?\s*:\s*\\?["']?(?:[A-Za-z0-9-]+ )?([^\s"',]+)"#.to_owned(),
+            r"(?-u)\b(?:AKIA|ASIA)([A-Z0-9]{16})\b".to_owned(),
+            r"(?-u)\beyJ[A-Za-z0-9_-]{7,}\.[A-Za-z0-9_-]{10,}(?:\.[A-Za-z0-9_-]+){0,3}".to_owned(),
+            r"(?-u)-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----([^-]*)-----END".to_owned(),
+            r"(?-u)\b(?:ghp_|gho_|github_pat_|xox[bpars]-|sk_live_|sk_test_|glpat-|npm_|AIza|hf_)([A-Za-z0-9_-]{10,})".to_owned(),
         ];
         Baseline {
             set: RegexSet::new(&pats).expect("baseline set"),
@@ -183,6 +193,21 @@ fn bench(c: &mut Criterion) {
             s.counts()
         })
     });
+    // The credential detectors' share: the same engine with them off.
+    let no_cred = Redactor::new(&Options {
+        detectors: Detector::BUILT_IN.into_iter().filter(|d| !credentials::DETECTORS.contains(d)).collect(),
+        ..Options::default()
+    })
+    .expect("the built-in detectors compile");
+    g.bench_function("engine_per_line_no_credentials", |b| {
+        b.iter(|| {
+            let mut c = Counts::default();
+            for l in &lines {
+                black_box(no_cred.redact(l, &mut c));
+            }
+            c
+        })
+    });
     g.bench_function("baseline_regexset_per_line", |b| {
         let mut out = Vec::with_capacity(1024);
         b.iter(|| {
@@ -219,6 +244,8 @@ fn pathological(c: &mut Criterion) {
         ("near_cards", fill(b"4111 1111 1111 111 ", CORPUS_BYTES)),
         // One 10 MB digit run.
         ("digit_run_10mb", vec![b'7'; 10_000_000]),
+        // A credential anchor every few bytes of one long value (each value read once).
+        ("password_chain", fill(b"password=", CORPUS_BYTES)),
     ];
     let mut g = c.benchmark_group("redact_pathological");
     g.sample_size(10);

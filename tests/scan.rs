@@ -163,3 +163,41 @@ fn sealed_segments_per_column_and_row_audited() {
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert_no_values(&o);
 }
+
+/// Issue 12: a line longer than the 1 MiB read piece, with a card number cut by the piece
+/// boundary (line 2) and a credential key cut by it (line 3), and a long password value that
+/// runs over it (line 4): each is found exactly once, at its line.
+#[test]
+fn findings_across_the_read_piece_boundary_count_once() {
+    const PIECE: usize = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("long.log");
+    let filler = |n: usize| "a ".repeat(n / 2) + &"a".repeat(n % 2);
+    let mut text = String::from("start\n");
+    // Each long line starts right after the previous one's line break, so its first piece
+    // is PIECE bytes of it.
+    for (secret, cut) in [("4111111111111111", 8), ("password=hunter2", 5), ("password=", 100)] {
+        let mut line = filler(PIECE - cut - 1);
+        line.push(' ');
+        line.push_str(secret);
+        if secret == "password=" {
+            line.push_str(&"Q".repeat(9000));
+        }
+        line.push_str(" ok\n");
+        assert_eq!(&line.as_bytes()[PIECE - cut..PIECE - cut + 4], &secret.as_bytes()[..4]);
+        text.push_str(&line);
+    }
+    text.push_str("end 4111111111111111\n");
+    std::fs::write(&log, &text).unwrap();
+    let o = scan(&["--format", "json", log.to_str().unwrap()], b"");
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_no_values(&o);
+    let l = |s: &str| s.to_owned();
+    assert_eq!(
+        findings(&json(&o)),
+        [
+            (l("long.log"), l("line"), l("card"), 2, vec![2, 5]),
+            (l("long.log"), l("line"), l("secret_field"), 2, vec![3, 4]),
+        ]
+    );
+}

@@ -9,7 +9,8 @@
 //!
 //! The same engine and settings as `redact` (`--config`, `--policy`). A PEM private key block
 //! split over lines counts once, at its first body line. Lines longer than [`MAX_LINE`] are
-//! scanned in pieces of that size (a secret cut by a piece boundary may be missed).
+//! read in pieces of that size through one redaction stream, so a secret cut by a piece
+//! boundary is found once, at the line's number.
 //!
 //! Segments are decrypted with the keyring as `query` does, and the scan is recorded in the
 //! keyring's audit log (fsynced) before the first segment is decrypted.
@@ -112,7 +113,7 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitCode> {
         cfg.policy = Some(p.clone());
     }
     let keys_dir = crate::commands::keys::keys_dir(args.keys.clone());
-    let r = cfg.redactor(&keys_dir).map_err(config_error)?;
+    let r = Arc::new(cfg.redactor(&keys_dir).map_err(config_error)?);
     let paths = if args.paths.is_empty() { vec![PathBuf::from("-")] } else { args.paths.clone() };
     if paths.iter().filter(|p| p.as_os_str() == "-").count() > 1 {
         return Err(config_error(anyhow::anyhow!("`-` (standard input) may be given once")));
@@ -181,9 +182,20 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitCode> {
     }))
 }
 
-/// Scans text line by line (pieces of at most [`MAX_LINE`] bytes).
-fn scan_text(r: &Redactor, mut input: impl BufRead, i: usize, findings: &mut Findings) -> anyhow::Result<()> {
+/// Scans text line by line, reading pieces of at most [`MAX_LINE`] bytes: a longer line goes
+/// through one redaction stream piece by piece, so a finding that straddles two pieces is
+/// found, and found once.
+fn scan_text(
+    r: &Arc<Redactor>,
+    mut input: impl BufRead,
+    i: usize,
+    findings: &mut Findings,
+) -> anyhow::Result<()> {
     let mut buf = Vec::with_capacity(4096);
+    let mut stream = r.stream();
+    // The stream's output is not kept (a scan prints no value); its counts are.
+    let mut sink = Vec::new();
+    let mut counted = Counts::default();
     let mut line_no: u64 = 1;
     // Inside a PEM private key block begun on an earlier line; whether it was counted.
     let mut pem: Option<(usize, bool)> = None;
@@ -191,6 +203,14 @@ fn scan_text(r: &Redactor, mut input: impl BufRead, i: usize, findings: &mut Fin
         buf.clear();
         let n = (&mut input).take(MAX_LINE as u64).read_until(b'\n', &mut buf).context("reading")?;
         if n == 0 {
+            // The last line has no line break: what the stream holds of it counts there.
+            stream.finish(&mut sink);
+            let now = stream.counts();
+            let mut c = Counts::default();
+            for (k, slot) in c.0.iter_mut().enumerate() {
+                *slot = now.0[k] - counted.0[k];
+            }
+            findings.add(i, "line", &c, line_no);
             break;
         }
         let complete = buf.last() == Some(&b'\n');
@@ -219,7 +239,16 @@ fn scan_text(r: &Redactor, mut input: impl BufRead, i: usize, findings: &mut Fin
                 }
             }
         }
-        let _ = r.redact(text, &mut c);
+        stream.push(text, &mut sink);
+        if complete {
+            stream.finish(&mut sink);
+        }
+        sink.clear();
+        let now = stream.counts();
+        for (k, slot) in c.0.iter_mut().enumerate() {
+            *slot += now.0[k] - counted.0[k];
+        }
+        counted = now;
         if pem.is_none() && r.detects(Detector::PrivateKey) && credentials::unterminated_pem(text) {
             pem = Some((0, false));
         }
@@ -427,7 +456,7 @@ mod tests {
 
     #[test]
     fn text_findings_per_line_never_values() {
-        let r = Redactor::with_defaults();
+        let r = Arc::new(Redactor::with_defaults());
         let input = "ok\npaid 4111111111111111 password=hunter2\n-----BEGIN RSA PRIVATE KEY-----\nMIIEow\nabc==\n-----END RSA PRIVATE KEY-----\nfine\n";
         let mut f = Findings::default();
         f.inputs.push(Input { name: "t".into(), kind: "text", error: None });
@@ -455,7 +484,7 @@ mod tests {
 
     #[test]
     fn long_lines_are_scanned_in_pieces() {
-        let r = Redactor::with_defaults();
+        let r = Arc::new(Redactor::with_defaults());
         let input = format!("{} 4111111111111111\nnext 4111111111111111\n", "x".repeat(MAX_LINE + 10));
         let mut f = Findings::default();
         f.inputs.push(Input { name: "t".into(), kind: "text", error: None });

@@ -191,7 +191,7 @@ impl BankAccount {
         }
         let Some(e) = value_end(buf, s, e) else { return };
         if key_before(buf, s).is_some_and(names_account) || self.far(buf, s) {
-            out.push(Cand { start: s, end: e, keep: 0, det: Detector::BankAccount, open: false });
+            out.push(Cand { start: s, end: e, keep: 0, det: Detector::BankAccount, open: None });
             return;
         }
         // Could any keyword end in the gap before the digits (on this line)?
@@ -301,7 +301,7 @@ impl BankAccount {
             let before_ok = ks == 0 || !buf[ks - 1].is_ascii_alphabetic() || after_escape(buf, ks);
             let after_ok = !buf[ke].is_ascii_alphabetic();
             if before_ok && after_ok && !has_digit_run(&buf[ke..s], 3) {
-                out.push(Cand { start: s, end: e, keep: 0, det: Detector::BankAccount, open: false });
+                out.push(Cand { start: s, end: e, keep: 0, det: Detector::BankAccount, open: None });
                 return;
             }
         }

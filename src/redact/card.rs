@@ -186,7 +186,7 @@ pub(crate) fn candidate(buf: &[u8], s: usize, e: usize, out: &mut Vec<Cand>) {
         if (MIN_DIGITS..=MAX_DIGITS).contains(&first) && ends_ok(buf, e) {
             let digits = &buf[s..e];
             if valid(digits.iter().copied()) && !in_hex_id(buf, s, e) {
-                out.push(Cand { start: s, end: e, keep: 0, det: Detector::Card, open: false });
+                out.push(Cand { start: s, end: e, keep: 0, det: Detector::Card, open: None });
             }
         }
         return;
@@ -219,7 +219,7 @@ pub(crate) fn candidate(buf: &[u8], s: usize, e: usize, out: &mut Vec<Cand>) {
         }
     }
     if let Some(end) = best {
-        out.push(Cand { start: s, end, keep: 0, det: Detector::Card, open: false });
+        out.push(Cand { start: s, end, keep: 0, det: Detector::Card, open: None });
     }
 }
 

@@ -38,6 +38,7 @@
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 
+use super::tail::{Kind as TailKind, Memo, Tail};
 use super::{BuildError, BuildErrorKind, Cand, Detector, after_escape, is_alnum};
 
 /// The credential detectors, in [`Detector`] order.
@@ -62,11 +63,14 @@ pub const MAX_KEY: usize = 64;
 /// Bytes before a `password=` key searched for `host=`/`dbname=`, which make it a DSN field.
 pub const DSN_LOOKBACK: usize = 128;
 
-/// The longest value of a key, a header or a token: a longer one is masked up to here.
+/// The bytes of a value, a header or a token read to decide it: a value at least this long is
+/// a secret whatever it holds (no `true`, no mask), and is masked on to its delimiter whatever
+/// its length (see [`super::tail`]).
 pub const MAX_VALUE: usize = 4096;
 
-/// The longest PEM body: a block whose `-----END` is not within this many bytes is masked up
-/// to here (an RSA 8192-bit key is about 6.5 KiB).
+/// The PEM body searched for its `-----END` marker (an RSA 8192-bit key is about 6.5 KiB).
+/// A longer body is masked on over base64, line breaks and spaces, to the marker or the
+/// first other byte.
 pub const MAX_PEM: usize = 16 * 1024;
 
 /// Fixed-prefix tokens: the prefix (case-sensitive) and the fewest token bytes after it.
@@ -128,28 +132,24 @@ enum Anchor {
     Token(usize),
 }
 
-/// The spellings of a key word anchor that are looked for: lower case, Capitalized (also a
-/// camelCase hump: `dbPassword`, `clientSecret`) and UPPER case. The automaton matches bytes
-/// exactly, which keeps its SIMD prefilter; `PassWord` is not found.
-fn spellings(word: &str) -> [String; 3] {
-    let mut cap = word.to_owned();
-    cap[..1].make_ascii_uppercase();
-    [word.to_owned(), cap, word.to_ascii_uppercase()]
+/// Whether an anchor of this kind is found in any ASCII case (key words and `Authorization`:
+/// `PassWord=`, `API_KEY`, `AUTHORIZATION:`); the others (`AKIA`, `eyJ`, token prefixes)
+/// are case-sensitive, and their parsers check the exact bytes the case-insensitive automaton
+/// also reports.
+fn any_case(kind: Anchor) -> bool {
+    matches!(kind, Anchor::Key | Anchor::Authorization)
 }
 
-/// camelCase spellings of multi-word key anchors.
-const CAMEL_ANCHORS: &[&str] = &[
-    "apiKey",
-    "ApiKey",
-    "Api-Key",
-    "Api_Key",
-    "accountKey",
-    "AccountKey",
-    "sharedAccessKey",
-    "SharedAccessKey",
-];
+/// Whether the anchor `s` of `kind` is at the start of `buf`.
+fn anchor_at(buf: &[u8], s: &[u8], kind: Anchor) -> bool {
+    if any_case(kind) {
+        buf.len() >= s.len() && buf[..s.len()].eq_ignore_ascii_case(s)
+    } else {
+        buf.starts_with(s)
+    }
+}
 
-/// Every anchor spelling with its kind, built once; the automaton's pattern ids index this.
+/// Every anchor with its kind, built once; the automaton's pattern ids index this.
 static ANCHORS: std::sync::LazyLock<Vec<(String, Anchor)>> = std::sync::LazyLock::new(build_anchors);
 
 fn anchors() -> &'static [(String, Anchor)] {
@@ -157,10 +157,8 @@ fn anchors() -> &'static [(String, Anchor)] {
 }
 
 fn build_anchors() -> Vec<(String, Anchor)> {
-    let mut v: Vec<(String, Anchor)> =
-        KEY_ANCHORS.iter().flat_map(|k| spellings(k)).map(|k| (k, Anchor::Key)).collect();
-    v.extend(CAMEL_ANCHORS.iter().map(|k| (k.to_string(), Anchor::Key)));
-    v.extend(spellings("authorization").into_iter().map(|k| (k, Anchor::Authorization)));
+    let mut v: Vec<(String, Anchor)> = KEY_ANCHORS.iter().map(|k| (k.to_string(), Anchor::Key)).collect();
+    v.push(("authorization".into(), Anchor::Authorization));
     v.push(("AKIA".into(), Anchor::AwsKeyId));
     v.push(("ASIA".into(), Anchor::AwsKeyId));
     v.push(("eyJ".into(), Anchor::Jwt));
@@ -195,6 +193,7 @@ impl Credentials {
         let list = anchors();
         let ac = AhoCorasick::builder()
             .match_kind(MatchKind::Standard)
+            .ascii_case_insensitive(true)
             .kind(Some(AhoCorasickKind::DFA))
             .build(list.iter().map(|(s, _)| s.as_bytes()))
             .map_err(|e| {
@@ -219,10 +218,11 @@ impl Credentials {
     ) -> usize {
         let start = from.saturating_sub(MAX_KEY + 24);
         let mut undecided = usize::MAX;
+        let mut memo = Memo::default();
         for m in self.ac.find_overlapping_iter(&buf[start..]) {
             let a = start + m.start();
             let (len, kind) = self.kinds[m.pattern().as_usize()];
-            if at_anchor(buf, a, len, kind, eof, on, from, out).is_err() {
+            if at_anchor(buf, a, len, kind, eof, on, from, &mut memo, out).is_err() {
                 undecided = undecided.min(a);
             }
         }
@@ -236,7 +236,9 @@ pub(crate) fn at_position(buf: &[u8], x: usize, eof: bool, on: &On, out: &mut Ve
     let mut r = Ok(());
     for (s, kind) in anchors() {
         let (s, kind) = (s.as_bytes(), *kind);
-        if buf[x..].starts_with(s) && at_anchor(buf, x, s.len(), kind, eof, on, 0, out).is_err() {
+        if anchor_at(&buf[x..], s, kind)
+            && at_anchor(buf, x, s.len(), kind, eof, on, 0, &mut Memo::default(), out).is_err()
+        {
             r = Err(());
         }
     }
@@ -257,6 +259,7 @@ fn at_anchor(
     eof: bool,
     on_: &On,
     from: usize,
+    memo: &mut Memo,
     out: &mut Vec<Cand>,
 ) -> Result<(), ()> {
     let mut push = |c: Cand| {
@@ -270,15 +273,15 @@ fn at_anchor(
                 || on(on_, Detector::ConnectionString)
                 || on(on_, Detector::AwsSecretKey) =>
         {
-            key_value(buf, a, len, eof, on_, &mut push)
+            key_value(buf, a, len, eof, on_, memo, &mut push)
         }
         Anchor::Authorization if on(on_, Detector::Authorization) => {
-            authorization(buf, a, len, eof, &mut push)
+            authorization(buf, a, len, eof, memo, &mut push)
         }
         Anchor::AwsKeyId if on(on_, Detector::AwsAccessKey) => aws_key_id(buf, a, eof, &mut push),
-        Anchor::Jwt if on(on_, Detector::Jwt) => jwt(buf, a, eof, &mut push),
-        Anchor::Pem if on(on_, Detector::PrivateKey) => pem(buf, a, eof, &mut push),
-        Anchor::Token(i) if on(on_, Detector::PrefixedToken) => token(buf, a, i, eof, &mut push),
+        Anchor::Jwt if on(on_, Detector::Jwt) => jwt(buf, a, eof, memo, &mut push),
+        Anchor::Pem if on(on_, Detector::PrivateKey) => pem(buf, a, eof, memo, &mut push),
+        Anchor::Token(i) if on(on_, Detector::PrefixedToken) => token(buf, a, i, eof, memo, &mut push),
         _ => Ok(()),
     };
     r.map_err(|Undecided| ())
@@ -287,7 +290,7 @@ fn at_anchor(
 type Found<'a> = &'a mut dyn FnMut(Cand);
 
 fn cand(start: usize, end: usize, keep: usize, det: Detector) -> Cand {
-    Cand { start, end, keep, det, open: false }
+    Cand { start, end, keep, det, open: None }
 }
 
 /// A byte of a key in text.
@@ -397,34 +400,47 @@ fn ends_value(b: u8) -> bool {
 
 /// The end of a value starting at `v` with opening quote `q`: the closing quote (a `\"` inside
 /// `"…"` does not close it), else [`ends_value`] (or, in a connection string, `;` and control
-/// bytes only). At most [`MAX_VALUE`] bytes; a line break always ends it.
-fn value_end(buf: &[u8], v: usize, q: u8, conn: bool, eof: bool) -> Result<usize, Undecided> {
-    let lim = (v + MAX_VALUE).min(buf.len());
-    let mut j = v;
-    while j < lim {
-        let b = buf[j];
-        let stop = match q {
-            b'"' => b == b'"' && !(j > v && buf[j - 1] == b'\\') || b < b' ',
-            b'\'' => b == b'\'' || b < b' ',
-            b'\\' => b == b'\\' && buf.get(j + 1) == Some(&b'"') || b < b' ',
-            _ if conn => b == b';' || b < b' ' || b == b'"' || b == b'\'' || b == 0x7F,
-            _ => ends_value(b),
-        };
-        if stop {
-            break;
-        }
-        j += 1;
+/// bytes only, without the spaces before it). A line break always ends it; its length does not.
+/// When `buf` is not the end of the input and ends inside a value of at least [`MAX_VALUE`]
+/// bytes, returns the bytes of it seen and the [`Tail`] that finds the rest (a shorter one is
+/// undecided).
+fn value_end(
+    buf: &[u8],
+    v: usize,
+    q: u8,
+    conn: bool,
+    eof: bool,
+    memo: &mut Memo,
+) -> Result<(usize, Option<Tail>), Undecided> {
+    let kind = match q {
+        b'"' => TailKind::DoubleQuoted,
+        b'\'' => TailKind::SingleQuoted,
+        b'\\' => TailKind::EscapedQuoted,
+        _ if conn => TailKind::Conn,
+        _ => TailKind::Value,
+    };
+    match memo.read(buf, v, Tail::new(kind), eof) {
+        (e, None) => Ok((e, None)),
+        (e, Some(t)) if e - v >= MAX_VALUE => Ok((e, Some(t))),
+        (_, Some(_)) => Err(Undecided),
     }
-    if j == buf.len() && j < v + MAX_VALUE && !eof {
-        return Err(Undecided);
-    }
-    // In a connection string, trailing spaces before `;` are not part of the password.
-    if conn && q == 0 {
-        while j > v && buf[j - 1] == b' ' {
-            j -= 1;
-        }
-    }
-    Ok(j)
+}
+
+/// A credential `buf[s..e]` found by a bounded parse that stopped at `e` before its
+/// delimiter: it goes on with `tail` to the delimiter, or is open when `buf` ends first.
+#[allow(clippy::too_many_arguments)]
+fn extended(
+    buf: &[u8],
+    s: usize,
+    e: usize,
+    keep: usize,
+    det: Detector,
+    tail: Tail,
+    eof: bool,
+    memo: &mut Memo,
+) -> Cand {
+    let (end, open) = memo.read(buf, e, tail, eof);
+    Cand { start: s, end, keep, det, open }
 }
 
 /// Values that hold no secret: empty, booleans, null, and what a mask already made.
@@ -506,6 +522,42 @@ pub fn classify_key(key: &[u8]) -> SecretKey {
     let last = word(0);
     let prev = word(1);
     let is = |w: &[u8], list: &[&str]| list.iter().any(|x| x.as_bytes() == w);
+    let class = by_last_words(last, prev, word(2), count, has_secret, has_aws, has_access, is);
+    if class != SecretKey::None {
+        return class;
+    }
+    // Mixed case splits a word at its capitals (`PassWord`, `PASSword`, `pAssword`): the last
+    // two to four pieces joined may be one secret word. `passWordless` joins to no word.
+    let mut joined = Vec::with_capacity(64);
+    for k in 2..=count.min(4) {
+        joined.clear();
+        for back in (0..k).rev() {
+            joined.extend_from_slice(word(back));
+        }
+        let class = match joined.as_slice() {
+            b"token" if k == count => SecretKey::Secret,
+            b"token" => SecretKey::None,
+            w => by_last_words(w, b"", b"", 1, false, false, false, is),
+        };
+        if class != SecretKey::None {
+            return class;
+        }
+    }
+    SecretKey::None
+}
+
+/// [`classify_key`] from the last word, the two before it and what the key holds.
+#[allow(clippy::too_many_arguments)]
+fn by_last_words(
+    last: &[u8],
+    prev: &[u8],
+    prev2: &[u8],
+    count: usize,
+    has_secret: bool,
+    has_aws: bool,
+    has_access: bool,
+    is: impl Fn(&[u8], &[&str]) -> bool,
+) -> SecretKey {
     match last {
         b"authorization" => SecretKey::Authorization,
         b"password" | b"passwd" | b"pwd" | b"accountkey" | b"sharedaccesskey" => SecretKey::Password,
@@ -521,7 +573,7 @@ pub fn classify_key(key: &[u8]) -> SecretKey {
                 SecretKey::Secret
             }
         }
-        b"key" if prev == b"access" && word(2) == b"shared" => SecretKey::Password,
+        b"key" if prev == b"access" && prev2 == b"shared" => SecretKey::Password,
         b"token" if count == 1 || is(prev, TOKEN_QUALIFIERS) => SecretKey::Secret,
         b"accesstoken" | b"refreshtoken" | b"authtoken" | b"idtoken" | b"apitoken" | b"sessiontoken" => {
             SecretKey::Secret
@@ -555,6 +607,7 @@ fn key_value(
     len: usize,
     eof: bool,
     on_: &On,
+    memo: &mut Memo,
     push: Found<'_>,
 ) -> Result<(), Undecided> {
     // The whole key around the anchor, at most MAX_KEY bytes.
@@ -599,9 +652,12 @@ fn key_value(
         if i > 0 { buf[i - 1] } else { b'\n' }
     };
     let after_semicolon = class == SecretKey::Password && before == b';';
-    let end = value_end(buf, v, q, after_semicolon, eof)?;
+    let (end, open) = value_end(buf, v, q, after_semicolon, eof, memo)?;
     let value = &buf[v..end];
-    if is_non_secret_value(value) {
+    // A long value is a secret whatever it holds, and what follows its end does not decide
+    // it (a stream has not seen that yet).
+    let long = open.is_some() || end - v >= MAX_VALUE;
+    if !long && is_non_secret_value(value) {
         return Ok(());
     }
     // `PWD=/home/app`: the shell's working directory.
@@ -612,7 +668,7 @@ fn key_value(
         SecretKey::AwsSecret if is_aws_secret(value) => Detector::AwsSecretKey,
         SecretKey::Password
             if after_semicolon
-                || buf.get(end) == Some(&b';')
+                || (!long && buf.get(end) == Some(&b';'))
                 || (ks > 0 && buf[ks - 1] == b' ' && dsn_before(buf, ks)) =>
         {
             Detector::ConnectionString
@@ -626,14 +682,14 @@ fn key_value(
     } else {
         return Ok(());
     };
-    push(cand(v, end, 0, det));
+    push(Cand { start: v, end, keep: 0, det, open });
     Ok(())
 }
 
 /// The offset of the first key anchor inside `key`.
 fn first_anchor_in(key: &[u8]) -> Option<usize> {
     (0..key.len()).find(|&i| {
-        anchors().iter().any(|(k, kind)| *kind == Anchor::Key && key[i..].starts_with(k.as_bytes()))
+        anchors().iter().any(|(k, kind)| *kind == Anchor::Key && anchor_at(&key[i..], k.as_bytes(), *kind))
     })
 }
 
@@ -651,24 +707,35 @@ fn dsn_before(buf: &[u8], ks: usize) -> bool {
 }
 
 /// An `Authorization` value after the anchor at `a`.
-fn authorization(buf: &[u8], a: usize, len: usize, eof: bool, push: Found<'_>) -> Result<(), Undecided> {
+fn authorization(
+    buf: &[u8],
+    a: usize,
+    len: usize,
+    eof: bool,
+    memo: &mut Memo,
+    push: Found<'_>,
+) -> Result<(), Undecided> {
     if !(a == 0 || !is_alnum(buf[a - 1]) || after_escape(buf, a)) {
         return Ok(());
     }
     let Some((v, q)) = separator(buf, a + len, eof)? else { return Ok(()) };
     // Quoted: to the closing quote; unquoted: to the end of the line (Digest parameters hold
     // quotes and commas).
-    let end = if q == 0 {
-        run(buf, v, MAX_VALUE, eof, |b| b >= b' ' && b != 0x7F)?
+    let (end, long) = if q == 0 {
+        let end = run(buf, v, MAX_VALUE, eof, |b| b >= b' ' && b != 0x7F)?;
+        (end, end == v + MAX_VALUE)
     } else {
-        value_end(buf, v, q, false, eof)?
+        let (end, open) = value_end(buf, v, q, false, eof, memo)?;
+        (end, open.is_some() || end - v >= MAX_VALUE)
     };
-    auth_value(buf, v, end, push);
+    auth_value(buf, v, end, long.then_some(eof), memo, push);
     Ok(())
 }
 
-/// The credentials of the `Authorization` value `buf[v..end]`.
-fn auth_value(buf: &[u8], v: usize, end: usize, push: Found<'_>) {
+/// The credentials of the `Authorization` value `buf[v..end]`. `long` (with whether `buf`
+/// ends the input) when `end` is where a bounded read stopped, not the value's end: a
+/// credential that reaches it goes on to its own delimiter.
+fn auth_value(buf: &[u8], v: usize, end: usize, long: Option<bool>, memo: &mut Memo, push: Found<'_>) {
     let value = &buf[v..end];
     if is_non_secret_value(value) {
         return;
@@ -678,15 +745,15 @@ fn auth_value(buf: &[u8], v: usize, end: usize, push: Found<'_>) {
     if scheme_len == 0 || after_scheme != Some(b' ') {
         // No scheme: the value is the credential.
         let e = v + value.iter().position(|&b| ends_value(b)).unwrap_or(value.len());
-        push(cand(v, e, 0, Detector::Authorization));
+        push(reaching(buf, v, e, end, long, Tail::new(TailKind::Value), memo));
         return;
     }
     let scheme = &value[..scheme_len];
     let rest = v + scheme_len + 1;
     if scheme.eq_ignore_ascii_case(b"digest") {
-        params(buf, rest, end, &[b"response"], push);
+        params(buf, rest, end, long, &[b"response"], memo, push);
     } else if scheme.len() > 4 && scheme[..4].eq_ignore_ascii_case(b"aws4") {
-        params(buf, rest, end, &[b"signature"], push);
+        params(buf, rest, end, long, &[b"signature"], memo, push);
     } else {
         // Basic, Bearer, Token, Negotiate, …: one credential after the scheme.
         let mut s = rest;
@@ -695,8 +762,25 @@ fn auth_value(buf: &[u8], v: usize, end: usize, push: Found<'_>) {
         }
         let e = s + buf[s..end].iter().position(|&b| ends_value(b)).unwrap_or(end - s);
         if !is_non_secret_value(&buf[s..e]) {
-            push(cand(s, e, 0, Detector::Authorization));
+            push(reaching(buf, s, e, end, long, Tail::new(TailKind::Value), memo));
         }
+    }
+}
+
+/// The `Authorization` credential `buf[s..e]`, gone on with `tail` when it reaches the end of
+/// a long value read only to `end` (see [`auth_value`]).
+fn reaching(
+    buf: &[u8],
+    s: usize,
+    e: usize,
+    end: usize,
+    long: Option<bool>,
+    tail: Tail,
+    memo: &mut Memo,
+) -> Cand {
+    match long {
+        Some(eof) if e == end => extended(buf, s, e, 0, Detector::Authorization, tail, eof, memo),
+        _ => cand(s, e, 0, Detector::Authorization),
     }
 }
 
@@ -705,13 +789,21 @@ fn auth_value(buf: &[u8], v: usize, end: usize, push: Found<'_>) {
 pub(crate) fn keyed_authorization(key: &str, value: &[u8], out: &mut Vec<Cand>) {
     if classify_key(key.as_bytes()) == SecretKey::Authorization {
         // The value is the header value alone: it runs to its end.
-        auth_value(value, 0, value.len(), &mut |c| out.push(c));
+        auth_value(value, 0, value.len(), None, &mut Memo::default(), &mut |c| out.push(c));
     }
 }
 
 /// The values of the `name=value` parameters in `buf[s..e]` whose name is in `names`
 /// (Digest `response="…"`, SigV4 `Signature=…`).
-fn params(buf: &[u8], s: usize, e: usize, names: &[&[u8]], push: Found<'_>) {
+fn params(
+    buf: &[u8],
+    s: usize,
+    e: usize,
+    long: Option<bool>,
+    names: &[&[u8]],
+    memo: &mut Memo,
+    push: Found<'_>,
+) {
     let mut i = s;
     while i < e {
         while i < e && matches!(buf[i], b' ' | b',') {
@@ -731,7 +823,8 @@ fn params(buf: &[u8], s: usize, e: usize, names: &[&[u8]], push: Found<'_>) {
                 ve += 1;
             }
             if names.iter().any(|n| name.eq_ignore_ascii_case(n)) && ve > vs {
-                push(cand(vs, ve, 0, Detector::Authorization));
+                let tail = Tail::new(if quoted { TailKind::DoubleQuoted } else { TailKind::Value });
+                push(reaching(buf, vs, ve, e, long, tail, memo));
             }
             i = if quoted && ve < e { ve + 1 } else { ve };
         } else {
@@ -761,36 +854,34 @@ fn aws_key_id(buf: &[u8], a: usize, eof: bool, push: Found<'_>) -> Result<(), Un
 
 /// A JSON Web Token: `eyJ` header, `.`, payload, and an optional `.` signature (and the two
 /// more segments of an encrypted token).
-fn jwt(buf: &[u8], a: usize, eof: bool, push: Found<'_>) -> Result<(), Undecided> {
+fn jwt(buf: &[u8], a: usize, eof: bool, memo: &mut Memo, push: Found<'_>) -> Result<(), Undecided> {
     if &buf[a..a + 3] != b"eyJ" || !token_start(buf, a) {
         return Ok(());
     }
     let h = run(buf, a, MAX_VALUE, eof, is_token_byte)?;
-    if h - a < 10 || need(buf, h, eof)? != Some(b'.') {
+    if h - a < 10 {
         return Ok(());
     }
-    let p = run(buf, h + 1, MAX_VALUE, eof, is_token_byte)?;
+    if h - a == MAX_VALUE {
+        // A long header: a token whatever follows, to its end.
+        push(extended(buf, a, h, 0, Detector::Jwt, Tail::jwt(4), eof, memo));
+        return Ok(());
+    }
+    if need(buf, h, eof)? != Some(b'.') {
+        return Ok(());
+    }
+    let p = run(buf, h + 1, 10, eof, is_token_byte)?;
     if p - (h + 1) < 10 {
         return Ok(());
     }
-    let mut e = p;
-    for _ in 0..3 {
-        if need(buf, e, eof)? != Some(b'.') {
-            break;
-        }
-        let n = run(buf, e + 1, MAX_VALUE, eof, is_token_byte)?;
-        if n == e + 1 {
-            break;
-        }
-        e = n;
-    }
-    // A trailing `.` with no segment after it (`alg: none`) stays outside the match.
-    push(cand(a, e.min(a + 3 * MAX_VALUE), 0, Detector::Jwt));
+    // The payload and up to three more segments (an encrypted token has five); a trailing `.`
+    // with no segment after it (`alg: none`) stays outside the match.
+    push(extended(buf, a, h + 1, 0, Detector::Jwt, Tail::jwt(3), eof, memo));
     Ok(())
 }
 
 /// A PEM private key block: the body between `-----BEGIN … PRIVATE KEY-----` and `-----END`.
-fn pem(buf: &[u8], a: usize, eof: bool, push: Found<'_>) -> Result<(), Undecided> {
+fn pem(buf: &[u8], a: usize, eof: bool, memo: &mut Memo, push: Found<'_>) -> Result<(), Undecided> {
     const BEGIN: &[u8] = b"-----BEGIN ";
     if &buf[a..a + BEGIN.len()] != BEGIN {
         return Ok(());
@@ -805,11 +896,14 @@ fn pem(buf: &[u8], a: usize, eof: bool, push: Found<'_>) -> Result<(), Undecided
         return Ok(());
     }
     let body = label_end + 5;
-    let lim = (body + MAX_PEM).min(buf.len());
-    let end = match memchr::memmem::find(&buf[body..lim], b"-----END") {
-        Some(p) => body + p,
-        None if lim == body + MAX_PEM || eof => lim,
-        None => return Err(Undecided),
+    // The marker may start just before the limit.
+    const END: &[u8] = b"-----END";
+    let window = (body + MAX_PEM + END.len() - 1).min(buf.len());
+    let (end, long) = match memchr::memmem::find(&buf[body..window], END) {
+        Some(p) if p < MAX_PEM => (body + p, false),
+        _ if window == body + MAX_PEM + END.len() - 1 => (body + MAX_PEM, true),
+        _ if eof => (buf.len().min(body + MAX_PEM), buf.len() >= body + MAX_PEM),
+        _ => return Err(Undecided),
     };
     // The line breaks (or their JSON escapes) around the body stay, so the markers keep their
     // own lines.
@@ -822,6 +916,16 @@ fn pem(buf: &[u8], a: usize, eof: bool, push: Found<'_>) -> Result<(), Undecided
         } else {
             break;
         }
+    }
+    if long {
+        // Past the limit the body goes on over base64 and line breaks (see [`MAX_PEM`]),
+        // from before the line breaks that end the part read.
+        let from = (e - super::tail::pem_trailer(&buf[s..e])).max(s);
+        let c = extended(buf, s, from, 0, Detector::PrivateKey, Tail::new(TailKind::Pem), eof, memo);
+        if c.end > c.start {
+            push(c);
+        }
+        return Ok(());
     }
     loop {
         if e > s && matches!(buf[e - 1], b'\r' | b'\n' | b' ') {
@@ -837,7 +941,14 @@ fn pem(buf: &[u8], a: usize, eof: bool, push: Found<'_>) -> Result<(), Undecided
 }
 
 /// A token with the fixed prefix `TOKEN_PREFIXES[i]`.
-fn token(buf: &[u8], a: usize, i: usize, eof: bool, push: Found<'_>) -> Result<(), Undecided> {
+fn token(
+    buf: &[u8],
+    a: usize,
+    i: usize,
+    eof: bool,
+    memo: &mut Memo,
+    push: Found<'_>,
+) -> Result<(), Undecided> {
     let (prefix, min) = TOKEN_PREFIXES[i];
     let p = prefix.as_bytes();
     if &buf[a..a + p.len()] != p || !token_start(buf, a) {
@@ -848,7 +959,12 @@ fn token(buf: &[u8], a: usize, i: usize, eof: bool, push: Found<'_>) -> Result<(
     if e - (a + p.len()) < min {
         return Ok(());
     }
-    push(cand(a, e, p.len(), Detector::PrefixedToken));
+    if e == a + p.len() + MAX_VALUE {
+        let tail = Tail::new(TailKind::Token { dot: sendgrid });
+        push(extended(buf, a, e, p.len(), Detector::PrefixedToken, tail, eof, memo));
+    } else {
+        push(cand(a, e, p.len(), Detector::PrefixedToken));
+    }
     Ok(())
 }
 
@@ -953,6 +1069,53 @@ mod tests {
             "password=[secret_field:0a1b2c3d]",
         ] {
             assert_eq!(red(keep), keep);
+        }
+    }
+
+    /// Issue 12: key names in any ASCII case, and their look-alikes in any case.
+    #[test]
+    fn mixed_case_key_names() {
+        for (line, want) in [
+            ("PassWord=hunter2 ok", "PassWord=**** ok"),
+            ("PASSword=hunter2", "PASSword=****"),
+            ("pAssword: hunter2", "pAssword: ****"),
+            ("dbPassWord=hunter2", "dbPassWord=****"),
+            ("API_KEY=0123456789abcdef", "API_KEY=****"),
+            ("Api_Key: 0123456789abcdef", "Api_Key: ****"),
+            ("Secret-Key: abc123def", "Secret-Key: ****"),
+            ("SECRET_KEY=abc123def", "SECRET_KEY=****"),
+            ("ClientSECRET=abc123def", "ClientSECRET=****"),
+            ("{\"AccessTOKEN\":\"abc123\"}", "{\"AccessTOKEN\":\"****\"}"),
+            ("ToKen=abc123", "ToKen=****"),
+            ("AUTHORIZATION: Bearer abc.def", "AUTHORIZATION: Bearer ****"),
+            ("AuthoriZation: Basic dXNlcjpwYXNz", "AuthoriZation: Basic ****"),
+        ] {
+            assert_eq!(red(line), want, "{line}");
+        }
+        for keep in [
+            "passwordless=true",
+            "PasswordLess=enabled",
+            "passWordless=on",
+            "secretary=alice",
+            "SECRETARY=alice",
+            "Secretary: alice",
+            "keyboard=us",
+            "KeyBoard=us",
+            "PASSWORD_RESET=done",
+            "nextToken=abc",
+            "TOKEN_COUNT=5",
+            "Token-Count: 5",
+            "AUTHORIZATION_CODE=abc",
+            "asia trip",
+            "Akia=1",
+        ] {
+            assert_eq!(red(keep), keep, "{keep}");
+        }
+        for k in ["PassWord", "PASSword", "API_KEY", "Secret-Key", "ApiKey", "Pass_Word"] {
+            assert_ne!(classify_key(k.as_bytes()), SecretKey::None, "{k}");
+        }
+        for k in ["passWordless", "SecretaryName", "KeyBoard", "TokenCount", "PageToken"] {
+            assert_eq!(classify_key(k.as_bytes()), SecretKey::None, "{k}");
         }
     }
 
@@ -1121,6 +1284,12 @@ mod tests {
         "aws_secret_access_key",
         "4111111111111111",
         "é",
+        "PassWord",
+        "pASS",
+        "WORD",
+        "AUTHORIZATION",
+        "AuthoriZation: ",
+        "less",
     ];
 
     fn input() -> impl Strategy<Value = Vec<u8>> {
@@ -1190,12 +1359,9 @@ mod tests {
             "p".repeat(5000)
         );
         let want = whole(&r, input.as_bytes());
-        let tail = "p".repeat(5000 - MAX_VALUE);
         assert_eq!(
             String::from_utf8_lossy(&want.0),
-            format!(
-                "a\n-----BEGIN PRIVATE KEY-----\n****\n-----END PRIVATE KEY-----\nb password=****{tail} c\n"
-            )
+            "a\n-----BEGIN PRIVATE KEY-----\n****\n-----END PRIVATE KEY-----\nb password=**** c\n"
         );
         for step in [1, 7, 64, 1000, 4096] {
             let cuts: Vec<usize> = (step..input.len()).step_by(step).collect();

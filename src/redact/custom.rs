@@ -41,7 +41,7 @@ impl Keywords {
                 end: from + m.end(),
                 keep: 0,
                 det: Detector::Keyword,
-                open: false,
+                open: None,
             });
         }
     }

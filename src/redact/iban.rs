@@ -164,7 +164,7 @@ pub(crate) fn candidate(buf: &[u8], s: usize, out: &mut Vec<Cand>) {
         return;
     }
     if let Some(end) = parse(buf, start) {
-        out.push(Cand { start, end, keep: 0, det: Detector::Iban, open: false });
+        out.push(Cand { start, end, keep: 0, det: Detector::Iban, open: None });
     }
 }
 

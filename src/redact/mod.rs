@@ -31,8 +31,10 @@
 //!
 //! Every candidate is *local*: whether it exists depends only on at most [`Redactor::context`]
 //! bytes before it and a bounded number of bytes after it (a URL authority is at most
-//! [`url_credentials::MAX_AUTHORITY`] bytes; a credential parameter value is unbounded but
-//! ends at a fixed set of delimiter bytes). That is what lets the stream hold back little.
+//! [`url_credentials::MAX_AUTHORITY`] bytes). A credential value, header, token or key body
+//! is unbounded, but whether it exists is decided within a bounded span and its end is a
+//! delimiter that a [`tail::Tail`] finds one piece at a time (masked to its end whatever its
+//! length). That is what lets the stream hold back little.
 
 pub mod bank_account;
 pub mod card;
@@ -44,6 +46,7 @@ mod mask;
 pub mod naive;
 pub mod policy;
 pub mod stream;
+mod tail;
 pub mod url_credentials;
 
 use std::borrow::Cow;
@@ -288,14 +291,16 @@ const MIN_LOOKAHEAD: usize = 160;
 pub const PATTERN_WINDOW: usize = 64 * 1024;
 
 /// A candidate replacement: `buf[start..end]` becomes `buf[start..start + keep]` followed by
-/// the mask of the rest. `open` marks a credential value whose end the stream has not seen.
+/// the mask of the rest. `open` marks a credential value whose end the stream has not seen:
+/// `buf[start..end]` is value, the bytes after `end` are held, and the [`tail::Tail`] finds
+/// the end in the pieces that follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Cand {
     pub start: usize,
     pub end: usize,
     pub keep: usize,
     pub det: Detector,
-    pub open: bool,
+    pub open: Option<tail::Tail>,
 }
 
 /// A compiled redaction engine. Cheap to share (`Send + Sync`); build it once.
@@ -675,25 +680,39 @@ impl Redactor {
 /// Sorts candidates and keeps the leftmost-longest non-overlapping ones that start before
 /// `limit`, moving them to the front; returns how many were kept.
 pub(crate) fn select(cands: &mut Vec<Cand>, limit: usize) -> usize {
+    select_open(cands, limit).0
+}
+
+/// [`select`], and the start of a kept open candidate that shares its start with another open
+/// candidate that ends by another rule (a closed one there is shorter; one with the same rule
+/// ends at the same byte, and the detector order decides): which of the two is longer is not
+/// known yet (a `password=` value that is also a JSON Web Token), so a stream must not decide
+/// there until one of them ends.
+pub(crate) fn select_open(cands: &mut Vec<Cand>, limit: usize) -> (usize, Option<usize>) {
     if cands.len() > 1 {
-        cands.sort_unstable_by_key(|c| (c.start, !c.open, std::cmp::Reverse(c.end), c.det));
+        cands.sort_unstable_by_key(|c| (c.start, c.open.is_none(), std::cmp::Reverse(c.end), c.det));
     }
     let mut kept = 0;
     let mut last_end = 0;
+    let mut tie = None;
     for i in 0..cands.len() {
         let c = cands[i];
         if c.start >= limit {
             break;
         }
         if kept > 0 && c.start < last_end {
+            let k = cands[kept - 1];
+            if tie.is_none() && c.open.is_some() && k.start == c.start && (k.open, k.end) != (c.open, c.end) {
+                tie = Some(c.start);
+            }
             continue;
         }
         cands[kept] = c;
         kept += 1;
-        last_end = if c.open { usize::MAX } else { c.end };
+        last_end = if c.open.is_some() { usize::MAX } else { c.end };
     }
     cands.truncate(kept);
-    kept
+    (kept, tie)
 }
 
 /// ASCII letter or digit.

@@ -290,7 +290,11 @@ fn naive_userinfo(b: &[u8], u: usize) -> Option<(usize, usize)> {
     match at {
         None => super::url_credentials::extended_password(b, u, j, true).flatten(),
         Some(at) if at == u => None,
-        Some(at) => super::url_credentials::split_userinfo(&b[u..at]).map(|keep| (at, keep)),
+        Some(at) => {
+            // A password holding `@` and `/` (the definition is shared).
+            let at = super::url_credentials::password_past_path(b, u, at, j, true).flatten().unwrap_or(at);
+            super::url_credentials::split_userinfo(&b[u..at]).map(|keep| (at, keep))
+        }
     }
 }
 

@@ -17,9 +17,11 @@
 //! Since the kept matches before `p` end at or before it, the selection after `p` starts
 //! fresh, exactly as it does in the whole input at that point.
 //!
-//! A credential value (`?token=…`) has no length limit. When its end is not in the carry, the
-//! stream writes everything before it and the mask, then drops input until a byte that ends
-//! the value (feeding an HMAC when the mask is `hmac`, whose token it writes then).
+//! A credential value (`?token=…`, `password=…`, a bearer token, a JWT, a PEM body) has no
+//! length limit. When its end is not in the carry (and it is long enough to be decided), the
+//! stream writes everything before it and the mask, then drops input until its
+//! [`Tail`](super::tail) finds the delimiter (feeding an HMAC when the mask is `hmac`, whose
+//! token it writes then). The value's bytes never stay in memory longer than one piece.
 //!
 //! # Worked example
 //!
@@ -57,8 +59,8 @@ use hmac::Hmac;
 use sha2::Sha256;
 
 use super::custom::PatternStream;
-use super::url_credentials::find_value_end;
-use super::{Cand, Counts, Detector, Redactor, mask, select};
+use super::tail::{Scanned, Tail};
+use super::{Cand, Counts, Detector, Redactor, mask, select_open};
 
 /// A redacting stream. See the module documentation.
 #[derive(Debug)]
@@ -78,6 +80,10 @@ pub struct Stream {
 struct Swallow {
     det: Detector,
     mac: Option<Hmac<Sha256>>,
+    /// Finds the value's end in the pieces that come.
+    tail: Tail,
+    /// Bytes after the value read so far that the next piece decides (see [`Tail`]).
+    held: Vec<u8>,
 }
 
 impl std::fmt::Debug for Swallow {
@@ -143,23 +149,36 @@ impl Stream {
         self.ctx = 0;
     }
 
-    fn stage1(&mut self, mut chunk: &[u8], eof: bool, out: &mut Vec<u8>) {
-        if let Some(sw) = &mut self.swallow {
-            let end = find_value_end(chunk);
-            let taken = &chunk[..end.unwrap_or(chunk.len())];
+    fn stage1(&mut self, chunk: &[u8], eof: bool, out: &mut Vec<u8>) {
+        let joined;
+        let mut chunk = chunk;
+        if let Some(mut sw) = self.swallow.take() {
+            // The held bytes come before the chunk (rare, and a few bytes).
+            let data: &[u8] = if sw.held.is_empty() {
+                chunk
+            } else {
+                let mut j = std::mem::take(&mut sw.held);
+                j.extend_from_slice(chunk);
+                joined = j;
+                &joined
+            };
+            let (taken, ended) = match sw.tail.scan(data, eof) {
+                Scanned::End(e) => (e, true),
+                Scanned::More(k) => (k, false),
+            };
             if let Some(mac) = &mut sw.mac {
-                mask::feed(mac, sw.det, taken);
+                mask::feed(mac, sw.det, &data[..taken]);
             }
-            self.remember(taken);
-            if end.is_none() && !eof {
+            self.remember(&data[..taken]);
+            if !ended {
+                sw.held = data[taken..].to_vec();
+                self.swallow = Some(sw);
                 return;
             }
-            if let Some(sw) = self.swallow.take() {
-                if let Some(mac) = sw.mac {
-                    mask::finish_token(mac, sw.det, out);
-                }
+            if let Some(mac) = sw.mac {
+                mask::finish_token(mac, sw.det, out);
             }
-            chunk = &chunk[taken.len()..];
+            chunk = &data[taken..];
         }
         self.carry.extend_from_slice(chunk);
         let r = &*self.r;
@@ -167,16 +186,21 @@ impl Stream {
         self.cands.clear();
         let limit = r.candidates(&self.carry, self.ctx, eof, &mut self.cands);
         let limit = if eof { usize::MAX } else { limit };
-        let kept = select(&mut self.cands, limit);
+        let (kept, tie) = select_open(&mut self.cands, limit);
         // The commit point.
         let mut p = if eof { n } else { limit.min(n).max(self.ctx) };
         let mut open = None;
         let mut upto = kept;
         for (i, c) in self.cands[..kept].iter().enumerate() {
-            if c.open {
-                open = Some(i);
+            if c.open.is_some() {
                 upto = i;
-                p = c.start;
+                if tie == Some(c.start) {
+                    // Two open values start here: wait until one of them ends.
+                    p = c.start;
+                } else {
+                    open = Some(i);
+                    p = c.start;
+                }
                 break;
             }
             p = p.max(c.end);
@@ -199,10 +223,14 @@ impl Stream {
             self.counts.0[c.det as usize] += 1;
             let mut mac = r.mask.start_stream();
             if let Some(m) = &mut mac {
-                mask::feed(m, c.det, &self.carry[c.start + c.keep..]);
+                mask::feed(m, c.det, &self.carry[c.start + c.keep..c.end]);
             }
-            self.swallow = Some(Swallow { det: c.det, mac });
-            p = n;
+            let held = self.carry[c.end..].to_vec();
+            if let Some(tail) = c.open {
+                self.swallow = Some(Swallow { det: c.det, mac, tail, held });
+            }
+            self.carry.truncate(c.end);
+            p = c.end;
         }
         // Keep the left context.
         let keep_from = p.saturating_sub(r.context);

@@ -30,6 +30,7 @@
 //!
 //! The scheme, host, port, path, user name and other parameters stay readable.
 
+use super::tail::{Kind as TailKind, Tail};
 use super::{BuildError, BuildErrorKind, Cand, Detector};
 
 /// The longest authority (`user:password@host:port`) the detector looks through for an `@`:
@@ -202,7 +203,7 @@ impl UrlCredentials {
                 }
                 Userinfo::None => {}
                 Userinfo::Found { end, keep } => {
-                    out.push(Cand { start: u, end, keep, det: Detector::UrlCredentials, open: false })
+                    out.push(Cand { start: u, end, keep, det: Detector::UrlCredentials, open: None })
                 }
             }
             return;
@@ -210,7 +211,7 @@ impl UrlCredentials {
         if buf[y] == b'@' {
             if let Some((start, end)) = schemeless(buf, y, st.eof) {
                 if start >= st.from {
-                    out.push(Cand { start, end, keep: 0, det: Detector::UrlCredentials, open: false });
+                    out.push(Cand { start, end, keep: 0, det: Detector::UrlCredentials, open: None });
                 }
             }
             return;
@@ -248,12 +249,16 @@ impl UrlCredentials {
         match end {
             Some(0) => {}
             Some(len) => {
-                out.push(Cand { start: v, end: v + len, keep: 0, det: Detector::UrlCredentials, open: false })
+                out.push(Cand { start: v, end: v + len, keep: 0, det: Detector::UrlCredentials, open: None })
             }
             None if v == n => {}
-            None => {
-                out.push(Cand { start: v, end: n, keep: 0, det: Detector::UrlCredentials, open: !st.eof })
-            }
+            None => out.push(Cand {
+                start: v,
+                end: n,
+                keep: 0,
+                det: Detector::UrlCredentials,
+                open: (!st.eof).then(|| Tail::new(TailKind::Value)),
+            }),
         }
     }
 }
@@ -375,6 +380,10 @@ fn userinfo(buf: &[u8], u: usize, eof: bool) -> Userinfo {
     if at == u {
         return Userinfo::None;
     }
+    let at = match password_past_path(buf, u, at, j, eof) {
+        None => return Userinfo::Undecided,
+        Some(later) => later.unwrap_or(at),
+    };
     split_userinfo(&buf[u..at]).map_or(Userinfo::None, |keep| Userinfo::Found { end: at, keep })
 }
 
@@ -411,25 +420,118 @@ pub fn extended_password(buf: &[u8], u: usize, j: usize, eof: bool) -> Option<Op
     }
     let limit = (c + 1 + MAX_EXTENDED_PASSWORD).min(n);
     let mut k = j;
+    let mut space = false;
     while k < limit {
         let b = buf[k];
         if b < b' ' || b == 0x7F || (b == b':' && buf[k + 1..].starts_with(b"//")) {
             return Some(None);
         }
+        space |= b == b' ';
         if b == b'@' {
-            return match host_follows(buf, k + 1, eof) {
-                None => None,
-                Some(false) => Some(None),
-                Some(true) => {
-                    let keep = if keeps_user(&buf[u..c]) { c + 1 - u } else { 0 };
-                    Some(Some((k, keep)))
+            match host_follows(buf, k + 1, eof) {
+                None => return None,
+                // An `@` inside the password (`a/b@c@db:5432`): a later one may end it.
+                Some(false) => {}
+                // Across a space the `@host` must end an authority (`:port` or a path), or
+                // prose after `://host:notaport` would run on to an e-mail (`bob@x.com`).
+                Some(true) if space => {
+                    return match ends_with_port_or_path(buf, k + 1, eof) {
+                        None => None,
+                        Some(false) => Some(None),
+                        Some(true) => Some(Some((k, if keeps_user(&buf[u..c]) { c + 1 - u } else { 0 }))),
+                    };
                 }
+                Some(true) => return Some(Some((k, if keeps_user(&buf[u..c]) { c + 1 - u } else { 0 }))),
+            }
+        }
+        k += 1;
+    }
+    if k == n && k < c + 1 + MAX_EXTENDED_PASSWORD && !eof { None } else { Some(None) }
+}
+
+/// A password holding both `@` and `/` (`https://user:p@ss/word@db.example.com/x`): the
+/// authority `buf[u..j]` ends at a `/`, its `@` at `at` is followed by a bare word (no dot, no
+/// port, not `localhost`), and within [`MAX_EXTENDED_PASSWORD`] bytes after the colon, before
+/// any space, control byte, quote or other `://`, a later `@` is followed by a host with a dot
+/// or a port: that `@` ends the user-info. `Some(None)` when not (`https://u:p@db/@scope/pkg`
+/// keeps its path); `None` when `buf` ends before that is known and more may come.
+pub(crate) fn password_past_path(
+    buf: &[u8],
+    u: usize,
+    at: usize,
+    j: usize,
+    eof: bool,
+) -> Option<Option<usize>> {
+    let n = buf.len();
+    let Some(c) = memchr::memchr(b':', &buf[u..at]).map(|c| u + c) else { return Some(None) };
+    let host = &buf[at + 1..j];
+    if buf.get(j) != Some(&b'/') || host.contains(&b'.') || host.contains(&b':') || host.is_empty() {
+        return Some(None);
+    }
+    if host.eq_ignore_ascii_case(b"localhost") {
+        return Some(None);
+    }
+    let limit = (c + 1 + MAX_EXTENDED_PASSWORD).min(n);
+    let mut k = j;
+    while k < limit {
+        let b = buf[k];
+        if b <= b' '
+            || b == 0x7F
+            || matches!(b, b'"' | b'\'' | b'<' | b'>')
+            || (b == b':' && buf[k + 1..].starts_with(b"//"))
+        {
+            return Some(None);
+        }
+        if b == b'@' {
+            return match host_with_dot_or_port(buf, k + 1, eof) {
+                None => None,
+                Some(true) => Some(Some(k)),
+                Some(false) => Some(None),
             };
         }
         k += 1;
     }
     if k == n && k < c + 1 + MAX_EXTENDED_PASSWORD && !eof { None } else { Some(None) }
 }
+
+/// Whether a host with a dot, or followed by `:` and a digit, starts at `h`; `None` when `buf`
+/// ends before that is known and more may come.
+fn host_with_dot_or_port(buf: &[u8], h: usize, eof: bool) -> Option<bool> {
+    let mut j = h;
+    while j < buf.len() && j - h < 256 && is_host_byte(buf[j]) {
+        j += 1;
+    }
+    if j == buf.len() && !eof {
+        return None;
+    }
+    let dot = buf[h..j].contains(&b'.') && buf[h..j].iter().any(u8::is_ascii_alphabetic);
+    match (buf.get(j), buf.get(j + 1)) {
+        _ if j == h => Some(false),
+        (Some(b':'), Some(d)) if d.is_ascii_digit() => Some(true),
+        (Some(b':'), None) if !eof => None,
+        _ => Some(dot),
+    }
+}
+
+/// Whether the host at `h` is followed by `:` and a digit, or by `/`; `None` when `buf` ends
+/// before that is known and more may come.
+fn ends_with_port_or_path(buf: &[u8], h: usize, eof: bool) -> Option<bool> {
+    let mut j = h;
+    while j < buf.len() && j - h < 256 && is_host_byte(buf[j]) {
+        j += 1;
+    }
+    match (buf.get(j), buf.get(j + 1)) {
+        (Some(b'/'), _) => Some(true),
+        (Some(b':'), Some(d)) => Some(d.is_ascii_digit()),
+        (None, _) | (Some(b':'), None) if !eof => None,
+        _ => Some(false),
+    }
+}
+
+/// URI schemes written `scheme:user@host` (no `//`): `sip:alice@host:5060` is an address, not
+/// the user `sip` with the password `alice`.
+const OPAQUE_SCHEMES: &[&str] =
+    &["sip", "sips", "tel", "mailto", "xmpp", "im", "pres", "h323", "iax", "news"];
 
 /// A byte of a user name in an authority without a scheme.
 #[inline]
@@ -510,6 +612,9 @@ pub fn schemeless(buf: &[u8], y: usize, eof: bool) -> Option<(usize, usize)> {
     if us == c || (us > 0 && (is_user_byte(buf[us - 1]) || matches!(buf[us - 1], b'/' | b':' | b'@'))) {
         return None;
     }
+    if OPAQUE_SCHEMES.iter().any(|s| buf[us..c].eq_ignore_ascii_case(s.as_bytes())) {
+        return None;
+    }
     Some((if keeps_user(&buf[us..c]) { ps } else { us }, y))
 }
 
@@ -551,6 +656,33 @@ mod tests {
     }
 
     #[test]
+    fn url_edge_cases_of_issue_12() {
+        let r = crate::redact::Redactor::with_defaults();
+        let red = |s: &str| r.redact_str(s, &mut crate::redact::Counts::default()).into_owned();
+        // A bad port is no password running on to a later e-mail address.
+        for keep in [
+            "see https://host:notaport/x and write to bob@x.com",
+            "https://host:notaport ask bob@x.com",
+            "sip:alice@host:5060",
+            "SIP:alice@pbx.example.com:5061 ringing",
+            "https://u:p@db/@scope/pkg",
+        ] {
+            let out = red(keep);
+            assert!(out.contains("bob@x.com") || !keep.contains("bob"), "{out}");
+            assert!(!keep.starts_with("sip") && !keep.starts_with("SIP") || out == keep, "{out}");
+        }
+        assert_eq!(red("https://u:p@db/@scope/pkg"), "https://u:****@db/@scope/pkg");
+        // A password holding both `@` and `/`.
+        assert_eq!(
+            red("https://user:p@ss/word@db.example.com/path"),
+            "https://user:****@db.example.com/path"
+        );
+        assert_eq!(red("postgres://app:a/b@c@db:5432/x"), "postgres://app:****@db:5432/x");
+        // Across a space, the `@host` must end an authority.
+        assert_eq!(red("mysql://app:p/ss w#rd@db:3306/x"), "mysql://app:****@db:3306/x");
+    }
+
+    #[test]
     fn no_userinfo() {
         for s in [
             "https://api.example.com:8443/v1?page=2",
@@ -581,6 +713,6 @@ mod tests {
         assert_eq!(u.candidates(b"see https://user:pa", 0, false, &mut out), 12);
         out.clear();
         u.candidates(b"x?token=abc", 0, false, &mut out);
-        assert!(out[0].open);
+        assert!(out[0].open.is_some());
     }
 }
