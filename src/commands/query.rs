@@ -76,6 +76,11 @@ pub struct QueryArgs {
     /// make the exit code 3.
     #[arg(long)]
     pub skip_unreadable: bool,
+    /// Encode `jsonl` and `csv` with the reference encoders (a `serde_json::Value` per event,
+    /// a `String` per CSV cell) that the direct writers replaced: same bytes, slower. For
+    /// benchmarks (BENCHMARKS.md "Query output") and checks, not for use.
+    #[arg(long, hide = true)]
+    pub reference_encoder: bool,
 }
 
 /// Parses an RFC 3339 time or a relative one (`15m` = 15 minutes before `now`), in nanos.
@@ -259,7 +264,14 @@ pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
         Out::Text { w, format, header } => {
             // A table on a terminal is read as it comes: every chunk goes to the screen at once.
             let flush_each = *format == Format::Table && stdout_tty && args.output.is_none();
-            let text = TextOut { w, format: *format, header, flush_each, limit: args.limit };
+            let text = TextOut {
+                w,
+                format: *format,
+                header,
+                flush_each,
+                limit: args.limit,
+                reference: args.reference_encoder,
+            };
             read_parallel(&files, &remote, &filter, &retriever, &progress, text, &mut tally)?;
         }
         Out::Parquet { .. } => read_sequential(
@@ -319,6 +331,11 @@ struct Tally {
 /// Decoded rows per batch: the unit of decoding, encoding and hand-over between threads.
 const BATCH_ROWS: usize = 8192;
 
+/// Rows per batch of a table read on a terminal: a screenful comes out as soon as the first
+/// pages are decoded (issue 19: first rows in under 100 ms), and a person reads slower than
+/// any batch size keeps up with.
+const SCREEN_BATCH_ROWS: usize = 256;
+
 /// Encoded batches a segment's reader may hold ready before the output takes them. With one
 /// being encoded, a query holds at most `threads × (READY_BATCHES + 1)` encoded batches.
 const READY_BATCHES: usize = 2;
@@ -330,6 +347,8 @@ struct TextOut<'a> {
     header: &'a mut bool,
     flush_each: bool,
     limit: Option<u64>,
+    /// Encode with the reference encoders (`--reference-encoder`).
+    reference: bool,
 }
 
 /// What a segment's reader thread hands to the output, in order.
@@ -370,7 +389,8 @@ fn read_parallel(
         receivers.push(rx);
     }
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let format = text.format;
+    let (format, reference) = (text.format, text.reference);
+    let batch_rows = if text.flush_each { SCREEN_BATCH_ROWS } else { BATCH_ROWS };
     std::thread::scope(|scope| -> anyhow::Result<()> {
         for _ in 0..threads {
             scope.spawn(|| {
@@ -380,7 +400,8 @@ fn read_parallel(
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(slot) = senders.get(i) else { return };
                     let Some(tx) = slot.lock().unwrap_or_else(|p| p.into_inner()).take() else { continue };
-                    read_segment(&files[i], remote, filter, retriever, format, &tx);
+                    let how = Encoding { format, reference, batch_rows };
+                    read_segment(&files[i], remote, filter, retriever, how, &tx);
                 }
             });
         }
@@ -446,6 +467,16 @@ fn write_pieces(
     Ok(())
 }
 
+/// How a segment's reader encodes its lines.
+#[derive(Clone, Copy)]
+struct Encoding {
+    format: Format,
+    /// `--reference-encoder`.
+    reference: bool,
+    /// Rows decoded and encoded per piece.
+    batch_rows: usize,
+}
+
 /// Reads one segment and sends its encoded lines, then how it ended. Returns early when the
 /// output no longer listens.
 fn read_segment(
@@ -453,9 +484,10 @@ fn read_segment(
     remote: &Remote,
     filter: &Filter,
     retriever: &Arc<SegmentRetriever>,
-    format: Format,
+    how: Encoding,
     tx: &std::sync::mpsc::SyncSender<Piece>,
 ) {
+    let Encoding { format, reference, batch_rows } = how;
     let seg = match remote.open(f, retriever.clone()) {
         Ok(s) => s,
         Err(e) => {
@@ -469,7 +501,7 @@ fn read_segment(
     }
     let mut events = Vec::new();
     let result = (|| -> anyhow::Result<bool> {
-        for batch in seg.read(filter, BATCH_ROWS)? {
+        for batch in seg.read(filter, batch_rows)? {
             let batch = batch?;
             if batch.num_rows() == 0 {
                 continue;
@@ -479,7 +511,11 @@ fn read_segment(
             let mut bytes = Vec::with_capacity(256 * events.len());
             let mut ends = Vec::with_capacity(events.len());
             for e in &events {
-                encode_line(&mut bytes, format, e);
+                if reference {
+                    encode_line_reference(&mut bytes, format, e);
+                } else {
+                    encode_line(&mut bytes, format, e);
+                }
                 ends.push(bytes.len());
             }
             if tx.send(Piece::Lines { bytes, ends }).is_err() {
@@ -601,6 +637,37 @@ fn encode_line(out: &mut Vec<u8>, format: Format, e: &Event) {
     out.push(b'\n');
 }
 
+/// [`encode_line`] by the reference encoders: a `serde_json::Value` per event, a `String` per
+/// CSV cell (what `query` did before issue 19; kept for `--reference-encoder` and the
+/// property tests that hold the direct writers to the same bytes).
+fn encode_line_reference(out: &mut Vec<u8>, format: Format, e: &Event) {
+    match format {
+        Format::Jsonl | Format::Parquet => {
+            // Serializing into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, &e.to_json());
+            out.push(b'\n');
+        }
+        Format::Csv => {
+            out.extend_from_slice(csv_line_reference(e).as_bytes());
+            out.push(b'\n');
+        }
+        Format::Table => encode_line(out, format, e),
+    }
+}
+
+/// The CSV line as it was built before issue 19: a `String` per cell, joined.
+fn csv_line_reference(e: &Event) -> String {
+    let r = row(e);
+    let (trace, span) = match e {
+        Event::Log(l) => {
+            (l.trace_id.map(hex::encode).unwrap_or_default(), l.span_id.map(hex::encode).unwrap_or_default())
+        }
+        Event::Span(s) => (hex::encode(s.trace_id), hex::encode(s.span_id)),
+    };
+    let cells = [e.signal().as_str(), &r.time, r.level, &r.service, &trace, &span, &r.text];
+    cells.iter().map(|c| csv_cell(c)).collect::<Vec<_>>().join(",")
+}
+
 /// One CSV line (no newline): the cells of [`csv_cell`], written without a `String` per cell.
 fn csv_line(out: &mut Vec<u8>, e: &Event) {
     out.extend_from_slice(e.signal().as_str().as_bytes());
@@ -717,7 +784,6 @@ pub fn sanitize(s: &str) -> String {
 
 /// One CSV cell (the reference for [`write_csv_cell`]): control characters and bidi overrides escaped, a leading `'` on what a
 /// spreadsheet would run as a formula, quoted when needed (RFC 4180).
-#[cfg(test)]
 fn csv_cell(s: &str) -> String {
     let formula = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
     let mut s = sanitize(s);
@@ -743,20 +809,6 @@ mod tests {
     fn escaping() {
         assert_eq!(sanitize("a\x1b[2Jb"), "a\\u{1b}[2Jb");
         assert_eq!(csv_cell("a,\"b\""), "\"a,\"\"b\"\"\"");
-    }
-
-    /// The CSV line as it was built before issue 19: a `String` per cell, joined.
-    fn csv_line_reference(e: &Event) -> String {
-        let r = row(e);
-        let (trace, span) = match e {
-            Event::Log(l) => (
-                l.trace_id.map(hex::encode).unwrap_or_default(),
-                l.span_id.map(hex::encode).unwrap_or_default(),
-            ),
-            Event::Span(s) => (hex::encode(s.trace_id), hex::encode(s.span_id)),
-        };
-        let cells = [e.signal().as_str(), &r.time, r.level, &r.service, &trace, &span, &r.text];
-        cells.iter().map(|c| csv_cell(c)).collect::<Vec<_>>().join(",")
     }
 
     proptest::proptest! {

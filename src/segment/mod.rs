@@ -10,6 +10,8 @@
 //!   statistics and the page index, and streams record batches; every failure names the
 //!   segment and the key id.
 //!
+//! - [`trace_index`] is the per-row-group trace-id index kept in the encrypted footer, which
+//!   lets a `--trace-id` query skip the row groups that cannot hold the trace.
 //! - [`manifest`] records every sealed, removed and re-wrapped segment of a directory in an
 //!   HMAC-chained `.manifest.jsonl`, so deleted, copied or changed segments are noticed.
 //!
@@ -20,6 +22,7 @@ pub mod manifest;
 pub mod reader;
 pub mod rewrap;
 pub mod schema;
+pub mod trace_index;
 pub mod writer;
 
 use std::path::{Path, PathBuf};

@@ -40,6 +40,7 @@ use parquet::file::statistics::Statistics;
 use zeroize::Zeroizing;
 
 use super::columns::events_from_columns;
+use super::trace_index::{self, TraceIndex};
 use super::{SegmentId, schema, signal_of_path};
 use crate::event::{Signal, severity};
 pub use crate::filter::Filter;
@@ -323,6 +324,9 @@ pub struct Segment {
     pub signal: Signal,
     file: CountingFile,
     meta: ArrowReaderMetadata,
+    /// The encrypted footer's trace-id index, when the segment has one that describes its row
+    /// groups (segments written before it, or by another writer, have none).
+    trace_index: Option<TraceIndex>,
 }
 
 fn col_index(rg: &RowGroupMetaData, name: &str) -> Option<usize> {
@@ -398,7 +402,8 @@ impl Segment {
             Ok(_) => Signal::Spans,
             Err(_) => signal,
         };
-        Ok(Segment { path: path.to_owned(), key_id, signal, file, meta })
+        let trace_index = trace_index_of(meta.metadata());
+        Ok(Segment { path: path.to_owned(), key_id, signal, file, meta, trace_index })
     }
 
     /// Rows, row groups and time range, from the footer statistics.
@@ -455,8 +460,19 @@ impl Segment {
         f.time_overlaps(s.min_time, s.max_time)
     }
 
-    /// Row groups that may hold matching rows, by their statistics: the same conditions as
-    /// [`Filter::matches`], where statistics can prove that no row of a group passes.
+    /// The row groups a read with `f` decrypts (none when [`Segment::may_match`] is false).
+    pub fn row_groups_to_read(&self, f: &Filter) -> Vec<usize> {
+        if self.may_match(f) { self.prune_row_groups(f) } else { Vec::new() }
+    }
+
+    /// Whether the segment carries a trace-id index that describes its row groups.
+    pub fn has_trace_index(&self) -> bool {
+        self.trace_index.is_some()
+    }
+
+    /// Row groups that may hold matching rows, by their statistics and the trace-id index:
+    /// the same conditions as [`Filter::matches`], where these can prove that no row of a
+    /// group passes.
     fn prune_row_groups(&self, f: &Filter) -> Vec<usize> {
         let md = self.meta.metadata();
         let time = schema::time_column(self.signal);
@@ -477,6 +493,9 @@ impl Segment {
             }
             if let Some(t) = f.trace_id() {
                 let t = hex::encode(t);
+                if self.trace_index.as_ref().is_some_and(|idx| !idx.may_contain(i, t.as_bytes())) {
+                    continue;
+                }
                 if let Some(c) = col_index(rg, "trace_id") {
                     if let Some(Statistics::ByteArray(s)) = rg.column(c).statistics() {
                         let all_null = s.null_count_opt().is_some_and(|n| n as i64 == rg.num_rows());
@@ -559,7 +578,7 @@ impl Segment {
     /// runs [`Filter::matches`] over the columns it looks at).
     pub fn read(&self, filter: &Filter, batch_size: usize) -> Result<BatchIter, ReadError> {
         let err = |kind| ReadError { path: self.path.clone(), key_id: Some(self.key_id.clone()), kind };
-        let groups = if self.may_match(filter) { self.prune_row_groups(filter) } else { Vec::new() };
+        let groups = self.row_groups_to_read(filter);
         let mut b = ParquetRecordBatchReaderBuilder::new_with_metadata(self.file.clone(), self.meta.clone())
             .with_batch_size(batch_size)
             .with_row_groups(groups.clone());
@@ -582,6 +601,17 @@ impl Segment {
         let reader = b.build().map_err(|e| err(ReadErrorKind::Data(e.to_string())))?;
         Ok(BatchIter { reader, path: self.path.clone(), key_id: self.key_id.clone() })
     }
+}
+
+/// The trace-id index in a segment's footer metadata, if there is one, it parses, and its row
+/// groups are the file's (same count, same rows each): an index that does not describe the
+/// file is ignored rather than trusted.
+fn trace_index_of(md: &parquet::file::metadata::ParquetMetaData) -> Option<TraceIndex> {
+    let kv = md.file_metadata().key_value_metadata()?;
+    let value = kv.iter().find(|kv| kv.key == trace_index::KEY)?.value.as_deref()?;
+    let idx = TraceIndex::parse(value)?;
+    let rows = md.row_groups().iter().map(|rg| rg.num_rows().max(0) as u64);
+    idx.describes(rows).then_some(idx)
 }
 
 /// The columns [`Filter::matches`] looks at for events of `signal`: what the row filter

@@ -35,6 +35,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 
+use super::trace_index::{self, IndexBuilder};
 use super::{BROKEN, INFLIGHT, SegmentId, schema};
 use crate::event::Signal;
 use crate::keys::{KeyError, KeyProvider};
@@ -48,11 +49,19 @@ pub struct WriteOptions {
     pub row_group_bytes: usize,
     /// Maximum rows per row group.
     pub row_group_rows: usize,
+    /// Keep the trace-id index in the encrypted footer ([`super::trace_index`]). Off only to
+    /// write segments as they were before it (tests of older segments, benchmarks).
+    pub trace_index: bool,
 }
 
 impl Default for WriteOptions {
     fn default() -> WriteOptions {
-        WriteOptions { zstd_level: 1, row_group_bytes: 4 << 20, row_group_rows: 128 * 1024 }
+        WriteOptions {
+            zstd_level: 1,
+            row_group_bytes: 4 << 20,
+            row_group_rows: 128 * 1024,
+            trace_index: true,
+        }
     }
 }
 
@@ -101,6 +110,8 @@ pub struct SegmentWriter {
     rows: u64,
     opened: Instant,
     options: WriteOptions,
+    /// The trace ids of each row group, for the encrypted index in the footer.
+    trace_index: IndexBuilder,
 }
 
 impl std::fmt::Debug for SegmentWriter {
@@ -204,6 +215,7 @@ impl SegmentWriter {
             rows: 0,
             opened: Instant::now(),
             options: options.clone(),
+            trace_index: IndexBuilder::new(),
         })
     }
 
@@ -250,6 +262,7 @@ impl SegmentWriter {
             self.rg_started = true;
         }
         self.encoder.batch(batch).map_err(pq(&self.inflight))?;
+        self.trace_index.add_batch(batch);
         self.rows += batch.num_rows() as u64;
         self.rg_rows += batch.num_rows();
         self.rg_bytes += batch.get_array_memory_size();
@@ -269,6 +282,7 @@ impl SegmentWriter {
         self.encoder
             .finish()
             .map_err(|source| WriteError::Parquet { path: self.inflight.clone(), source })?;
+        self.trace_index.end_row_group();
         self.pending.push_back(self.rg_bytes);
         self.in_flight += self.rg_bytes;
         self.next_rg += 1;
@@ -318,8 +332,16 @@ impl SegmentWriter {
         while !this.pending.is_empty() {
             this.append_oldest(true)?;
         }
-        let SegmentWriter { file, encoder, dest_dir, id, rows, key_id, .. } = this;
+        let keep_index = this.options.trace_index;
+        let SegmentWriter { mut file, encoder, dest_dir, id, rows, key_id, trace_index: ids, .. } = this;
         drop(encoder);
+        // Inside the encrypted footer: see `trace_index` for why not a Parquet bloom filter.
+        if let Some(index) = ids.finish().filter(|_| keep_index) {
+            file.append_key_value_metadata(parquet::file::metadata::KeyValue::new(
+                trace_index::KEY.to_string(),
+                index,
+            ));
+        }
         let buf = file.into_inner().map_err(pq)?;
         let file = buf
             .into_inner()
