@@ -393,7 +393,7 @@ impl RedactTransform {
         visit_event(e, &mut Redacting { r: &self.r, counts: &mut c, skip_body });
         match e {
             Event::Log(l) => {
-                if self.r.detects(Detector::PrivateKey) && credentials::unterminated_pem(l.body.as_bytes()) {
+                if self.r.detects(Detector::PrivateKey) && may_open_pem(l.body.as_bytes()) {
                     let key = stream_key(l);
                     if self.pem_open.len() < self.limits.max_open_lines || self.pem_open.contains_key(&key) {
                         self.pem_open.insert(key, 0);
@@ -536,6 +536,16 @@ impl RedactTransform {
     pub fn open_lines(&self) -> (usize, usize) {
         (self.streams.len(), self.held)
     }
+}
+
+/// Whether `body` leaves a PEM private key block open ([`credentials::unterminated_pem`]),
+/// behind a forward search for its `PRIVATE KEY` marker: nearly no line holds one, and the
+/// forward search is vectorised with a searcher built once, while the check's reverse
+/// searches go byte by byte (they cost as much as the redaction scan of the line).
+fn may_open_pem(body: &[u8]) -> bool {
+    static MARKER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"PRIVATE KEY"));
+    MARKER.find(body).is_some() && credentials::unterminated_pem(body)
 }
 
 /// What a line in progress counts against `max_held_bytes`.
