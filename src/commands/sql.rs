@@ -291,7 +291,7 @@ fn session(retriever: &Arc<SegmentRetriever>) -> SessionContext {
 }
 
 /// Every scan of `logs` or `spans` in `plan`, with the time range its filters allow.
-fn scans_of(plan: &LogicalPlan) -> Vec<(Signal, (Option<i64>, Option<i64>))> {
+fn scans_of(plan: &LogicalPlan) -> Vec<(Signal, super::sql_table::TimeBounds)> {
     let mut out = Vec::new();
     let _ = plan.apply_with_subqueries(|node| {
         if let LogicalPlan::TableScan(scan) = node

@@ -122,11 +122,14 @@ pub fn day_may_match(day_start: Option<i64>, lo: Option<i64>, hi: Option<i64>) -
     lo.is_none_or(|lo| last >= lo) && hi.is_none_or(|hi| first <= hi)
 }
 
+/// A scan's time range from its filters, Unix nanoseconds, each end open when `None`.
+pub type TimeBounds = (Option<i64>, Option<i64>);
+
 /// The range `lo ..= hi` (nanoseconds, inclusive, `None` for unbounded) that the conjunction
 /// of `filters` allows for the column `time_col`. Only comparisons of the column with a
 /// literal count; anything else leaves the range as it is, so the result never excludes a
 /// matching row.
-pub fn time_bounds(filters: &[Expr], time_col: &str) -> (Option<i64>, Option<i64>) {
+pub fn time_bounds(filters: &[Expr], time_col: &str) -> TimeBounds {
     let (mut lo, mut hi) = (None::<i64>, None::<i64>);
     let mut stack: Vec<&Expr> = filters.iter().collect();
     while let Some(e) = stack.pop() {
