@@ -23,10 +23,12 @@ export SEALTRAIL_PYTHON="$venv/bin/python"
 
 echo "== cargo fmt --check"
 cargo fmt --check
-echo "== cargo clippy"
-cargo clippy --all-targets --locked -- -D warnings
+# `--features sql` adds `sealtrail sql` (DataFusion) to the default features: a superset, so one
+# lint and one test run cover both (the layer's feature set is linted on its own below).
+echo "== cargo clippy --features sql"
+cargo clippy --all-targets --locked --features sql -- -D warnings
 # The Lambda layer binary is built without the operator tools (scripts/build-layer.sh).
 echo "== cargo clippy --no-default-features (the layer binary's feature set)"
 cargo clippy --bin sealtrail --locked --no-default-features -- -D warnings
-echo "== cargo test"
-cargo test --locked "$@"
+echo "== cargo test --features sql"
+cargo test --locked --features sql "$@"

@@ -19,6 +19,7 @@ Examples:
   sealtrail segments ./sealtrail-data --keys ~/.local/share/sealtrail/keys
   sealtrail query ./sealtrail-data --since 15m --level warn --grep timeout
   sealtrail scan app.log ./sealtrail-data --format json
+  sealtrail sql \"SELECT service, count(*) FROM logs GROUP BY service\" ./sealtrail-data
 
 Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error,
 3 decryption or integrity failure.";
@@ -72,6 +73,10 @@ pub enum Command {
     /// Exit 0 clean, 1 found, 2 usage, 3 unreadable.
     #[cfg(feature = "tools")]
     Scan(commands::scan::ScanArgs),
+    /// SQL over sealed segments (tables `logs` and `spans`), decrypted in memory (Apache
+    /// DataFusion; built with the cargo feature `sql`).
+    #[cfg(feature = "sql")]
+    Sql(commands::sql::SqlArgs),
 }
 
 impl Cli {
@@ -93,6 +98,8 @@ impl Cli {
             Some(Command::Query(a)) => commands::query::run(a),
             #[cfg(feature = "tools")]
             Some(Command::Scan(a)) => commands::scan::run(a),
+            #[cfg(feature = "sql")]
+            Some(Command::Sql(a)) => commands::sql::run(a),
             None if lambda_environment() => commands::lambda::run(commands::lambda::LambdaArgs::from_env()),
             None => {
                 use clap::CommandFactory;

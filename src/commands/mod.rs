@@ -13,6 +13,12 @@ pub mod run;
 pub mod scan;
 #[cfg(feature = "tools")]
 pub mod segments;
+#[cfg(feature = "sql")]
+pub mod sql;
+#[cfg(feature = "sql")]
+pub mod sql_output;
+#[cfg(feature = "sql")]
+pub mod sql_table;
 #[cfg(feature = "tools")]
 pub mod tail;
 #[cfg(feature = "tools")]

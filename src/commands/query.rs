@@ -112,7 +112,7 @@ fn build_filter(a: &QueryArgs) -> anyhow::Result<Filter> {
 
 /// Creates (or truncates) a decrypted export readable by this user only (0600), also when the
 /// file existed before with a wider mode.
-fn create_private(path: &std::path::Path) -> anyhow::Result<std::fs::File> {
+pub(crate) fn create_private(path: &std::path::Path) -> anyhow::Result<std::fs::File> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let f = std::fs::OpenOptions::new()
         .write(true)
@@ -706,7 +706,7 @@ fn csv_line(out: &mut Vec<u8>, e: &Event) {
 }
 
 /// Appends `csv_cell(s)`: the same bytes, with a fast path for plain printable ASCII.
-fn write_csv_cell(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn write_csv_cell(out: &mut Vec<u8>, s: &str) {
     let formula = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
     if !formula && s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b',' && b != b'"') {
         out.extend_from_slice(s.as_bytes());
