@@ -72,25 +72,27 @@ fn destroying_a_key_shreds_its_segments_and_only_those() {
     assert!(audit.contains("keys destroy") && audit.contains("tenant-a#1"), "{audit}");
     assert_eq!(keys(d, &["audit", "--verify"]).status.code(), Some(0));
 
-    // `segments`: the shredded one is named and counted; exit 3 unless --skip-unreadable.
+    // `segments`: the shredded one is named and counted; exit 3 only with --strict.
     let o = cmd(d).args(["segments", "vault", "--keys", "keys"]).output().unwrap();
-    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = stdout(&o);
     let shredded: Vec<_> = out.lines().filter(|l| l.ends_with("shredded")).collect();
     assert_eq!(shredded.len(), 1, "{out}");
     assert!(shredded[0].contains("tenant-a#1"), "{out}");
     assert!(out.lines().any(|l| l.contains("tenant-b#1") && !l.ends_with("shredded")), "{out}");
     assert!(stderr(&o).contains("1 segment(s) shredded: their key was destroyed"), "{}", stderr(&o));
-    let o = cmd(d).args(["segments", "vault", "--keys", "keys", "--skip-unreadable"]).output().unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-
-    // `query`: the other tenant still reads.
-    let o = cmd(d).args(["query", "vault", "--format", "jsonl"]).output().unwrap();
+    let o = cmd(d).args(["segments", "vault", "--keys", "keys", "--strict"]).output().unwrap();
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+
+    // `query`: the other tenant still reads; exit 3 only with --strict.
+    let o = cmd(d).args(["query", "vault", "--format", "jsonl"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stdout(&o).contains("beta line") && !stdout(&o).contains("alpha"), "{}", stdout(&o));
     assert!(stderr(&o).contains("shredded (key tenant-a#1 was destroyed)"), "{}", stderr(&o));
-    let o = cmd(d).args(["query", "vault", "--format", "jsonl", "--skip-unreadable"]).output().unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("1 segment(s) shredded"), "{}", stderr(&o));
+    let o = cmd(d).args(["query", "vault", "--format", "jsonl", "--strict"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stdout(&o).contains("beta line"), "{}", stdout(&o));
 
     // A destroyed name is never reused (segments name their key `name#version`).
     let o = keys(d, &["create", "tenant-a"]);

@@ -118,6 +118,10 @@ fn issue_13_segment_renamed_to_a_non_id_name_fails() {
     let q = env.cli(&["query", other.to_str().unwrap(), "--format", "jsonl"]);
     assert_eq!(q.status.code(), Some(3), "{}", stderr(&q));
     assert!(bodies(&q).is_empty());
+    // `--skip-unreadable`: still named and counted, but exit 0 (as `sql` does).
+    let q = env.cli(&["query", other.to_str().unwrap(), "--format", "jsonl", "--skip-unreadable"]);
+    assert_eq!(q.status.code(), Some(0), "{}", stderr(&q));
+    assert!(stderr(&q).contains("1 segment(s) could not be read"), "{}", stderr(&q));
 }
 
 #[test]

@@ -340,3 +340,33 @@ fn statements_that_write_are_refused_and_the_audit_log_has_no_query_text() {
     assert!(!last["segments"].as_array().unwrap().is_empty());
     assert!(last["keys"].as_array().unwrap_or_else(|| panic!("{last}")).iter().any(|k| k == "default#1"));
 }
+
+/// Crypto-shredding is intended, not an error: after `keys destroy`, the segments under that
+/// key are named as shredded, counted and left out, and the exit code is 0; `--strict` makes
+/// it 3 and runs nothing.
+#[test]
+fn shredded_segments_are_left_out_and_fail_only_with_strict() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, keys) = (tmp.path().join("data"), tmp.path().join("keys"));
+    copy_data(&data);
+    std::fs::create_dir_all(&keys).unwrap();
+    for e in std::fs::read_dir(&fixture().keys).unwrap().flatten() {
+        if e.path().is_file() {
+            std::fs::copy(e.path(), keys.join(e.file_name())).unwrap();
+        }
+    }
+    let destroy = Command::new(BIN)
+        .args(["keys", "destroy", "default", "--yes", "--keys"])
+        .arg(&keys)
+        .env_remove("SEALTRAIL_KEYS")
+        .output()
+        .unwrap();
+    assert!(destroy.status.success(), "{}", stderr(&destroy));
+    let out = sql_in(&data, &keys, "SELECT count(*) AS n FROM logs", &["--format", "jsonl"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(serde_json::from_str::<J>(stdout(&out).trim()).unwrap()["n"].as_i64(), Some(0));
+    assert!(stderr(&out).contains("shredded (key default#1 was destroyed)"), "{}", stderr(&out));
+    let out = sql_in(&data, &keys, "SELECT count(*) AS n FROM logs", &["--format", "jsonl", "--strict"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stdout(&out).is_empty(), "{}", stdout(&out));
+}

@@ -72,10 +72,14 @@ pub struct QueryArgs {
     /// Print pruning and byte counts to standard error at the end.
     #[arg(long)]
     pub stats: bool,
-    /// Segments whose key was destroyed (`keys destroy`) are named and counted but do not
-    /// make the exit code 3.
+    /// Segments that cannot be read (a missing key, a failed integrity check) are named and
+    /// counted but do not make the exit code 3.
     #[arg(long)]
     pub skip_unreadable: bool,
+    /// Segments whose key was destroyed (`keys destroy`, crypto-shredding) make the exit code
+    /// 3. Without it they are named and counted, and the exit code stays 0.
+    #[arg(long)]
+    pub strict: bool,
     /// Encode `jsonl` and `csv` with the reference encoders (a `serde_json::Value` per event,
     /// a `String` per CSV cell) that the direct writers replaced: same bytes, slower. For
     /// benchmarks (BENCHMARKS.md "Query output") and checks, not for use.
@@ -303,9 +307,11 @@ pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
     }
     if failed > 0 {
         eprintln!("sealtrail: {failed} segment(s) could not be read");
-        return Ok(ExitCode::from(exit_codes::INTEGRITY));
+        if !args.skip_unreadable {
+            return Ok(ExitCode::from(exit_codes::INTEGRITY));
+        }
     }
-    if shredded > 0 && !args.skip_unreadable {
+    if shredded > 0 && args.strict {
         return Ok(ExitCode::from(exit_codes::INTEGRITY));
     }
     Ok(ExitCode::SUCCESS)

@@ -31,10 +31,14 @@ pub struct SegmentsArgs {
     /// With `--older-than`: remove those segments (without it, a dry run lists them).
     #[arg(long, requires = "older_than")]
     pub delete: bool,
-    /// Segments whose key was destroyed (`keys destroy`) are listed as shredded and counted
-    /// but do not make the exit code 3.
+    /// Segments that cannot be read (a missing key, a failed integrity check) are named but
+    /// do not make the exit code 3.
     #[arg(long)]
     pub skip_unreadable: bool,
+    /// Segments whose key was destroyed (`keys destroy`, crypto-shredding) make the exit code
+    /// 3. Without it they are listed as `shredded` and counted, and the exit code stays 0.
+    #[arg(long)]
+    pub strict: bool,
     /// Check the directory against its manifest (`.manifest.jsonl`): segments missing from
     /// disk or not in the manifest, duplicates, size or hash mismatches (every file is read),
     /// and, with the keyring, the manifest's chain and head. Exit 3 when anything is wrong.
@@ -202,6 +206,6 @@ pub fn run(args: SegmentsArgs) -> anyhow::Result<ExitCode> {
     if shredded > 0 {
         eprintln!("sealtrail: {shredded} segment(s) shredded: their key was destroyed");
     }
-    let bad = failed || (shredded > 0 && !args.skip_unreadable);
+    let bad = (failed && !args.skip_unreadable) || (shredded > 0 && args.strict);
     Ok(ExitCode::from(if bad { exit_codes::INTEGRITY } else { exit_codes::OK }))
 }

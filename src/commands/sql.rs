@@ -73,10 +73,14 @@ pub struct SqlArgs {
     /// sealed segments' protection. Recorded in the audit log.
     #[arg(long, value_name = "FILE")]
     pub write_decrypted_parquet: Option<PathBuf>,
-    /// Leave out segments that cannot be read (missing or destroyed key, failed integrity),
-    /// name and count them, and exit 0.
+    /// Leave out segments that cannot be read (missing key, failed integrity), name and
+    /// count them, and exit 0.
     #[arg(long)]
     pub skip_unreadable: bool,
+    /// Segments whose key was destroyed (`keys destroy`, crypto-shredding) make the exit code
+    /// 3 and nothing is queried. Without it they are named, counted and left out.
+    #[arg(long)]
+    pub strict: bool,
     /// Print the segments pruned, opened and skipped, and the time taken, to standard error.
     #[arg(long)]
     pub stats: bool,
@@ -166,6 +170,7 @@ pub fn run(args: SqlArgs) -> anyhow::Result<ExitCode> {
     // 3. Record: key ids from the plaintext key metadata; destroyed keys are never opened.
     let destroyed = crate::keys::destroy::Destroyed::load(&keys_dir)?;
     let mut unreadable = 0usize;
+    let mut shredded = 0usize;
     let mut key_ids: Vec<String> = Vec::new();
     let mut to_open = Vec::with_capacity(selected.len());
     for (signal, f) in selected {
@@ -176,7 +181,7 @@ pub fn run(args: SqlArgs) -> anyhow::Result<ExitCode> {
                     f.path.display(),
                     km.master_key_id
                 );
-                unreadable += 1;
+                shredded += 1;
                 continue;
             }
             Ok(km) => {
@@ -223,6 +228,12 @@ pub fn run(args: SqlArgs) -> anyhow::Result<ExitCode> {
                 unreadable += 1;
             }
         }
+    }
+    if shredded > 0 && args.strict {
+        eprintln!(
+            "sealtrail: {shredded} segment(s) shredded (their key was destroyed); nothing was queried (--strict)"
+        );
+        return Ok(ExitCode::from(exit_codes::INTEGRITY));
     }
     if unreadable > 0 && !args.skip_unreadable {
         eprintln!(
@@ -272,6 +283,9 @@ pub fn run(args: SqlArgs) -> anyhow::Result<ExitCode> {
             "sealtrail: {rows} rows; {opened} segments read, {pruned} pruned by day, {unreadable} unreadable; {:.3} s",
             started.elapsed().as_secs_f64()
         );
+    }
+    if shredded > 0 {
+        eprintln!("sealtrail: {shredded} segment(s) shredded: their key was destroyed");
     }
     if unreadable > 0 {
         eprintln!("sealtrail: {unreadable} unreadable segment(s) left out");
