@@ -105,6 +105,24 @@ fn spawn_agent(env: &Env, config: &Path, port: u16, s3_port: u16) -> Child {
         .unwrap()
 }
 
+/// The agent's log as it comes, read on a thread (joined when the agent has exited).
+fn collect_stderr(child: &mut Child) -> (Arc<std::sync::Mutex<String>>, std::thread::JoinHandle<()>) {
+    let stderr_pipe = child.stderr.take().unwrap();
+    let log = Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            use std::io::{BufRead, BufReader};
+            for line in BufReader::new(stderr_pipe).lines().map_while(Result::ok) {
+                let mut l = log.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        })
+    };
+    (log, reader)
+}
+
 /// Polls `cond` (bounded, so a regression fails instead of hanging).
 fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let until = Instant::now() + Duration::from_secs(90);
@@ -330,19 +348,7 @@ fn an_s3_outage_keeps_segments_local_until_s3_returns_none_lost_or_duplicated() 
     let config = write_config(&env, "outage", "max_age = \"300ms\"");
     let mut child = spawn_agent(&env, &config, moto_port, relay_port);
     let mut stdin = child.stdin.take().unwrap();
-    let stderr_pipe = child.stderr.take().unwrap();
-    let log = Arc::new(std::sync::Mutex::new(String::new()));
-    let reader = {
-        let log = log.clone();
-        std::thread::spawn(move || {
-            use std::io::{BufRead, BufReader};
-            for line in BufReader::new(stderr_pipe).lines().map_while(Result::ok) {
-                let mut l = log.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        })
-    };
+    let (log, reader) = collect_stderr(&mut child);
     let uploads = |l: &Arc<std::sync::Mutex<String>>| {
         l.lock().unwrap().matches("segment uploaded and verified").count()
     };
@@ -442,19 +448,7 @@ fn sigterm_ends_a_run_whose_spool_is_full_while_s3_is_down() {
     let dead = free_port();
     let mut child = spawn_agent(&env, &config, port, dead);
     let mut stdin = child.stdin.take().unwrap();
-    let stderr_pipe = child.stderr.take().unwrap();
-    let log = Arc::new(std::sync::Mutex::new(String::new()));
-    let reader = {
-        let log = log.clone();
-        std::thread::spawn(move || {
-            use std::io::{BufRead, BufReader};
-            for line in BufReader::new(stderr_pipe).lines().map_while(Result::ok) {
-                let mut l = log.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        })
-    };
+    let (log, reader) = collect_stderr(&mut child);
     // Lines until the pipe is refused (the agent stopped reading at SIGTERM) or a bound.
     let feeder = std::thread::spawn(move || {
         let mut sent = 0usize;
